@@ -1,0 +1,25 @@
+"""Quorum: durable, observable multi-agent patterns on LangGraph.
+
+The four patterns (orchestrator, pipeline, debate, react) are compiled StateGraphs in
+`quorum.graphs`; this package's top level is the Python API that runs them on durable
+threads:
+
+    import quorum
+    result = await quorum.run("orchestrator", "Compare SQLite and PostgreSQL for a CLI tool")
+    print(result.output, result.thread_id)
+"""
+
+from quorum.context import QuorumContext
+from quorum.errors import QuorumError, RunFailed
+from quorum.runner import ThreadInfo, get_thread, list_threads, resume, run
+
+__all__ = [
+    "QuorumContext",
+    "QuorumError",
+    "RunFailed",
+    "ThreadInfo",
+    "get_thread",
+    "list_threads",
+    "resume",
+    "run",
+]

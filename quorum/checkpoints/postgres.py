@@ -1,0 +1,34 @@
+"""The PostgreSQL checkpointer, used when the database setting is a postgresql:// URL."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from quorum.checkpoints.serde import strict_serializer
+from quorum.errors import ConfigError
+
+
+@asynccontextmanager
+async def open_postgres(url: str) -> AsyncIterator[Any]:
+    """Open the checkpoint tables at `url`, creating them if needed."""
+    try:
+        import psycopg
+        from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+    except ImportError as error:
+        raise ConfigError(
+            "PostgreSQL checkpoints need the postgres extra",
+            hint="pip install 'quorum[postgres]'",
+        ) from error
+    try:
+        conn = await psycopg.AsyncConnection.connect(url, autocommit=True, prepare_threshold=0)
+    except psycopg.Error as error:
+        raise ConfigError(
+            f"cannot connect to the PostgreSQL checkpoint database: {error}".strip(),
+            hint="check the URL in QUORUM_DATABASE (or --db) and that the server is up",
+        ) from error
+    async with conn:
+        saver = AsyncPostgresSaver(conn, serde=strict_serializer())  # type: ignore[arg-type]
+        await saver.setup()
+        yield saver

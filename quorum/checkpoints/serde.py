@@ -1,0 +1,44 @@
+"""Strict checkpoint deserialisation: only our own state types and LangGraph's safe ones.
+
+LangGraph's default serializer imports and calls whatever class a checkpoint names, so anyone
+who can write to the database could run code in every process that reads it. Quorum's
+serializer allows only the pydantic models that appear in its patterns' state, found by
+walking the state schemas, so a new state type is allowed without a list to keep in sync.
+"""
+
+from __future__ import annotations
+
+from typing import Any, get_args, get_type_hints
+
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+from pydantic import BaseModel
+
+
+def state_types() -> set[type[BaseModel]]:
+    """Every pydantic model that can be stored in a Quorum pattern's state."""
+    from quorum.graphs import PATTERNS  # the graphs import this package's users, not it
+
+    found: set[type[BaseModel]] = set()
+    for builder in PATTERNS.values():
+        for hint in get_type_hints(builder.state_schema).values():
+            _collect(hint, found)
+    return found
+
+
+def _collect(hint: Any, found: set[type[BaseModel]]) -> None:
+    if isinstance(hint, type) and issubclass(hint, BaseModel):
+        if hint in found:
+            return
+        found.add(hint)
+        for field in hint.model_fields.values():
+            _collect(field.annotation, found)
+        return
+    for arg in get_args(hint):  # list[X], X | None, Annotated[X, ...], dict[str, X]
+        _collect(arg, found)
+
+
+def strict_serializer() -> JsonPlusSerializer:
+    """A serializer that refuses to revive any type not in our state or LangGraph's safe set."""
+    return JsonPlusSerializer(
+        allowed_msgpack_modules=[(t.__module__, t.__name__) for t in state_types()]
+    )

@@ -1,0 +1,75 @@
+"""Run settings: the `context_schema` every Quorum graph is compiled with.
+
+One frozen dataclass with plain JSON-friendly fields, so LangGraph Studio can render a form
+from it and a thread can store the exact settings it ran with (resume reuses them). Unset
+model fields fall back to `quorum.settings.Settings`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Annotated, Any
+
+from pydantic import Field, TypeAdapter
+
+
+@dataclass(frozen=True, kw_only=True)
+class QuorumContext:
+    """Settings for one run of a pattern."""
+
+    model: Annotated[
+        str, Field(description="Default model for every agent; empty uses QUORUM_MODEL.")
+    ] = ""
+    models: Annotated[
+        dict[str, str],
+        Field(description="Per-agent model overrides, e.g. {'judge': 'gpt-4o'}."),
+    ] = field(default_factory=dict)
+    temperature: Annotated[
+        float | None,
+        Field(ge=0, le=2, description="Sampling temperature; empty uses QUORUM_TEMPERATURE."),
+    ] = None
+    max_steps: Annotated[
+        int, Field(ge=1, le=200, description="ReAct: most reason/act steps before stopping.")
+    ] = 8
+    max_tool_calls: Annotated[
+        int, Field(ge=0, le=50, description="Most tool calls one worker may make.")
+    ] = 3
+    max_plan_steps: Annotated[
+        int, Field(ge=1, le=50, description="Orchestrator: largest plan accepted.")
+    ] = 8
+    max_plan_repairs: Annotated[
+        int, Field(ge=0, le=10, description="Orchestrator: repairs of an invalid plan.")
+    ] = 2
+    max_revisions: Annotated[
+        int, Field(ge=0, le=5, description="Pipeline: summary revisions after a fact-check.")
+    ] = 1
+    max_rounds: Annotated[
+        int, Field(ge=1, le=10, description="Debate: critique-and-revise rounds.")
+    ] = 1
+    debater_a_persona: Annotated[str, Field(description="Debate: who the first debater is.")] = (
+        "a careful analyst who reasons from first principles"
+    )
+    debater_b_persona: Annotated[str, Field(description="Debate: who the second debater is.")] = (
+        "a pragmatic practitioner who argues from real-world experience"
+    )
+
+    def model_for(self, agent: str) -> str:
+        """The model name this context picks for `agent` ('' means the settings default)."""
+        return self.models.get(agent) or self.model
+
+    def to_dict(self) -> dict[str, Any]:
+        """The context as plain data, as stored with a thread."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> QuorumContext:
+        """Validate plain data (a CLI flag, a stored thread) into a context."""
+        return _ADAPTER.validate_python(data)
+
+
+_ADAPTER = TypeAdapter(QuorumContext)
+
+
+def context_json_schema() -> dict[str, Any]:
+    """The JSON schema Studio renders its form from."""
+    return _ADAPTER.json_schema()

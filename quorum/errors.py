@@ -1,0 +1,52 @@
+"""The errors Quorum raises on purpose: each says what went wrong and what to do about it.
+
+The CLI prints a `QuorumError` as one line and exits non-zero; anything else is a bug and
+keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class QuorumError(Exception):
+    """An error a user can act on; `hint` says how."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, hint: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.hint})" if self.hint else self.message
+
+
+class UsageError(QuorumError):
+    """The command or call was given bad input."""
+
+    exit_code = 2
+
+
+class ConfigError(QuorumError):
+    """A setting is missing or wrong."""
+
+
+class ModelError(QuorumError):
+    """The model endpoint failed in a way retrying will not fix."""
+
+
+class PlanError(QuorumError):
+    """The planner could not produce a valid plan within its repairs."""
+
+
+class ThreadNotFound(QuorumError):
+    """No thread with that id is in the checkpoint store."""
+
+
+class RunFailed(QuorumError):
+    """A run stopped because an agent failed; its checkpoints are kept for `resume`."""
+
+    def __init__(self, message: str, *, agent: str, thread_id: str, hint: str = "") -> None:
+        super().__init__(message, hint=hint)
+        self.agent = agent
+        self.thread_id = thread_id

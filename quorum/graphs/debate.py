@@ -1,0 +1,77 @@
+"""Debate: two debaters answer, critique each other and revise; a judge decides.
+
+    moderator ─> debater_a ┐
+              └> debater_b ┴─> moderator ─(next phase)─> ... ─(rounds done or agreed)─> judge
+
+The two debaters run in parallel in every phase. The moderator is plain code: it advances
+answer -> critique -> revise, counts rounds (default 1) and stops early when both debaters
+say they agree.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from langgraph.graph import END, START, StateGraph
+from langgraph.runtime import Runtime
+
+from quorum.context import QuorumContext
+from quorum.models import MODEL_RETRY
+from quorum.nodes.debate import Position, Verdict, debater_a, debater_b, judge
+from quorum.state import QuorumState
+
+Phase = Literal["answer", "critique", "revise", "judge"]
+
+
+def merge(left: dict | None, right: dict | None) -> dict:
+    """Reducer: each debater writes its own side's entry."""
+    return {**(left or {}), **(right or {})}
+
+
+class DebateState(QuorumState, total=False):
+    """State of a debate; `input` is the question."""
+
+    phase: Phase
+    round: int
+    positions: Annotated[dict[str, Position], merge]
+    critiques: Annotated[dict[str, str], merge]
+    """Critique of each side's answer, written by the other side."""
+    agreement: Annotated[dict[str, bool], merge]
+    verdict: Verdict
+
+
+async def moderator(state: DebateState, runtime: Runtime[QuorumContext]) -> dict:
+    """Advance the debate to its next phase."""
+    phase = state.get("phase")
+    if phase is None:
+        return {"phase": "answer", "round": 0}
+    if phase == "answer":
+        return {"phase": "critique", "round": 1}
+    if phase == "critique":
+        return {"phase": "revise"}
+    agreed = all(state.get("agreement", {}).get(side) for side in ("a", "b"))
+    if agreed or state["round"] >= runtime.context.max_rounds:
+        return {"phase": "judge"}
+    return {"phase": "critique", "round": state["round"] + 1}
+
+
+def route_after_moderator(
+    state: DebateState,
+) -> list[Literal["debater_a", "debater_b"]] | Literal["judge"]:
+    """Both debaters take the phase, or the judge decides."""
+    return "judge" if state["phase"] == "judge" else ["debater_a", "debater_b"]
+
+
+builder = StateGraph(DebateState, context_schema=QuorumContext)
+builder.add_node(moderator)
+builder.add_node(debater_a, retry_policy=MODEL_RETRY)
+builder.add_node(debater_b, retry_policy=MODEL_RETRY)
+builder.add_node(judge, retry_policy=MODEL_RETRY)
+builder.add_edge(START, "moderator")
+builder.add_conditional_edges(
+    "moderator", route_after_moderator, ["debater_a", "debater_b", "judge"]
+)
+builder.add_edge(["debater_a", "debater_b"], "moderator")
+builder.add_edge("judge", END)
+
+graph = builder.compile(name="debate")

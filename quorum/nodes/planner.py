@@ -1,0 +1,121 @@
+"""The planner agent: turns a goal into a validated plan of steps for the workers.
+
+The planner plans and delegates; it never does a step itself. Its plan is checked here
+(known workers, unique ids, dependencies that exist, no cycles, not too long) and an invalid
+plan goes back to it with the problems listed, a bounded number of times.
+"""
+
+from __future__ import annotations
+
+from graphlib import CycleError, TopologicalSorter
+from typing import TYPE_CHECKING
+
+from langchain_core.messages import HumanMessage, SystemMessage
+from langgraph.runtime import Runtime
+from pydantic import BaseModel, ConfigDict, Field
+
+from quorum.context import QuorumContext
+from quorum.errors import PlanError
+from quorum.models import ask_structured
+from quorum.nodes.workers import WORKERS
+
+if TYPE_CHECKING:
+    from quorum.graphs.orchestrator import OrchestratorState
+
+PLANNER_PROMPT = """You are the planner of a team of agents. Break the user's goal into steps
+and assign each step to one worker. You never do a step yourself.
+
+Workers:
+{workers}
+
+Rules:
+- Give each step a short unique id (s1, s2, ...), one worker from the list, and a
+  self-contained task: the worker sees only its task and the results of its dependencies.
+- List in `dependencies` the ids of the steps whose results a step needs; steps with no
+  dependencies between them run at the same time, so only add the ones that are needed.
+- Use at most {max_steps} steps. Fewer is better when it does the job.
+Reply with JSON only."""
+
+REPAIR_TEMPLATE = """Your previous plan was invalid:
+{plan}
+Problems:
+{problems}
+Send a corrected plan."""
+
+
+class PlanStep(BaseModel):
+    """One step of a plan."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(description="Short unique id for the step, e.g. 's1'.")
+    worker: str = Field(description="The worker that runs this step, by name.")
+    task: str = Field(description="What the worker must do; self-contained.")
+    dependencies: list[str] = Field(
+        description="Ids of the steps whose results this step needs; [] if none."
+    )
+
+
+class Plan(BaseModel):
+    """A plan: steps forming a directed acyclic graph."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    steps: list[PlanStep] = Field(description="The steps, in any order.")
+
+
+def validate_plan(plan: Plan, workers: dict[str, str], max_steps: int) -> list[str]:
+    """Every problem with `plan`; an empty list means it can run."""
+    problems: list[str] = []
+    if not plan.steps:
+        problems.append("the plan has no steps")
+    if len(plan.steps) > max_steps:
+        problems.append(f"the plan has {len(plan.steps)} steps; the most allowed is {max_steps}")
+    ids = [step.id for step in plan.steps]
+    for step_id in sorted({i for i in ids if ids.count(i) > 1}):
+        problems.append(f"step id {step_id!r} is used more than once")
+    for step in plan.steps:
+        if step.worker not in workers:
+            problems.append(
+                f"step {step.id!r} names unknown worker {step.worker!r}; "
+                f"choose one of: {', '.join(workers)}"
+            )
+        for dependency in step.dependencies:
+            if dependency not in ids:
+                problems.append(f"step {step.id!r} depends on missing step {dependency!r}")
+    try:
+        TopologicalSorter({s.id: s.dependencies for s in plan.steps}).prepare()
+    except CycleError as error:
+        cycle = " -> ".join(error.args[1])
+        problems.append(f"the dependencies form a cycle: {cycle}")
+    return problems
+
+
+async def planner(state: OrchestratorState, runtime: Runtime[QuorumContext]) -> dict:
+    """Plan the goal; return a valid plan, or the problems for another attempt."""
+    context = runtime.context
+    workers = {name: worker.description for name, worker in WORKERS.items()}
+    messages = [
+        SystemMessage(
+            PLANNER_PROMPT.format(
+                workers="\n".join(f"- {name}: {about}" for name, about in workers.items()),
+                max_steps=context.max_plan_steps,
+            )
+        ),
+        HumanMessage(f"Goal: {state['input']}"),
+        *(HumanMessage(feedback) for feedback in state.get("plan_feedback", [])[-1:]),
+    ]
+    plan, usage = await ask_structured("planner", context, messages, Plan)
+    problems = validate_plan(plan, workers, context.max_plan_steps)
+    if not problems:
+        return {"plan": plan, "usage": usage}
+    repairs = len(state.get("plan_feedback", []))
+    if repairs >= context.max_plan_repairs:
+        raise PlanError(
+            f"the planner gave no valid plan after {repairs} repairs: {'; '.join(problems)}",
+            hint="rephrase the goal, raise max_plan_repairs, or use a stronger planner model",
+        )
+    feedback = REPAIR_TEMPLATE.format(
+        plan=plan.model_dump_json(), problems="\n".join(f"- {p}" for p in problems)
+    )
+    return {"plan_feedback": [feedback], "usage": usage}

@@ -1,0 +1,41 @@
+"""The synthesizer agent: merges the workers' results into the orchestrator's final answer."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from langchain_core.messages import HumanMessage, SystemMessage
+from langgraph.runtime import Runtime
+
+from quorum.context import QuorumContext
+from quorum.models import ask
+
+if TYPE_CHECKING:
+    from quorum.graphs.orchestrator import OrchestratorState
+
+SYNTHESIZER_PROMPT = """You merge the results of a team's steps into one final answer to the
+user's goal. Use only what the results say; where they disagree, say so. Answer in markdown."""
+
+RESULTS_TEMPLATE = """Goal: {goal}
+
+Results, step by step:
+{results}"""
+
+
+async def synthesizer(state: OrchestratorState, runtime: Runtime[QuorumContext]) -> dict:
+    """Write the final answer from the plan's results."""
+    plan = state["plan"]
+    assert plan is not None, "the synthesizer runs only after a valid plan"
+    results = "\n\n".join(
+        f"## {step.id} ({step.worker}): {step.task}\n{state['results'][step.id]}"
+        for step in plan.steps
+    )
+    reply, usage = await ask(
+        "synthesizer",
+        runtime.context,
+        [
+            SystemMessage(SYNTHESIZER_PROMPT),
+            HumanMessage(RESULTS_TEMPLATE.format(goal=state["input"], results=results)),
+        ],
+    )
+    return {"output": reply.text, "usage": usage}

@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from quorum import models
+from quorum.settings import get_settings
+from tests.fakes import Script, ScriptedChatModel
+
+
+@pytest.fixture(autouse=True)
+def isolated_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    """Each test gets its own data folder and no endpoint, key or tracing from the machine."""
+    for name in ("QUORUM_BASE_URL", "OPENAI_BASE_URL", "QUORUM_API_KEY", "OPENAI_API_KEY",
+                 "QUORUM_MODEL", "QUORUM_DATABASE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("LANGSMITH_TRACING", "false")
+    monkeypatch.setenv("QUORUM_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.chdir(tmp_path)  # no stray .env from the checkout
+    get_settings.cache_clear()
+    models._chat_openai.cache_clear()
+    yield
+    get_settings.cache_clear()
+    models._chat_openai.cache_clear()
+
+
+@pytest.fixture
+def script(monkeypatch: pytest.MonkeyPatch) -> Script:
+    """Replace every agent's model with the scripted fake; the test adjusts the script."""
+    scripted = Script()
+    monkeypatch.setattr(
+        models, "load_chat_model", lambda agent, context: ScriptedChatModel(agent=agent, script=scripted)
+    )
+    return scripted
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> str:
+    return str(tmp_path / "data" / "quorum.db")

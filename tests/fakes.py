@@ -1,0 +1,133 @@
+"""A scripted chat model for unit tests, injected at Quorum's one model seam."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
+from langchain_core.outputs import ChatGeneration, ChatResult
+
+Reply = str | dict | AIMessage
+Responder = Callable[[str, list[BaseMessage]], Reply]
+
+
+@dataclass
+class Call:
+    agent: str
+    messages: list[BaseMessage]
+    start: float
+    end: float = 0.0
+
+
+@dataclass
+class Script:
+    """What every agent answers, and a log of every call."""
+
+    responders: dict[str, Responder] = field(default_factory=dict)
+    delay: float = 0.0
+    calls: list[Call] = field(default_factory=list)
+
+    def on(self, agent: str, responder: Responder) -> Script:
+        self.responders[agent] = responder
+        return self
+
+    def count(self, agent: str) -> int:
+        return sum(1 for call in self.calls if call.agent == agent)
+
+
+class ScriptedChatModel(BaseChatModel):
+    agent: str
+    script: Any
+
+    @property
+    def _llm_type(self) -> str:
+        return "scripted"
+
+    def bind_tools(self, tools: Any, **kwargs: Any) -> Any:
+        return self.bind(tools=[getattr(t, "name", t) for t in tools], **kwargs)
+
+    def _generate(self, *args: Any, **kwargs: Any) -> ChatResult:
+        raise NotImplementedError("Quorum's agents are async")
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        call = Call(self.agent, list(messages), time.monotonic())
+        self.script.calls.append(call)
+        if self.script.delay:
+            await asyncio.sleep(self.script.delay)
+        responder = self.script.responders.get(self.agent) or DEFAULT_RESPONDERS[self.agent]
+        reply = responder(self.agent, list(messages))
+        call.end = time.monotonic()
+        if isinstance(reply, dict):
+            reply = json.dumps(reply)
+        if isinstance(reply, str):
+            reply = AIMessage(reply)
+        reply.usage_metadata = {"input_tokens": 10, "output_tokens": 5, "total_tokens": 15}
+        return ChatResult(generations=[ChatGeneration(message=reply)])
+
+
+def last_human(messages: list[BaseMessage]) -> str:
+    return next(m.text for m in reversed(messages) if isinstance(m, HumanMessage))
+
+
+def plan_of(*steps: tuple[str, str, list[str]]) -> dict:
+    return {
+        "steps": [
+            {"id": i, "worker": w, "task": f"task {i}", "dependencies": d} for i, w, d in steps
+        ]
+    }
+
+
+def _debater(agent: str, messages: list[BaseMessage]) -> dict:
+    prompt = last_human(messages)
+    if prompt.startswith("Question:") and "Critique that answer" in prompt:
+        return {"critique": f"{agent} finds a gap"}
+    if "Revise your answer" in prompt:
+        return {"answer": f"{agent} revised", "reasoning": "because", "agrees_with_opponent": False}
+    return {"answer": f"{agent} answer", "reasoning": "because"}
+
+
+def _react_agent(agent: str, messages: list[BaseMessage]) -> AIMessage:
+    if any(isinstance(m, ToolMessage) for m in messages):
+        result = json.loads(next(m for m in reversed(messages) if isinstance(m, ToolMessage)).text)
+        return AIMessage(f"The answer is {result['value']}.")
+    return AIMessage(
+        "",
+        tool_calls=[{"name": "calculator", "args": {"expression": "6 * 7"}, "id": "c1"}],
+    )
+
+
+DEFAULT_RESPONDERS: dict[str, Responder] = {
+    "planner": lambda a, m: plan_of(
+        ("s1", "researcher", []), ("s2", "analyst", []), ("s3", "writer", ["s1", "s2"])
+    ),
+    "researcher": lambda a, m: f"researched: {last_human(m)}",
+    "analyst": lambda a, m: f"analysed: {last_human(m)}",
+    "writer": lambda a, m: f"wrote: {last_human(m)}",
+    "synthesizer": lambda a, m: "# Final answer\nAll steps merged.",
+    "research": lambda a, m: {"findings": [{"claim": "Water boils at 100 C", "source": "doc"}]},
+    "summarize": lambda a, m: {"text": "Water boils at 100 C.", "claims": ["boils at 100 C"]},
+    "fact_check": lambda a, m: {"verdict": "supported", "unsupported_claims": []},
+    "format_report": lambda a, m: {"markdown": "# Water\nWater boils at 100 C."},
+    "debater_a": _debater,
+    "debater_b": _debater,
+    "judge": lambda a, m: {
+        "final_answer": "debater_a revised",
+        "winner": "a",
+        "rationale": "clearer",
+        "confidence": 0.8,
+    },
+    "agent": _react_agent,
+}

@@ -1,0 +1,123 @@
+"""Each pattern end to end through its compiled graph, with a SQLite checkpointer."""
+
+from __future__ import annotations
+
+import quorum
+from quorum.checkpoints import open_checkpointer
+from quorum.context import QuorumContext
+from quorum.nodes.debate import Verdict
+from quorum.nodes.pipeline import FactCheck, Summary
+from tests.fakes import Script
+
+
+async def test_orchestrator_runs_plan_and_synthesizes(script: Script) -> None:
+    result = await quorum.run("orchestrator", "Explain boiling")
+
+    assert result.status == "completed"
+    assert result.output == "# Final answer\nAll steps merged."
+    assert set(result.values["results"]) == {"s1", "s2", "s3"}
+    # The writer saw its dependencies' results and nothing else.
+    writer_prompt = [c for c in script.calls if c.agent == "writer"][0].messages[-1].text
+    assert "Result of step s1" in writer_prompt and "Result of step s2" in writer_prompt
+    researcher_prompt = [c for c in script.calls if c.agent == "researcher"][0].messages[-1].text
+    assert "Result of step" not in researcher_prompt
+    assert result.usage["planner"] == {"calls": 1, "input_tokens": 10, "output_tokens": 5}
+    assert {"researcher", "analyst", "writer", "synthesizer"} <= set(result.usage)
+
+
+async def test_pipeline_stages_in_order_with_typed_outputs(script: Script) -> None:
+    result = await quorum.run("pipeline", "Water")
+
+    assert result.status == "completed"
+    assert result.output.startswith("# Water")
+    assert isinstance(result.values["summary"], Summary)
+    assert isinstance(result.values["fact_check"], FactCheck)
+    assert [c.agent for c in script.calls] == ["research", "summarize", "fact_check", "format_report"]
+
+
+async def test_pipeline_fact_check_sends_summary_back_once(script: Script) -> None:
+    script.on("fact_check", lambda a, m: {"verdict": "unsupported", "unsupported_claims": ["x"]})
+
+    result = await quorum.run("pipeline", "Water")
+
+    assert [c.agent for c in script.calls] == [
+        "research", "summarize", "fact_check", "summarize", "fact_check", "format_report"
+    ]
+    assert "x" in script.calls[3].messages[-1].text  # the revision names the rejected claim
+    assert result.values["revisions"] == 1
+    assert result.status == "completed"
+
+
+async def test_debate_rounds_and_structured_verdict(script: Script) -> None:
+    result = await quorum.run(
+        "debate", "Tabs or spaces?", context=QuorumContext(max_rounds=2)
+    )
+
+    verdict = result.values["verdict"]
+    assert isinstance(verdict, Verdict)
+    assert (verdict.winner, verdict.confidence) == ("a", 0.8)
+    assert result.output == verdict.final_answer
+    # answer + 2 x (critique + revise) per debater
+    assert script.count("debater_a") == 5 and script.count("debater_b") == 5
+    assert script.count("judge") == 1
+
+
+async def test_debate_ends_early_when_both_agree(script: Script) -> None:
+    def agreeing(agent, messages):
+        reply = __import__("tests.fakes", fromlist=["_debater"])._debater(agent, messages)
+        if "agrees_with_opponent" in reply:
+            reply["agrees_with_opponent"] = True
+        return reply
+
+    script.on("debater_a", agreeing).on("debater_b", agreeing)
+
+    await quorum.run("debate", "Tabs or spaces?", context=QuorumContext(max_rounds=3))
+
+    assert script.count("debater_a") == 3  # answer, critique, revise: then agreement ends it
+
+
+async def test_debaters_use_their_own_personas(script: Script) -> None:
+    context = QuorumContext(debater_a_persona="a pirate", debater_b_persona="a judge of taste")
+    await quorum.run("debate", "Best sea?", context=context)
+
+    first = {c.agent: c.messages[0].text for c in script.calls[:2]}
+    assert "a pirate" in first["debater_a"] and "a judge of taste" in first["debater_b"]
+
+
+async def test_react_calls_tool_and_answers(script: Script) -> None:
+    result = await quorum.run("react", "What is 6 times 7?")
+
+    assert result.status == "completed"
+    assert result.values["status"] == "answered"
+    assert result.output == "The answer is 42."
+    assert result.values["steps"] == 1
+
+
+async def test_react_step_limit_ends_with_status_and_history(script: Script) -> None:
+    def always_tool(agent, messages):
+        return __import__("langchain_core.messages", fromlist=["AIMessage"]).AIMessage(
+            "", tool_calls=[{"name": "calculator", "args": {"expression": "1+1"}, "id": "c"}]
+        )
+
+    script.on("agent", always_tool)
+
+    result = await quorum.run("react", "Loop forever", context=QuorumContext(max_steps=3))
+
+    assert result.status == "completed"
+    assert result.values["status"] == "step_limit"
+    assert "step limit (3)" in result.output
+    assert result.values["steps"] == 3
+    assert script.count("agent") == 3
+    assert len(result.values["messages"]) == 1 + 3 * 2  # task + 3 x (call, result)
+
+
+async def test_state_survives_in_sqlite_and_reloads_strictly(script: Script, db: str) -> None:
+    result = await quorum.run("debate", "Tabs or spaces?")
+
+    # A fresh process view of the store: the pydantic state types load back as themselves.
+    reloaded = await quorum.get_thread(result.thread_id, database=db)
+    assert isinstance(reloaded.values["verdict"], Verdict)
+    assert reloaded.output == result.output
+    assert [h.agents for h in reloaded.history][:2] == [["moderator"], ["debater_a", "debater_b"]]
+    async with open_checkpointer(db) as saver:
+        assert await saver.aget_tuple({"configurable": {"thread_id": result.thread_id}})
