@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 import openai
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, AnyMessage, HumanMessage
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.tools import BaseTool
 from langchain_openai import ChatOpenAI
 from langgraph.types import RetryPolicy
@@ -108,7 +108,7 @@ def usage_of(agent: str, replies: Sequence[AIMessage]) -> dict[str, Usage]:
 async def ask(
     agent: str,
     context: QuorumContext,
-    messages: Sequence[AnyMessage],
+    messages: Sequence[BaseMessage],
     *,
     tools: Sequence[BaseTool] = (),
 ) -> tuple[AIMessage, dict[str, Usage]]:
@@ -123,7 +123,7 @@ async def ask(
 async def ask_structured(
     agent: str,
     context: QuorumContext,
-    messages: Sequence[AnyMessage],
+    messages: Sequence[BaseMessage],
     schema: type[T],
 ) -> tuple[T, dict[str, Usage]]:
     """Ask `agent` for a reply matching `schema`; the model may repair a bad reply."""
@@ -143,7 +143,7 @@ async def ask_structured(
     )
 
 
-async def _invoke(model: Any, messages: Sequence[AnyMessage], agent: str) -> AIMessage:
+async def _invoke(model: Any, messages: Sequence[BaseMessage], agent: str) -> AIMessage:
     try:
         reply = await model.ainvoke(list(messages), config={"metadata": {"quorum_agent": agent}})
     except openai.AuthenticationError as error:

@@ -20,10 +20,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
+from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import StateSnapshot
 
+from quorum import models
 from quorum.checkpoints import list_thread_ids, open_checkpointer
 from quorum.context import QuorumContext
 from quorum.errors import QuorumError, RunFailed, ThreadNotFound, UsageError
@@ -41,6 +43,8 @@ class RunEvent:
     agent: str
     usage: dict[str, Usage] = field(default_factory=dict)
     """Usage the finished agent reported (empty on start)."""
+    error: str | None = None
+    """Why the agent failed, if it did."""
 
 
 @dataclass(frozen=True)
@@ -92,6 +96,9 @@ async def run(
         )
     thread_id = thread_id or uuid.uuid4().hex[:12]
     context = context or QuorumContext()
+    models.load_chat_model(
+        "preflight", context
+    )  # a missing endpoint fails before anything is saved
     async with open_checkpointer(database) as saver:
         if await saver.aget_tuple(_config(thread_id)) is not None:
             raise UsageError(
@@ -118,6 +125,7 @@ async def resume(
             )
         metadata = await _metadata(saver, thread_id)
         context = QuorumContext.from_dict(json.loads(metadata.get("quorum_context", "{}")))
+        models.load_chat_model("preflight", context)
         graph = PATTERNS[info.pattern].compile(checkpointer=saver, name=info.pattern)
         await _drive(graph, None, info.pattern, thread_id, context, on_event)
         return await _thread_info(saver, thread_id)
@@ -136,19 +144,19 @@ async def list_threads(*, database: str | None = None) -> list[ThreadInfo]:
     return sorted(infos, key=lambda info: info.updated_at, reverse=True)
 
 
-def _config(thread_id: str) -> dict[str, Any]:
+def _config(thread_id: str) -> RunnableConfig:
     return {"configurable": {"thread_id": thread_id}}
 
 
 async def _drive(
-    graph: CompiledStateGraph,
+    graph: CompiledStateGraph[Any, QuorumContext, Any, Any],
     payload: dict[str, Any] | None,
     pattern: str,
     thread_id: str,
     context: QuorumContext,
     on_event: OnEvent | None,
 ) -> None:
-    config: Any = {
+    config: RunnableConfig = {
         **_config(thread_id),
         "run_name": f"quorum.{pattern}",
         "tags": ["quorum", pattern],
@@ -170,9 +178,10 @@ async def _drive(
     except Exception as error:
         state = await graph.aget_state(config)
         failed = next((t.name for t in state.tasks if t.error), None) or "unknown"
-        hint = error.hint if isinstance(error, QuorumError) and error.hint else ""
+        hint = error.hint if isinstance(error, QuorumError) else ""
+        reason = error.message if isinstance(error, QuorumError) else f"{error!r}"
         raise RunFailed(
-            f"{pattern} run {thread_id} stopped: agent '{failed}' failed: {error}",
+            f"{pattern} run {thread_id} stopped: agent '{failed}' failed: {reason}",
             agent=failed,
             thread_id=thread_id,
             hint=(hint + "; then " if hint else "fix the cause, then ")
@@ -185,7 +194,8 @@ def _run_event(event: dict[str, Any]) -> RunEvent:
         return RunEvent("started", event["name"])
     result = event.get("result") or {}
     usage = result.get("usage", {}) if isinstance(result, dict) else {}
-    return RunEvent("finished", event["name"], usage)
+    error = event.get("error")
+    return RunEvent("finished", event["name"], usage, str(error) if error else None)
 
 
 def _owner() -> str:
@@ -216,7 +226,7 @@ async def _metadata(saver: BaseCheckpointSaver, thread_id: str) -> dict[str, Any
 
 
 def _status(snapshot: StateSnapshot, owner: str) -> tuple[Status, str | None]:
-    error = next((t.error for t in snapshot.tasks if t.error), None)
+    error = next((str(t.error) for t in snapshot.tasks if t.error), None)
     if error is not None:
         return "failed", error
     if not snapshot.next:
@@ -251,7 +261,7 @@ async def _thread_info(
                         step=int((past.metadata or {}).get("step", -1)) + 1,
                         agents=agents,
                         created_at=past.created_at or "",
-                        error=next((t.error for t in past.tasks if t.error), None),
+                        error=next((str(t.error) for t in past.tasks if t.error), None),
                     )
                 )
         history.reverse()

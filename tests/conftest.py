@@ -13,8 +13,14 @@ from tests.fakes import Script, ScriptedChatModel
 @pytest.fixture(autouse=True)
 def isolated_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
     """Each test gets its own data folder and no endpoint, key or tracing from the machine."""
-    for name in ("QUORUM_BASE_URL", "OPENAI_BASE_URL", "QUORUM_API_KEY", "OPENAI_API_KEY",
-                 "QUORUM_MODEL", "QUORUM_DATABASE"):
+    for name in (
+        "QUORUM_BASE_URL",
+        "OPENAI_BASE_URL",
+        "QUORUM_API_KEY",
+        "OPENAI_API_KEY",
+        "QUORUM_MODEL",
+        "QUORUM_DATABASE",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("LANGSMITH_TRACING", "false")
     monkeypatch.setenv("QUORUM_DATA_DIR", str(tmp_path / "data"))
@@ -31,7 +37,9 @@ def script(monkeypatch: pytest.MonkeyPatch) -> Script:
     """Replace every agent's model with the scripted fake; the test adjusts the script."""
     scripted = Script()
     monkeypatch.setattr(
-        models, "load_chat_model", lambda agent, context: ScriptedChatModel(agent=agent, script=scripted)
+        models,
+        "load_chat_model",
+        lambda agent, context: ScriptedChatModel(agent=agent, script=scripted),
     )
     return scripted
 

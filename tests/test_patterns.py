@@ -32,7 +32,12 @@ async def test_pipeline_stages_in_order_with_typed_outputs(script: Script) -> No
     assert result.output.startswith("# Water")
     assert isinstance(result.values["summary"], Summary)
     assert isinstance(result.values["fact_check"], FactCheck)
-    assert [c.agent for c in script.calls] == ["research", "summarize", "fact_check", "format_report"]
+    assert [c.agent for c in script.calls] == [
+        "research",
+        "summarize",
+        "fact_check",
+        "format_report",
+    ]
 
 
 async def test_pipeline_fact_check_sends_summary_back_once(script: Script) -> None:
@@ -41,7 +46,12 @@ async def test_pipeline_fact_check_sends_summary_back_once(script: Script) -> No
     result = await quorum.run("pipeline", "Water")
 
     assert [c.agent for c in script.calls] == [
-        "research", "summarize", "fact_check", "summarize", "fact_check", "format_report"
+        "research",
+        "summarize",
+        "fact_check",
+        "summarize",
+        "fact_check",
+        "format_report",
     ]
     assert "x" in script.calls[3].messages[-1].text  # the revision names the rejected claim
     assert result.values["revisions"] == 1
@@ -49,9 +59,7 @@ async def test_pipeline_fact_check_sends_summary_back_once(script: Script) -> No
 
 
 async def test_debate_rounds_and_structured_verdict(script: Script) -> None:
-    result = await quorum.run(
-        "debate", "Tabs or spaces?", context=QuorumContext(max_rounds=2)
-    )
+    result = await quorum.run("debate", "Tabs or spaces?", context=QuorumContext(max_rounds=2))
 
     verdict = result.values["verdict"]
     assert isinstance(verdict, Verdict)

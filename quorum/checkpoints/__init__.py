@@ -11,7 +11,6 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import aiosqlite
-
 from langgraph.checkpoint.base import BaseCheckpointSaver
 
 from quorum.checkpoints.postgres import open_postgres

@@ -1,5 +1,6 @@
-"""Orchestrator-worker: a planner splits a goal into a task graph, workers run it, a
-synthesizer merges the results.
+"""Orchestrator-worker: a planner plans, workers run the plan, a synthesizer merges.
+
+The planner splits the goal into a task graph of steps for specialised workers:
 
     planner ─(invalid plan, repairs left)─> planner
        │
@@ -82,7 +83,8 @@ def route_after_dispatch(state: OrchestratorState) -> list[Send] | Literal["synt
 builder = StateGraph(OrchestratorState, context_schema=QuorumContext)
 builder.add_node(planner, retry_policy=MODEL_RETRY)
 builder.add_node(dispatch)
-builder.add_node(worker, retry_policy=MODEL_RETRY)
+# The worker takes its own Send payload (WorkerTask), not the graph state.
+builder.add_node(worker, retry_policy=MODEL_RETRY)  # type: ignore[arg-type]
 builder.add_node(synthesizer, retry_policy=MODEL_RETRY)
 builder.add_edge(START, "planner")
 builder.add_conditional_edges("planner", route_after_planner)

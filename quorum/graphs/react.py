@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from langchain_core.messages import AnyMessage
-from langgraph.graph import END, START, StateGraph
+from langgraph.graph import START, StateGraph
 from langgraph.graph.message import add_messages
 
 from quorum.context import QuorumContext
@@ -30,7 +30,7 @@ class ReactState(QuorumState, total=False):
 
 def route_after_agent(state: ReactState) -> Literal["tools", "__end__"]:
     """Act on the agent's tool calls, or stop."""
-    return "tools" if state.get("status") == "running" else END
+    return "tools" if state.get("status") == "running" else "__end__"
 
 
 builder = StateGraph(ReactState, context_schema=QuorumContext)
