@@ -10,8 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Coroutine
-from enum import Enum
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from pydantic import ValidationError
@@ -37,7 +36,7 @@ app = typer.Typer(
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False)
 
-Pattern = Enum("Pattern", {name: name for name in PATTERNS}, type=str)  # type: ignore[misc]
+PATTERN_HELP = f"Which pattern: {', '.join(PATTERNS)}."
 
 DatabaseOption = Annotated[
     str | None,
@@ -52,8 +51,12 @@ def _run_async(coroutine: Coroutine[Any, Any, T]) -> T:
     try:
         return asyncio.run(coroutine)
     except QuorumError as error:
-        err.print(f"[red]error:[/red] {error}")
-        raise typer.Exit(error.exit_code) from None
+        _fail(error)
+
+
+def _fail(error: QuorumError) -> NoReturn:
+    err.print(f"[red]error:[/red] {error}", markup=True, highlight=False)
+    raise typer.Exit(error.exit_code)
 
 
 class _Progress:
@@ -122,7 +125,7 @@ def _finish(info: ThreadInfo) -> None:
 
 @app.command()
 def run(
-    pattern: Annotated[Pattern, typer.Argument(help="Which pattern to run.")],
+    pattern: Annotated[str, typer.Argument(help=PATTERN_HELP)],
     text: Annotated[str, typer.Argument(metavar="INPUT", help="Goal, topic, question or task.")],
     thread: Annotated[
         str | None, typer.Option("--thread", help="Thread id for the run [default: new id].")
@@ -138,7 +141,7 @@ def run(
     context = _run_async(_async_parse(model, settings or []))
     info = _run_async(
         runner.run(
-            pattern.value,
+            pattern,
             text,
             thread_id=thread,
             context=context,
@@ -217,9 +220,13 @@ def show(
 
 
 @app.command()
-def graph(pattern: Annotated[Pattern, typer.Argument(help="Which pattern to draw.")]) -> None:
+def graph(pattern: Annotated[str, typer.Argument(help=PATTERN_HELP)]) -> None:
     """Print PATTERN's graph as a Mermaid diagram."""
-    compiled = PATTERNS[pattern.value].compile(name=pattern.value)
+    if pattern not in PATTERNS:
+        _fail(
+            UsageError(f"unknown pattern {pattern!r}", hint=f"choose one of: {', '.join(PATTERNS)}")
+        )
+    compiled = PATTERNS[pattern].compile(name=pattern)
     out.print(compiled.get_graph().draw_mermaid(), markup=False)
 
 

@@ -1,0 +1,175 @@
+"""The `quorum` command line, in process with the scripted model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from quorum.cli import app
+from tests.fakes import Script
+
+runner = CliRunner()
+
+
+def quorum(*args: str):
+    return runner.invoke(app, list(args))
+
+
+def test_run_streams_progress_and_prints_answer_and_thread(script: Script) -> None:
+    result = quorum("run", "pipeline", "Water", "--thread", "t1")
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("# Water")
+    for stage in ("research", "summarize", "fact_check", "format_report"):
+        assert f"▶ {stage}" in result.stderr and f"✓ {stage}" in result.stderr
+    assert "steps done 4" in result.stderr and "tokens so far 60" in result.stderr
+    assert "thread t1  status completed  tokens 60 (40 in, 20 out) over 4 model calls" in (
+        result.stderr
+    )
+
+
+def test_run_with_context_settings(script: Script) -> None:
+    result = quorum("run", "debate", "Q?", "--set", "max_rounds=2", "--model", "m1")
+
+    assert result.exit_code == 0, result.output
+    assert script.count("debater_a") == 5
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "poem", "x"], "unknown pattern 'poem' (choose one of: orchestrator, pipeline,"),
+        (["graph", "poem"], "unknown pattern 'poem'"),
+        (["run", "react", "   "], "error: the input is empty"),
+        (["run", "react", "x", "--set", "max_steps=0"], "max_steps: Input should be greater"),
+        (["run", "react", "x", "--set", "nope=1"], "unknown context setting nope"),
+        (["run", "react", "x", "--set", "max_steps"], "is not KEY=VALUE"),
+    ],
+)
+def test_bad_input_is_one_clear_line_and_exit_2(script: Script, args, message) -> None:
+    result = quorum(*args)
+
+    assert result.exit_code == 2
+    assert message in " ".join(result.output.split())
+    assert "Traceback" not in result.output
+    assert script.calls == []
+
+
+@pytest.mark.parametrize("command", ["resume", "show"])
+def test_unknown_thread_is_a_clear_error(script: Script, command: str) -> None:
+    result = quorum(command, "no-such-thread")
+
+    assert result.exit_code == 1
+    assert result.stderr.strip() == (
+        "error: no thread 'no-such-thread' in the checkpoint store "
+        "(list threads with `quorum threads`)"
+    )
+
+
+def test_run_refuses_an_existing_thread_id(script: Script) -> None:
+    assert quorum("run", "react", "6*7?", "--thread", "dup").exit_code == 0
+    again = quorum("run", "react", "6*7?", "--thread", "dup")
+
+    assert again.exit_code == 2
+    assert "thread 'dup' already exists" in again.stderr
+
+
+def test_no_endpoint_fails_before_saving_anything() -> None:
+    result = quorum("run", "react", "hello")
+
+    assert result.exit_code == 1
+    assert "no model endpoint is configured" in result.stderr
+    assert "QUORUM_BASE_URL" in result.stderr
+    assert quorum("threads").stdout.strip() == "no threads yet"
+
+
+def test_failed_agent_is_named_then_resume_finishes_without_repeating_work(
+    script: Script,
+) -> None:
+    failures = iter([RuntimeError("analyst backend exploded")])
+
+    def flaky(agent, messages):
+        error = next(failures, None)
+        if error:
+            raise error
+        return "analysed"
+
+    script.on("analyst", flaky)
+
+    failed = quorum("run", "orchestrator", "Goal", "--thread", "crash")
+
+    assert failed.exit_code == 1
+    assert "orchestrator run crash stopped: agent 'worker' failed" in failed.stderr
+    assert "analyst backend exploded" in failed.stderr
+    assert "quorum resume crash" in failed.stderr
+    listed = json.loads(quorum("threads", "--json").stdout)
+    assert [(t["thread_id"], t["status"]) for t in listed] == [("crash", "failed")]
+
+    resumed = quorum("resume", "crash")
+
+    assert resumed.exit_code == 0, resumed.output
+    assert "# Final answer" in resumed.stdout
+    # Nothing that had finished before the failure was asked again.
+    assert {a: script.count(a) for a in ("planner", "researcher", "analyst", "writer")} == {
+        "planner": 1,
+        "researcher": 1,
+        "analyst": 2,
+        "writer": 1,
+    }
+    assert json.loads(quorum("threads", "--json").stdout)[0]["status"] == "completed"
+
+
+def test_resume_of_completed_thread_prints_it_again(script: Script) -> None:
+    quorum("run", "react", "6*7?", "--thread", "done")
+    calls = len(script.calls)
+
+    again = quorum("resume", "done")
+
+    assert again.exit_code == 0
+    assert again.stdout.strip() == "The answer is 42."
+    assert len(script.calls) == calls
+
+
+def test_threads_lists_pattern_status_and_update(script: Script) -> None:
+    quorum("run", "react", "6*7?", "--thread", "a")
+    quorum("run", "pipeline", "Water", "--thread", "b")
+
+    listed = json.loads(quorum("threads", "--json").stdout)
+
+    assert [(t["thread_id"], t["pattern"], t["status"]) for t in listed] == [
+        ("b", "pipeline", "completed"),
+        ("a", "react", "completed"),
+    ]
+    assert all(t["updated_at"] for t in listed)
+    table = quorum("threads").stdout
+    assert "pipeline" in table and "completed" in table
+
+
+def test_show_prints_output_history_and_usage(script: Script) -> None:
+    quorum("run", "react", "6*7?", "--thread", "s")
+
+    shown = quorum("show", "s")
+
+    assert shown.exit_code == 0
+    assert "react thread s: completed" in shown.stdout
+    assert "The answer is 42." in shown.stdout
+    assert "history" in shown.stdout and "tools" in shown.stdout
+    data = json.loads(quorum("show", "s", "--json").stdout)
+    assert [h["agents"] for h in data["history"]] == [["agent"], ["tools"], ["agent"]]
+    assert data["usage"]["agent"]["calls"] == 2
+
+
+@pytest.mark.parametrize("pattern", ["orchestrator", "pipeline", "debate", "react"])
+def test_graph_prints_mermaid(pattern: str) -> None:
+    result = quorum("graph", pattern)
+
+    assert result.exit_code == 0
+    assert result.stdout.lstrip().startswith("---") and "graph TD;" in result.stdout
+
+
+def test_every_command_has_help() -> None:
+    for command in ("run", "resume", "threads", "show", "graph"):
+        result = quorum(command, "--help")
+        assert result.exit_code == 0 and "Usage:" in result.output

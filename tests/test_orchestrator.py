@@ -1,0 +1,101 @@
+"""The orchestrator: plan validation and repair, and parallel workers."""
+
+from __future__ import annotations
+
+import pytest
+
+import quorum
+from quorum.context import QuorumContext
+from quorum.errors import RunFailed
+from quorum.nodes.planner import Plan, validate_plan
+from tests.fakes import Script, plan_of
+
+WORKERS = {"researcher": "", "analyst": "", "writer": ""}
+
+
+def problems(*steps: tuple[str, str, list[str]], max_steps: int = 8) -> list[str]:
+    return validate_plan(Plan.model_validate(plan_of(*steps)), WORKERS, max_steps)
+
+
+def test_valid_plan_has_no_problems() -> None:
+    assert problems(("s1", "researcher", []), ("s2", "writer", ["s1"])) == []
+
+
+@pytest.mark.parametrize(
+    ("steps", "expected"),
+    [
+        ([("a", "researcher", ["b"]), ("b", "analyst", ["a"])], "cycle: "),
+        ([("a", "researcher", ["a"])], "cycle: a -> a"),
+        ([("a", "poet", [])], "unknown worker 'poet'"),
+        ([("a", "researcher", ["zz"])], "depends on missing step 'zz'"),
+        ([("a", "researcher", []), ("a", "writer", [])], "step id 'a' is used more than once"),
+        ([], "the plan has no steps"),
+        ([(f"s{i}", "analyst", []) for i in range(9)], "the plan has 9 steps; the most allowed"),
+    ],
+)
+def test_invalid_plans_are_named(steps: list, expected: str) -> None:
+    assert any(expected in p for p in problems(*steps)), problems(*steps)
+
+
+async def test_planner_repairs_an_invalid_plan(script: Script) -> None:
+    plans = iter(
+        [
+            plan_of(("a", "researcher", ["b"]), ("b", "poet", ["a"])),
+            plan_of(("a", "researcher", []), ("b", "writer", ["a"])),
+        ]
+    )
+    script.on("planner", lambda agent, messages: next(plans))
+
+    result = await quorum.run("orchestrator", "Goal")
+
+    assert result.status == "completed"
+    assert script.count("planner") == 2
+    feedback = script.calls[1].messages[-1].text
+    assert "unknown worker 'poet'" in feedback and "cycle" in feedback
+    assert result.usage["planner"]["calls"] == 2
+
+
+async def test_planner_out_of_repairs_ends_with_clear_error(script: Script) -> None:
+    script.on("planner", lambda agent, messages: plan_of(("a", "researcher", ["missing"])))
+
+    with pytest.raises(RunFailed) as failure:
+        await quorum.run("orchestrator", "Goal", context=QuorumContext(max_plan_repairs=1))
+
+    assert failure.value.agent == "planner"
+    assert "no valid plan after 1 repairs" in str(failure.value)
+    assert "depends on missing step 'missing'" in str(failure.value)
+    assert script.count("planner") == 2
+    thread = await quorum.get_thread(failure.value.thread_id)
+    assert thread.status == "failed"
+
+
+async def test_planner_never_runs_a_step(script: Script) -> None:
+    await quorum.run("orchestrator", "Goal")
+
+    planner_calls = [c for c in script.calls if c.agent == "planner"]
+    assert len(planner_calls) == 1
+    # Each step was run by its own worker agent, not by the planner.
+    assert [c.agent for c in script.calls[1:3]] in (
+        ["researcher", "analyst"],
+        ["analyst", "researcher"],
+    )
+
+
+async def test_independent_steps_run_in_parallel(script: Script) -> None:
+    script.delay = 0.2
+    script.on("planner", lambda a, m: plan_of(*[(f"s{i}", "analyst", []) for i in range(8)]))
+
+    await quorum.run("orchestrator", "Goal", context=QuorumContext(max_plan_steps=8))
+
+    workers = [c for c in script.calls if c.agent == "analyst"]
+    assert len(workers) == 8
+    # Every worker call started before any of them finished: all eight overlapped.
+    assert max(c.start for c in workers) < min(c.end for c in workers)
+
+
+async def test_dependent_step_waits_for_its_dependencies(script: Script) -> None:
+    script.delay = 0.05
+    await quorum.run("orchestrator", "Goal")
+
+    by_agent = {c.agent: c for c in script.calls}
+    assert by_agent["writer"].start >= max(by_agent["researcher"].end, by_agent["analyst"].end)
