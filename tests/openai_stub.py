@@ -1,0 +1,561 @@
+"""A scripted OpenAI-compatible chat-completions server on loopback, for integration tests.
+
+Quorum talks to its models only through langchain-openai's ChatOpenAI, so a test that runs the
+real graphs in another process (the `langgraph dev` server, the CLI) points QUORUM_BASE_URL at
+this stub. By default it answers from the request alone, so it keeps working when prompts
+change: a JSON instance of the `response_format` schema when one is asked for (with per-schema
+overrides, e.g. a valid three-step `Plan`), a tool call when tools are offered and none has
+answered yet, and plain text otherwise. It serves plain JSON and `stream: true` SSE (with the
+final usage chunk ChatOpenAI asks for), records every request, and lets a test script replies,
+slow them down, hold one until released, or fail with an HTTP status.
+
+    with OpenAIStub() as stub:                      # or the `openai_stub` fixture
+        env["QUORUM_BASE_URL"] = stub.base_url      # http://127.0.0.1:<port>/v1
+        stub.responder = lambda body: "hello" if schema_name(body) is None else None
+        stub.schema_replies["Revision"] = {"answer": "x", "reasoning": "y",
+                                           "agrees_with_opponent": True}
+        stub.delay = 0.5                            # every reply waits half a second
+        held = stub.hold(lambda body: schema_name(body) == "Verdict")
+        ...; held.arrived.wait(10); ...; held.release()
+        stub.fail(500, times=2)
+        [r.body for r in stub.requests]
+
+Run it by hand with `python -m tests.openai_stub --port 8000`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+CHAT_PATH = "/v1/chat/completions"
+MODELS_PATH = "/v1/models"
+STUB_MODEL = "stub-model"
+
+Json = dict[str, Any]
+
+
+@dataclass
+class Reply:
+    """A scripted reply: text, tool calls, or an HTTP error, optionally after a delay."""
+
+    content: str = ""
+    tool_calls: list[Json] = field(default_factory=list)
+    """Each {"name": ..., "args": {...}}; an "id" is made up when missing."""
+    status: int = 200
+    """Anything but 200 answers with an OpenAI-style error body instead."""
+    error: str = "scripted error"
+    delay: float = 0.0
+
+
+Responder = Callable[[Json], "Reply | str | Json | None"]
+"""Maps a request body to a reply: text, a JSON object to send as the content, a `Reply`,
+or None to fall back to the default behaviour."""
+
+
+@dataclass
+class Recorded:
+    """One request the stub received."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    """Lower-cased names."""
+    body: Json | None
+    started: float
+    """`time.monotonic()` on arrival; `finished` when the reply was written (0 until then)."""
+    finished: float = 0.0
+
+
+@dataclass
+class Hold:
+    """One chat request kept waiting until the test releases it."""
+
+    match: Callable[[Json], bool]
+    arrived: threading.Event = field(default_factory=threading.Event)
+    """Set once a matching request is being held."""
+    released: threading.Event = field(default_factory=threading.Event)
+    body: Json | None = None
+
+    def release(self) -> None:
+        """Let the held request (or the next matching one) be answered."""
+        self.released.set()
+
+
+def schema_of(body: Json) -> Json | None:
+    """The JSON schema the request's `response_format` asks for, if any."""
+    fmt = body.get("response_format") or {}
+    if fmt.get("type") == "json_schema":
+        return (fmt.get("json_schema") or {}).get("schema")
+    if fmt.get("type") == "json_object":
+        return fmt.get("schema")
+    return None
+
+
+def schema_name(body: Json) -> str | None:
+    """The name of the structured output asked for: json_schema's name or the schema's title."""
+    fmt = body.get("response_format") or {}
+    name = (fmt.get("json_schema") or {}).get("name")
+    schema = schema_of(body)
+    return name or (schema or {}).get("title")
+
+
+def text_of(message: Json) -> str:
+    """A chat message's text, whether its content is a string or a list of parts."""
+    content = message.get("content") or ""
+    if isinstance(content, str):
+        return content
+    return "".join(part.get("text", "") for part in content if isinstance(part, dict))
+
+
+def instance_of(schema: Json, *, name: str = "value", defs: Json | None = None) -> Any:
+    """A deterministic JSON value that is valid for `schema` (formats and patterns aside)."""
+    if defs is None:
+        defs = schema.get("$defs", schema.get("definitions", {}))
+    assert defs is not None
+    if "$ref" in schema:
+        target = defs[schema["$ref"].rsplit("/", 1)[-1]]
+        return instance_of(target, name=name, defs=defs)
+    if "const" in schema:
+        return schema["const"]
+    if "enum" in schema:
+        return schema["enum"][0]
+    if "default" in schema:
+        return schema["default"]
+    for key in ("anyOf", "oneOf"):
+        if key in schema:
+            options = [s for s in schema[key] if s.get("type") != "null"] or schema[key]
+            return instance_of(options[0], name=name, defs=defs)
+    if "allOf" in schema:
+        merged: Json = {}
+        for part in schema["allOf"]:
+            merged |= defs[part["$ref"].rsplit("/", 1)[-1]] if "$ref" in part else part
+        return instance_of(merged, name=name, defs=defs)
+    kind = schema.get("type", "object" if "properties" in schema else "string")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "null")
+    if kind == "object":
+        return {
+            key: instance_of(sub, name=key, defs=defs)
+            for key, sub in schema.get("properties", {}).items()
+        }
+    if kind == "array":
+        count = min(max(schema.get("minItems", 1), 1), schema.get("maxItems", 1))
+        if "prefixItems" in schema:
+            return [instance_of(s, name=name, defs=defs) for s in schema["prefixItems"]]
+        return [instance_of(schema.get("items", {}), name=name, defs=defs) for _ in range(count)]
+    if kind in ("integer", "number"):
+        return _number(schema, integer=kind == "integer")
+    if kind == "boolean":
+        return False
+    if kind == "null":
+        return None
+    return _string(schema, name)
+
+
+def _number(schema: Json, *, integer: bool) -> int | float:
+    step = 1 if integer else 0.5
+    low = schema.get("minimum", schema.get("exclusiveMinimum"))
+    high = schema.get("maximum", schema.get("exclusiveMaximum"))
+    if "exclusiveMinimum" in schema and low is not None:
+        low += step
+    if "exclusiveMaximum" in schema and high is not None:
+        high -= step
+    if low is not None and high is not None:
+        value = (low + high) / 2
+    elif low is not None:
+        value = low + step
+    elif high is not None:
+        value = high - step
+    else:
+        value = 1
+    return int(value) if integer else float(value)
+
+
+_FORMATS = {
+    "date-time": "2024-01-01T00:00:00Z",
+    "date": "2024-01-01",
+    "time": "00:00:00",
+    "email": "stub@example.com",
+    "uri": "http://127.0.0.1/stub",
+    "uuid": "00000000-0000-4000-8000-000000000000",
+}
+
+
+def _string(schema: Json, name: str) -> str:
+    if schema.get("format") in _FORMATS:
+        return _FORMATS[schema["format"]]
+    text = f"stub {name}"
+    text = text.ljust(schema.get("minLength", 0), "x")
+    return text[: schema["maxLength"]] if "maxLength" in schema else text
+
+
+def valid_plan(body: Json) -> Json:
+    """A plan the orchestrator accepts: two independent steps, then a writer using both."""
+    return {
+        "steps": [
+            {"id": "s1", "worker": "researcher", "task": "Find the facts.", "dependencies": []},
+            {"id": "s2", "worker": "analyst", "task": "Weigh the options.", "dependencies": []},
+            {
+                "id": "s3",
+                "worker": "writer",
+                "task": "Write the answer from both results.",
+                "dependencies": ["s1", "s2"],
+            },
+        ]
+    }
+
+
+def default_schema_replies() -> dict[str, Json | Callable[[Json], Json]]:
+    """Structured replies that a schema alone cannot make meaningful, by schema name."""
+    return {
+        "Plan": valid_plan,
+        # A generated fact-check lists one rejected claim (arrays get one item), which would
+        # send every pipeline run round its revision loop.
+        "FactCheck": {"verdict": "supported", "unsupported_claims": []},
+    }
+
+
+class OpenAIStub:
+    """The stub server; a context manager that serves on 127.0.0.1 in a background thread."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.responder: Responder | None = None
+        """Consulted first for every chat request; None (or a None reply) means the default."""
+        self.schema_replies = default_schema_replies()
+        """Replies (or functions of the request) for structured outputs, by schema name."""
+        self.delay = 0.0
+        """Seconds every chat reply waits before it is sent."""
+        self.models = [STUB_MODEL]
+        """What GET /v1/models lists; chat requests are answered whatever model they name."""
+        self._lock = threading.Lock()
+        self._requests: list[Recorded] = []
+        self._holds: list[Hold] = []
+        self._failures: list[Reply] = []
+        self._ids = itertools.count(1)
+        self._host = host
+        self._server = ThreadingHTTPServer((host, port), _handler_for(self))
+        self._server.daemon_threads = True
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        """The server's root, e.g. http://127.0.0.1:54321."""
+        return f"http://{self._host}:{self._server.server_address[1]}"
+
+    @property
+    def base_url(self) -> str:
+        """What to give an OpenAI client as its base URL (QUORUM_BASE_URL)."""
+        return f"{self.url}/v1"
+
+    def start(self) -> OpenAIStub:
+        """Serve in a background thread."""
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="openai-stub", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Release every held request, stop serving and close the socket."""
+        self._release_holds()
+        self._server.shutdown()
+        self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> OpenAIStub:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    @property
+    def requests(self) -> list[Recorded]:
+        """Every request so far, oldest first (a copy)."""
+        with self._lock:
+            return list(self._requests)
+
+    def chat_bodies(self) -> list[Json]:
+        """The bodies of every chat-completions request so far."""
+        return [r.body for r in self.requests if r.path == CHAT_PATH and r.body is not None]
+
+    def reset(self) -> None:
+        """Forget recorded requests and scripting; release anything held."""
+        self._release_holds()
+        with self._lock:
+            self._requests.clear()
+            self._failures.clear()
+        self.responder = None
+        self.schema_replies = default_schema_replies()
+        self.delay = 0.0
+        self.models = [STUB_MODEL]
+
+    def hold(self, match: Callable[[Json], bool] = lambda body: True) -> Hold:
+        """Keep the next chat request `match` accepts waiting until `Hold.release()`."""
+        held = Hold(match)
+        with self._lock:
+            self._holds.append(held)
+        return held
+
+    def fail(self, status: int, *, times: int = 1, message: str = "scripted failure") -> None:
+        """Answer the next `times` chat requests with HTTP `status` (401, 404, 429, 500...)."""
+        with self._lock:
+            self._failures += [Reply(status=status, error=message) for _ in range(times)]
+
+    # --- serving -------------------------------------------------------------------------
+
+    def _release_holds(self) -> None:
+        # A held handler thread would otherwise wait forever on a stub nobody scripts.
+        with self._lock:
+            holds, self._holds = self._holds, []
+        for held in holds:
+            held.release()
+
+    def _record(self, recorded: Recorded) -> None:
+        with self._lock:
+            self._requests.append(recorded)
+
+    def _hold_for(self, body: Json) -> Hold | None:
+        with self._lock:
+            for held in self._holds:
+                if held.body is None and held.match(body):
+                    held.body = body
+                    return held
+        return None
+
+    def _next_failure(self) -> Reply | None:
+        with self._lock:
+            return self._failures.pop(0) if self._failures else None
+
+    def reply_to(self, body: Json) -> Reply:
+        """The reply to a chat request: a failure, the responder's, or the default."""
+        failure = self._next_failure()
+        if failure is not None:
+            return failure
+        scripted = self.responder(body) if self.responder else None
+        if scripted is None:
+            scripted = self.default_reply(body)
+        if isinstance(scripted, str):
+            return Reply(content=scripted)
+        if isinstance(scripted, dict):
+            return Reply(content=json.dumps(scripted))
+        return scripted
+
+    def default_reply(self, body: Json) -> Reply | Json | str:
+        """Schema instance, tool call or text, chosen from the request alone."""
+        schema = schema_of(body)
+        if schema is not None:
+            override = self.schema_replies.get(schema_name(body) or "")
+            if override is None:
+                return instance_of(schema)
+            return override(body) if callable(override) else override
+        messages = body.get("messages", [])
+        tools = [t["function"] for t in body.get("tools", []) if t.get("type") == "function"]
+        tool_results = [m for m in messages if m.get("role") == "tool"]
+        if tools and not tool_results:
+            named = {tool["name"]: tool for tool in tools}
+            if "calculator" in named:
+                return Reply(tool_calls=[{"name": "calculator", "args": {"expression": "6*7"}}])
+            first = tools[0]
+            args = instance_of(first.get("parameters") or {"type": "object"})
+            return Reply(tool_calls=[{"name": first["name"], "args": args}])
+        if tool_results:
+            return f"The tool says: {text_of(tool_results[-1])}"
+        asked = next((text_of(m) for m in reversed(messages) if m.get("role") == "user"), "")
+        return f"Stub answer to: {asked[:200]}"
+
+    def completion(self, body: Json, reply: Reply) -> tuple[Json, list[Json]]:
+        """The chat.completion object for `reply`, and its calls in OpenAI's wire form."""
+        calls: list[Json] = [
+            {
+                "id": call.get("id") or f"call_{next(self._ids)}",
+                "type": "function",
+                "function": {"name": call["name"], "arguments": json.dumps(call["args"])},
+            }
+            for call in reply.tool_calls
+        ]
+        message: Json = {"role": "assistant", "content": reply.content or None, "refusal": None}
+        if calls:
+            message["tool_calls"] = calls
+        prompt = sum(len(text_of(m)) for m in body.get("messages", []))
+        answer = len(reply.content) + sum(len(c["function"]["arguments"]) for c in calls)
+        return {
+            "id": f"chatcmpl-{next(self._ids)}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": body.get("model", STUB_MODEL),
+            "choices": [
+                {
+                    "index": 0,
+                    "message": message,
+                    "finish_reason": "tool_calls" if calls else "stop",
+                    "logprobs": None,
+                }
+            ],
+            # Roughly four characters a token, never zero, so usage ledgers fill up.
+            "usage": {
+                "prompt_tokens": max(1, prompt // 4),
+                "completion_tokens": max(1, answer // 4),
+                "total_tokens": max(1, prompt // 4) + max(1, answer // 4),
+            },
+        }, calls
+
+
+def chunks_of(completion: Json, calls: list[Json], *, include_usage: bool) -> Iterator[Json]:
+    """The chat.completion.chunk objects that stream `completion`, as OpenAI sends them."""
+    head = {k: completion[k] for k in ("id", "created", "model")} | {
+        "object": "chat.completion.chunk"
+    }
+    message = completion["choices"][0]["message"]
+
+    def chunk(delta: Json, finish: str | None = None) -> Json:
+        return head | {
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}]
+        }
+
+    yield chunk({"role": "assistant", "content": ""})
+    text = message["content"] or ""
+    # Several pieces, so a client that only handled one chunk would be caught out.
+    for start in range(0, len(text), 24):
+        yield chunk({"content": text[start : start + 24]})
+    for index, call in enumerate(calls):
+        function = call["function"]
+        yield chunk(
+            {
+                "tool_calls": [
+                    {
+                        "index": index,
+                        "id": call["id"],
+                        "type": "function",
+                        "function": {"name": function["name"], "arguments": ""},
+                    }
+                ]
+            }
+        )
+        arguments = function["arguments"]
+        for start in range(0, len(arguments), 16):
+            piece = arguments[start : start + 16]
+            yield chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
+    yield chunk({}, completion["choices"][0]["finish_reason"])
+    if include_usage:
+        yield head | {"choices": [], "usage": completion["usage"]}
+
+
+def _handler_for(stub: OpenAIStub) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        # HTTP/1.0: every response ends by closing the connection, which is also how an
+        # SSE stream ends, so no chunked encoding is needed.
+        protocol_version = "HTTP/1.0"
+
+        def log_message(self, format: str, *args: Any) -> None:
+            """Keep test output clean; the recorded requests say what happened."""
+
+        def do_GET(self) -> None:
+            stub._record(self._recorded(None))
+            if self.path.rstrip("/") != MODELS_PATH:
+                self._send_error(Reply(status=404, error=f"no route {self.path}"))
+                return
+            models = [
+                {"id": name, "object": "model", "created": 0, "owned_by": "stub"}
+                for name in stub.models
+            ]
+            self._send_json(200, {"object": "list", "data": models})
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            try:
+                body = json.loads(self.rfile.read(length) or b"{}")
+            except json.JSONDecodeError as error:
+                stub._record(self._recorded(None))
+                self._send_error(Reply(status=400, error=f"invalid JSON: {error}"))
+                return
+            recorded = self._recorded(body)
+            stub._record(recorded)
+            try:
+                self._answer(body)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client gave up (a timeout, or a server the test killed)
+            finally:
+                recorded.finished = time.monotonic()
+
+        def _answer(self, body: Json) -> None:
+            if self.path.rstrip("/") != CHAT_PATH:
+                self._send_error(Reply(status=404, error=f"no route {self.path}"))
+                return
+            held = stub._hold_for(body)
+            if held is not None:
+                held.arrived.set()
+                held.released.wait()
+            reply = stub.reply_to(body)
+            if stub.delay or reply.delay:
+                time.sleep(stub.delay + reply.delay)
+            if reply.status != 200:
+                self._send_error(reply)
+                return
+            completion, calls = stub.completion(body, reply)
+            if not body.get("stream"):
+                self._send_json(200, completion)
+                return
+            include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Cache-Control", "no-cache")
+            self.end_headers()
+            for piece in chunks_of(completion, calls, include_usage=include_usage):
+                self.wfile.write(f"data: {json.dumps(piece)}\n\n".encode())
+            self.wfile.write(b"data: [DONE]\n\n")
+
+        def _recorded(self, body: Json | None) -> Recorded:
+            headers = {name.lower(): value for name, value in self.headers.items()}
+            return Recorded(self.command, self.path, headers, body, time.monotonic())
+
+        def _send_json(self, status: int, payload: Json) -> None:
+            data = json.dumps(payload).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def _send_error(self, reply: Reply) -> None:
+            kind = HTTPStatus(reply.status).phrase.lower().replace(" ", "_")
+            error = {"message": reply.error, "type": kind, "param": None, "code": kind}
+            self._send_json(reply.status, {"error": error})
+
+    return Handler
+
+
+@pytest.fixture
+def openai_stub() -> Iterator[OpenAIStub]:
+    """A fresh stub for one test (import it into a conftest or test module to use it)."""
+    with OpenAIStub() as stub:
+        yield stub
+
+
+def main() -> None:
+    """Serve the stub in the foreground until interrupted."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    args = parser.parse_args()
+    with OpenAIStub(args.host, args.port) as stub:
+        print(f"OpenAI stub serving at {stub.base_url}", flush=True)
+        try:
+            threading.Event().wait()
+        except KeyboardInterrupt:
+            pass
+
+
+if __name__ == "__main__":
+    main()
