@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from pydantic_core import to_jsonable_python
 from rich.console import Console
 from rich.markdown import Markdown
+from rich.markup import escape
 from rich.table import Table
 
 from quorum import runner
@@ -55,7 +56,7 @@ def _run_async(coroutine: Coroutine[Any, Any, T]) -> T:
 
 
 def _fail(error: QuorumError) -> NoReturn:
-    err.print(f"[red]error:[/red] {error}", markup=True, highlight=False)
+    err.print(f"[red]error:[/red] {escape(str(error))}")
     raise typer.Exit(error.exit_code)
 
 
@@ -71,7 +72,7 @@ class _Progress:
             err.print(f"  [cyan]▶[/cyan] {event.agent}")
             return
         if event.error:
-            err.print(f"  [red]✗[/red] {event.agent}: {event.error}", markup=False)
+            err.print(f"  [red]✗[/red] {event.agent}: {escape(event.error)}")
             return
         self.done += 1
         self.usage = add_usage(self.usage, event.usage)

@@ -2,28 +2,40 @@
 
 Every agent gets its model from `load_chat_model(agent, context)`: langchain-openai's
 ChatOpenAI against the configured OpenAI-compatible endpoint (OpenAI, vLLM, Ollama,
-llama.cpp, LM Studio). Tests replace `load_chat_model` and nothing else. The `ask*` helpers
-are how agents talk to a model: they record usage per agent, and `ask_structured` asks for
-JSON matching a pydantic schema in the form the endpoint understands and lets the model
-repair an invalid reply a bounded number of times.
+llama.cpp, LM Studio), or against the embedded local model when none is configured. Tests
+replace `load_chat_model` and nothing else. The `ask*` helpers are how agents talk to a
+model: they record usage per agent; `ask_structured` asks for JSON matching a pydantic
+schema in the form the endpoint understands and lets the model repair an invalid reply a
+bounded number of times; `ask` with tools uses native tool calls, or a grammar-constrained
+JSON action on servers without them.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import openai
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
+from langchain_core.messages import (
+    AIMessage,
+    BaseMessage,
+    HumanMessage,
+    SystemMessage,
+    ToolCall,
+    ToolMessage,
+)
 from langchain_core.tools import BaseTool
 from langchain_openai import ChatOpenAI
 from langgraph.types import RetryPolicy
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, SecretStr, ValidationError
 
+from quorum import embedded
 from quorum.context import QuorumContext
 from quorum.errors import ConfigError, ModelError
 from quorum.settings import Settings, get_settings
@@ -39,28 +51,75 @@ REPAIR_PROMPT = (
     "Reply again with only the corrected JSON object."
 )
 
+FINAL_ANSWER = "final_answer"
+ACTION_PROMPT = """
+
+You act by replying with one JSON action: "action" is a tool name or "final_answer",
+"action_input" holds the tool's arguments (or your answer), "thought" is your reasoning.
+Tools:
+{tools}
+- final_answer: give the answer to the user. action_input: ["answer"]
+Use a tool when a fact must be computed or looked up; after its result, give final_answer."""
+
+RESULT_TEMPLATE = """Result of {tool}: {result}
+If this answers the task, reply with the final_answer action now."""
+
+# Grammar bounds for json_object mode: a small model constrained by a grammar can otherwise
+# fill a string until it runs out of tokens and leave the JSON unfinished.
+MAX_STRING = 200
+MAX_ITEMS = 4
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """What kind of server a run's models are on, and what it supports."""
+
+    embedded: bool
+    structured: Literal["json_schema", "json_object"]
+    tools: Literal["native", "json"]
+    max_tokens: int
+
+
+def endpoint(settings: Settings) -> Endpoint:
+    """The kind of endpoint the settings name: the embedded model when they name none."""
+    is_embedded = settings.base_url is None and settings.api_key is None
+    is_openai = not is_embedded and (
+        settings.base_url is None or "api.openai.com" in settings.base_url
+    )
+    structured, tools = settings.structured_output, settings.tool_calling
+    return Endpoint(
+        embedded=is_embedded,
+        structured=(
+            structured if structured != "auto" else "json_schema" if is_openai else "json_object"
+        ),
+        tools=tools if tools != "auto" else "json" if is_embedded else "native",
+        max_tokens=(
+            settings.embedded_max_output_tokens
+            if is_embedded and "max_output_tokens" not in settings.model_fields_set
+            else settings.max_output_tokens
+        ),
+    )
+
 
 def load_chat_model(agent: str, context: QuorumContext) -> BaseChatModel:
     """Build the chat model `agent` uses in a run with `context`."""
     settings = get_settings()
     temperature = settings.temperature if context.temperature is None else context.temperature
-    return _chat_openai(settings, context.model_for(agent) or settings.model, temperature)
+    return _chat_openai(settings, context.model_for(agent), temperature)
 
 
 @lru_cache(maxsize=32)
 def _chat_openai(settings: Settings, model: str, temperature: float) -> ChatOpenAI:
     # Cached so agents share one HTTP connection pool per model rather than one per call.
-    if settings.base_url is None and settings.api_key is None:
-        raise ConfigError(
-            "no model endpoint is configured",
-            hint="set QUORUM_BASE_URL to an OpenAI-compatible server, or QUORUM_API_KEY for OpenAI",
-        )
-    is_openai = _is_openai(settings)
+    target = endpoint(settings)
+    is_openai = target.structured == "json_schema"
     return ChatOpenAI(
-        model=model,
-        base_url=settings.base_url,
+        model=embedded.MODEL_ALIAS if target.embedded else model or settings.model,
+        base_url=(
+            embedded.ensure_server(settings).base_url if target.embedded else settings.base_url
+        ),
         # Local servers accept any key, but the client insists on one.
-        api_key=settings.api_key or "not-needed",  # type: ignore[arg-type]
+        api_key=settings.api_key or SecretStr("not-needed"),
         temperature=temperature,
         seed=settings.seed,
         timeout=settings.timeout,
@@ -68,31 +127,54 @@ def _chat_openai(settings: Settings, model: str, temperature: float) -> ChatOpen
         stream_usage=True,
         # llama.cpp and other servers ignore `max_completion_tokens`, which ChatOpenAI sends
         # for `max_tokens`; the classic field is the one they honour.
-        max_tokens=settings.max_output_tokens if is_openai else None,  # type: ignore[call-arg]
-        extra_body=None if is_openai else {"max_tokens": settings.max_output_tokens},
+        max_tokens=target.max_tokens if is_openai else None,  # type: ignore[call-arg]
+        extra_body=None if is_openai else {"max_tokens": target.max_tokens},
+        metadata={"quorum_endpoint": "embedded" if target.embedded else "configured"},
     )
 
 
-def _is_openai(settings: Settings) -> bool:
-    return settings.base_url is None or "api.openai.com" in settings.base_url
+def current_endpoint() -> Endpoint:
+    """The endpoint of this process's settings."""
+    return endpoint(get_settings())
 
 
-def _structured_mode(settings: Settings) -> str:
-    if settings.structured_output != "auto":
-        return settings.structured_output
-    return "json_schema" if _is_openai(settings) else "json_object"
-
-
-def response_format(schema: type[BaseModel]) -> dict[str, Any]:
-    """The `response_format` that asks the configured endpoint for JSON matching `schema`."""
-    json_schema = schema.model_json_schema()
-    if _structured_mode(get_settings()) == "json_schema":
+def response_format(schema: type[BaseModel] | dict[str, Any], name: str) -> dict[str, Any]:
+    """The `response_format` asking the current endpoint for JSON matching `schema`."""
+    json_schema = schema if isinstance(schema, dict) else schema.model_json_schema()
+    if current_endpoint().structured == "json_schema":
         return {
             "type": "json_schema",
-            "json_schema": {"name": schema.__name__, "schema": json_schema, "strict": True},
+            "json_schema": {"name": name, "schema": json_schema, "strict": True},
         }
     # llama.cpp's server rejects the json_schema type but turns this schema into a grammar.
-    return {"type": "json_object", "schema": json_schema}
+    return {"type": "json_object", "schema": _bounded(json_schema)}
+
+
+def _with_format(model: BaseChatModel, schema: type[BaseModel] | dict[str, Any], name: str) -> Any:
+    """`model` asked for JSON matching `schema`."""
+    format_ = response_format(schema, name)
+    if isinstance(model, ChatOpenAI):
+        # Sent in the request body, not as ChatOpenAI's `response_format`: that switches it to
+        # the client's parse path, which raises on a reply cut at the length limit instead of
+        # returning it (the repair loop handles those) and rejects llama.cpp's schema form.
+        return model.bind(extra_body={**(model.extra_body or {}), "response_format": format_})
+    return model.bind(response_format=format_)
+
+
+def _bounded(node: Any) -> Any:
+    if isinstance(node, list):
+        return [_bounded(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    bounded = {key: _bounded(value) for key, value in node.items()}
+    if bounded.get("type") == "string" and "enum" not in bounded:
+        bounded.setdefault("maxLength", MAX_STRING)
+    if bounded.get("type") == "array":
+        bounded.setdefault("maxItems", MAX_ITEMS)
+    if bounded.get("type") == "object" and "properties" in bounded:
+        # llama.cpp lets any extra key into an object unless told not to.
+        bounded.setdefault("additionalProperties", False)
+    return bounded
 
 
 def usage_of(agent: str, replies: Sequence[AIMessage]) -> dict[str, Usage]:
@@ -114,9 +196,12 @@ async def ask(
 ) -> tuple[AIMessage, dict[str, Usage]]:
     """One model turn for `agent`, offering `tools` when given."""
     model: Any = load_chat_model(agent, context)
-    if tools:
-        model = model.bind_tools(list(tools))
-    reply = await _invoke(model, messages, agent)
+    if tools and isinstance(model, ChatOpenAI) and current_endpoint().tools == "json":
+        reply = await _ask_json_action(model, messages, tools, agent)
+    else:
+        if tools:
+            model = model.bind_tools(list(tools))
+        reply = await _invoke(model, messages, agent)
     return reply, usage_of(agent, [reply])
 
 
@@ -127,20 +212,143 @@ async def ask_structured(
     schema: type[T],
 ) -> tuple[T, dict[str, Usage]]:
     """Ask `agent` for a reply matching `schema`; the model may repair a bad reply."""
-    model = load_chat_model(agent, context).bind(response_format=response_format(schema))
+    model = _with_format(load_chat_model(agent, context), schema, schema.__name__)
     conversation = list(messages)
     replies: list[AIMessage] = []
     for _ in range(STRUCTURED_REPAIRS + 1):
         reply = await _invoke(model, conversation, agent)
         replies.append(reply)
         try:
-            return schema.model_validate_json(_json_text(reply)), usage_of(agent, replies)
-        except ValidationError as error:
+            return schema.model_validate(_parse_json(reply)), usage_of(agent, replies)
+        except ValueError as error:  # invalid JSON, or a pydantic ValidationError
             conversation += [reply, HumanMessage(REPAIR_PROMPT.format(error=_brief(error)))]
     raise ModelError(
         f"agent '{agent}' gave no valid {schema.__name__} after {STRUCTURED_REPAIRS} repairs",
         hint="try a stronger model for this agent (context 'models') or a lower temperature",
     )
+
+
+async def _ask_json_action(
+    model: ChatOpenAI, messages: Sequence[BaseMessage], tools: Sequence[BaseTool], agent: str
+) -> AIMessage:
+    """A tool-calling turn on a server without native tool calls.
+
+    The grammar allows exactly one action object per tool, with that tool's own argument
+    schema, or `final_answer`; the reply comes back as an AIMessage with a tool call, so the
+    rest of Quorum cannot tell the two paths apart.
+    """
+    options, definitions = [], {}
+    for tool in tools:
+        arguments = tool.tool_call_schema.model_json_schema()  # type: ignore[union-attr]
+        definitions.update(arguments.pop("$defs", {}))
+        options.append(_action_schema(tool.name, arguments))
+    options.append(
+        _action_schema(
+            FINAL_ANSWER,
+            {
+                "type": "object",
+                "properties": {"answer": {"type": "string"}},
+                "required": ["answer"],
+            },
+        )
+    )
+    schema: dict[str, Any] = {"anyOf": options, **({"$defs": definitions} if definitions else {})}
+    described = "\n".join(
+        f"- {t.name}: {_first_line(t.description)} action_input: {json.dumps(list(t.args))}"
+        for t in tools
+    )
+    prompt = _as_plain_turns(messages)
+    if prompt and isinstance(prompt[0], SystemMessage):
+        prompt[0] = SystemMessage(prompt[0].text + ACTION_PROMPT.format(tools=described))
+    else:
+        prompt.insert(0, SystemMessage(ACTION_PROMPT.format(tools=described).strip()))
+    raw = await _invoke(_with_format(model, schema, "Action"), prompt, agent)
+    try:
+        action = _parse_json(raw)
+        name, arguments, thought = action["action"], action["action_input"], action["thought"]
+    except (ValueError, KeyError, TypeError):
+        # Only a reply cut at the length limit gets here (the grammar forces the shape).
+        return AIMessage(raw.text, usage_metadata=raw.usage_metadata)
+    if name == FINAL_ANSWER or not isinstance(arguments, dict):
+        answer = arguments.get("answer", "") if isinstance(arguments, dict) else arguments
+        # A small model sometimes leaves the answer empty and puts it in its thought.
+        return AIMessage(str(answer).strip() or str(thought), usage_metadata=raw.usage_metadata)
+    call = ToolCall(name=str(name), args=arguments, id=f"call_{uuid.uuid4().hex[:12]}")
+    return AIMessage(str(thought), tool_calls=[call], usage_metadata=raw.usage_metadata)
+
+
+def _action_schema(name: str, arguments: dict[str, Any]) -> dict[str, Any]:
+    arguments.pop("title", None)
+    arguments.pop("description", None)
+    return {
+        "type": "object",
+        # `action` first: a small model that commits to the action first follows it better.
+        "properties": {
+            "action": {"const": name},
+            "action_input": arguments,
+            "thought": {"type": "string"},
+        },
+        "required": ["action", "action_input", "thought"],
+    }
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else ""
+
+
+def _as_plain_turns(messages: Sequence[BaseMessage]) -> list[BaseMessage]:
+    # Servers without tool calls know no tool roles: replay calls and results as plain turns.
+    turns: list[BaseMessage] = []
+    for message in messages:
+        if isinstance(message, AIMessage) and message.tool_calls:
+            call = message.tool_calls[0]
+            action = {"action": call["name"], "action_input": call["args"], "thought": message.text}
+            turns.append(AIMessage(json.dumps(action)))
+        elif isinstance(message, ToolMessage):
+            turns.append(
+                HumanMessage(RESULT_TEMPLATE.format(tool=message.name, result=message.text))
+            )
+        else:
+            turns.append(message)
+    return turns
+
+
+async def preflight(context: QuorumContext) -> None:
+    """Fail within seconds, naming the setting to change, if the endpoint cannot serve a run.
+
+    Checks that the endpoint answers, accepts the key and knows every model the run's
+    context names. The embedded model is started here when it is the endpoint.
+    """
+    agents = {"": context.model, **context.models}
+    models = {agent: load_chat_model(agent, context) for agent in agents}
+    clients = {m.root_async_client for m in models.values() if isinstance(m, ChatOpenAI)}
+    if not clients:
+        return  # not an OpenAI-compatible client (a test double, or a custom seam)
+    settings = get_settings()
+    where = settings.base_url or "the OpenAI API"
+    client = next(iter(clients)).with_options(timeout=5.0, max_retries=0)
+    try:
+        served = {model.id async for model in client.models.list()}
+    except openai.AuthenticationError as error:
+        raise ModelError(
+            f"the model endpoint {where} refused the API key", hint="check QUORUM_API_KEY"
+        ) from error
+    except (openai.APIConnectionError, openai.APITimeoutError) as error:
+        raise ConfigError(
+            f"cannot reach the model endpoint {where}",
+            hint="check QUORUM_BASE_URL and that the server is running",
+        ) from error
+    except openai.APIStatusError:
+        return  # some servers do not list models; the first call will tell
+    for agent, model in models.items():
+        name = getattr(model, "model_name", "")
+        if served and name not in served:
+            who = f"agent '{agent}'" if agent else "the default model"
+            raise ModelError(
+                f"the model endpoint {where} has no model {name!r} (for {who}); "
+                f"it serves: {', '.join(sorted(served)[:10])}",
+                hint="check QUORUM_MODEL or the context's 'model' and 'models'",
+            )
 
 
 async def _invoke(model: Any, messages: Sequence[BaseMessage], agent: str) -> AIMessage:
@@ -164,14 +372,17 @@ async def _invoke(model: Any, messages: Sequence[BaseMessage], agent: str) -> AI
 _FENCE = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", re.DOTALL)
 
 
-def _json_text(reply: AIMessage) -> str:
-    text = reply.text if isinstance(reply.content, list) else str(reply.content)
+def _parse_json(reply: AIMessage) -> Any:
+    text = reply.text
     # Some models wrap JSON in a markdown fence even when asked not to.
     fenced = _FENCE.match(text)
-    return fenced.group(1) if fenced else text
+    # strict=False: grammar-constrained servers let raw newlines into strings.
+    return json.loads(fenced.group(1) if fenced else text, strict=False)
 
 
-def _brief(error: ValidationError) -> str:
+def _brief(error: ValueError) -> str:
+    if not isinstance(error, ValidationError):
+        return f"invalid JSON: {error}"
     return json.dumps(
         [{"at": ".".join(map(str, e["loc"])), "problem": e["msg"]} for e in error.errors()]
     )

@@ -96,9 +96,8 @@ async def run(
         )
     thread_id = thread_id or uuid.uuid4().hex[:12]
     context = context or QuorumContext()
-    models.load_chat_model(
-        "preflight", context
-    )  # a missing endpoint fails before anything is saved
+    # A bad endpoint, key or model name fails here, before anything is saved.
+    await models.preflight(context)
     async with open_checkpointer(database) as saver:
         if await saver.aget_tuple(_config(thread_id)) is not None:
             raise UsageError(
@@ -125,7 +124,7 @@ async def resume(
             )
         metadata = await _metadata(saver, thread_id)
         context = QuorumContext.from_dict(json.loads(metadata.get("quorum_context", "{}")))
-        models.load_chat_model("preflight", context)
+        await models.preflight(context)
         graph = PATTERNS[info.pattern].compile(checkpointer=saver, name=info.pattern)
         await _drive(graph, None, info.pattern, thread_id, context, on_event)
         return await _thread_info(saver, thread_id)

