@@ -20,11 +20,12 @@ from rich.markdown import Markdown
 from rich.markup import escape
 from rich.table import Table
 
-from quorum import runner
+from quorum import embedded, runner
 from quorum.context import QuorumContext
 from quorum.errors import QuorumError, UsageError
 from quorum.graphs import PATTERNS
 from quorum.runner import RunEvent, ThreadInfo
+from quorum.settings import get_settings
 from quorum.state import Usage, add_usage, total_tokens
 
 app = typer.Typer(
@@ -246,3 +247,45 @@ def _jsonable(info: ThreadInfo, *, full: bool) -> Any:
         data["history"] = info.history
         data["values"] = info.values
     return to_jsonable_python(data, fallback=str)
+
+
+model_app = typer.Typer(help="The embedded local model.", no_args_is_help=True)
+app.add_typer(model_app, name="model")
+
+
+@model_app.command("serve")
+def model_serve() -> None:
+    """Serve the embedded model until stopped (Ctrl-C); runs reuse it instead of starting one."""
+    settings = get_settings()
+    running = embedded.find_running(settings)
+    if running is not None:
+        _fail(
+            UsageError(
+                f"the embedded model is already served at {running.base_url}",
+                hint="runs use it; stop that process to serve another",
+            )
+        )
+    try:
+        server = embedded.start(settings, detached=True)
+    except QuorumError as error:
+        _fail(error)
+    err.print(f"serving the embedded model at [bold]{server.base_url}[/bold] (Ctrl-C stops)")
+    try:
+        assert server.process is not None
+        server.process.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+        embedded.forget(settings)
+
+
+@model_app.command("status")
+def model_status() -> None:
+    """Say whether a served embedded model is running, and where."""
+    running = embedded.find_running(get_settings())
+    out.print(f"running at {running.base_url}" if running else "not running")
+
+
+if __name__ == "__main__":
+    app()

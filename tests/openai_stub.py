@@ -238,6 +238,8 @@ class OpenAIStub:
         """Seconds every chat reply waits before it is sent."""
         self.models = [STUB_MODEL]
         """What GET /v1/models lists; chat requests are answered whatever model they name."""
+        self.api_key: str | None = None
+        """When set, every request without `Authorization: Bearer <api_key>` gets a 401."""
         self._lock = threading.Lock()
         self._requests: list[Recorded] = []
         self._holds: list[Hold] = []
@@ -300,6 +302,7 @@ class OpenAIStub:
         self.schema_replies = default_schema_replies()
         self.delay = 0.0
         self.models = [STUB_MODEL]
+        self.api_key = None
 
     def hold(self, match: Callable[[Json], bool] = lambda body: True) -> Hold:
         """Keep the next chat request `match` accepts waiting until `Hold.release()`."""
@@ -461,8 +464,18 @@ def _handler_for(stub: OpenAIStub) -> type[BaseHTTPRequestHandler]:
         def log_message(self, format: str, *args: Any) -> None:
             """Keep test output clean; the recorded requests say what happened."""
 
+        def _authorized(self) -> bool:
+            if stub.api_key is None or self.headers.get("Authorization") == (
+                f"Bearer {stub.api_key}"
+            ):
+                return True
+            self._send_error(Reply(status=401, error="Incorrect API key provided"))
+            return False
+
         def do_GET(self) -> None:
             stub._record(self._recorded(None))
+            if not self._authorized():
+                return
             if self.path.rstrip("/") != MODELS_PATH:
                 self._send_error(Reply(status=404, error=f"no route {self.path}"))
                 return
@@ -482,6 +495,8 @@ def _handler_for(stub: OpenAIStub) -> type[BaseHTTPRequestHandler]:
                 return
             recorded = self._recorded(body)
             stub._record(recorded)
+            if not self._authorized():
+                return
             try:
                 self._answer(body)
             except (BrokenPipeError, ConnectionResetError):

@@ -1,0 +1,104 @@
+"""Durable resume across a real crash: `quorum run` killed with SIGKILL, then `quorum resume`.
+
+The CLI runs as a separate process against the scripted OpenAI-compatible stub on loopback,
+which counts every model call: a resumed run must not ask again for any step that finished.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from tests.openai_stub import STUB_MODEL, OpenAIStub, text_of
+
+AGENT_MARKERS = {
+    "planner": "You are the planner",
+    "researcher": "You are the researcher",
+    "analyst": "You are the analyst",
+    "writer": "You are the writer",
+    "synthesizer": "You merge the results",
+}
+
+
+def agent_of(body: dict) -> str:
+    system = text_of(body["messages"][0])
+    return next((a for a, marker in AGENT_MARKERS.items() if marker in system), "?")
+
+
+def calls(stub: OpenAIStub) -> Counter[str]:
+    return Counter(agent_of(body) for body in stub.chat_bodies())
+
+
+@pytest.fixture
+def stub() -> OpenAIStub:
+    with OpenAIStub() as running:
+        yield running
+
+
+def quorum_env(stub: OpenAIStub, tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("QUORUM_", "OPENAI_"))}
+    return env | {
+        "QUORUM_BASE_URL": stub.base_url,
+        "QUORUM_API_KEY": "test-key",
+        "QUORUM_MODEL": STUB_MODEL,
+        "QUORUM_DATA_DIR": str(tmp_path / "data"),
+        "LANGSMITH_TRACING": "false",
+    }
+
+
+def quorum(*args: str, env: dict[str, str], cwd: Path, **kwargs) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "quorum.cli", *args],
+        env=env,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kwargs,
+    )
+
+
+def test_sigkilled_run_resumes_without_repeating_finished_steps(
+    stub: OpenAIStub, tmp_path: Path
+) -> None:
+    env = quorum_env(stub, tmp_path)
+    held = stub.hold(lambda body: agent_of(body) == "writer")
+    run = quorum("run", "orchestrator", "Plan a launch", "--thread", "k1", env=env, cwd=tmp_path)
+
+    assert held.arrived.wait(60), run.communicate(timeout=5)
+    # The planner, the researcher (a tool call, then its answer) and the analyst finished;
+    # the writer's call is in flight when the process dies.
+    before = calls(stub)
+    assert before == Counter(planner=1, researcher=2, analyst=1, writer=1)
+    run.send_signal(signal.SIGKILL)
+    run.communicate(timeout=10)
+    held.release()
+
+    threads = quorum("threads", "--json", env=env, cwd=tmp_path).communicate(timeout=60)[0]
+    assert [(t["thread_id"], t["status"]) for t in json.loads(threads)] == [("k1", "interrupted")]
+
+    resumed = quorum("resume", "k1", env=env, cwd=tmp_path)
+    out, err = resumed.communicate(timeout=60)
+
+    assert resumed.returncode == 0, err
+    assert out.strip(), err
+    assert "thread k1  status completed" in err
+    after = calls(stub) - before
+    # Only the step that was cut short, and what follows it, asked the model again.
+    assert after == Counter(writer=1, synthesizer=1)
+
+
+def test_python_entry_point_is_the_cli(stub: OpenAIStub, tmp_path: Path) -> None:
+    shown = quorum("graph", "pipeline", env=quorum_env(stub, tmp_path), cwd=tmp_path)
+
+    out, err = shown.communicate(timeout=60)
+
+    assert shown.returncode == 0, err
+    assert "research --> summarize" in out
