@@ -1,14 +1,18 @@
 """The contract every Quorum tool follows, and how agents call tools.
 
-A tool is a typed async function whose docstring tells the model what it is for, when not to
-use it and an example call. It returns a pydantic result; it fails by raising `ToolError`,
-which the agent receives as a structured tool message saying whether a retry can help and
-what to try instead. Tools declare their side effects, so approval and an effect ledger can
-be built on the flags.
+A tool is a typed async function whose docstring tells the model what it is for, when to use
+it, when not to and an example call. It returns a pydantic result; it fails by raising
+`ToolError`, which the agent receives as a structured tool message saying whether a retry can
+help and what to try instead. `call_tool` retries only failures a tool marked retryable, and
+only for tools without side effects. Tools declare their side effects and whether they are
+irreversible; until human approval exists, an irreversible tool runs only when the
+`allow_irreversible_tools` setting enables it.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -16,8 +20,18 @@ from langchain_core.messages import ToolCall, ToolMessage
 from langchain_core.tools import BaseTool, StructuredTool
 from pydantic import BaseModel, Field, ValidationError
 
+from quorum.settings import get_settings
+
 MAX_OUTPUT_CHARS = 4000
 """Longer tool output is cut, and the cut says so."""
+
+TOOL_TIMEOUT = 60.0
+"""Seconds one tool call may take unless its tool declares otherwise."""
+
+RETRY_BACKOFF: tuple[float, ...] = (0.5, 2.0)
+"""Pauses before each automatic retry of a retryable failure; its length is the retry count."""
+
+logger = logging.getLogger(__name__)
 
 
 class ToolError(Exception):
@@ -39,16 +53,29 @@ class ToolFailure(BaseModel):
 
 
 def agent_tool(
-    *, side_effects: bool = False, irreversible: bool = False
+    *,
+    side_effects: bool = False,
+    irreversible: bool = False,
+    timeout: float = TOOL_TIMEOUT,
 ) -> Callable[[Callable[..., Any]], BaseTool]:
-    """Make a typed async function into a tool that declares its side effects."""
+    """Make a typed async function into a tool that declares its side effects.
+
+    The function's docstring is the description the model reads; its type hints are the
+    input schema.
+    """
+    if irreversible and not side_effects:
+        raise ValueError("an irreversible tool has side effects by definition")
 
     def wrap(function: Callable[..., Any]) -> BaseTool:
         return StructuredTool.from_function(
             coroutine=function,
             name=function.__name__,
             description=function.__doc__ or "",
-            metadata={"side_effects": side_effects, "irreversible": irreversible},
+            metadata={
+                "side_effects": side_effects,
+                "irreversible": irreversible,
+                "timeout": timeout,
+            },
         )
 
     return wrap
@@ -57,6 +84,43 @@ def agent_tool(
 def has_side_effects(tool: BaseTool) -> bool:
     """Whether `tool` changes anything outside the run."""
     return bool((tool.metadata or {}).get("side_effects"))
+
+
+def is_irreversible(tool: BaseTool) -> bool:
+    """Whether what `tool` changes cannot be undone (it needs approval, or the setting)."""
+    return bool((tool.metadata or {}).get("irreversible"))
+
+
+def may_offer(tool: BaseTool) -> bool:
+    """Whether agents may be offered `tool` under the current settings."""
+    return not is_irreversible(tool) or get_settings().allow_irreversible_tools
+
+
+class TextPart(BaseModel):
+    """Part of a longer text.
+
+    Tools that return long text page it themselves with `TextPart.of`, so their results stay
+    whole JSON under `MAX_OUTPUT_CHARS` and tell the model the offset to ask for next.
+    """
+
+    text: str = Field(description="The text from `offset`.")
+    offset: int = Field(description="Where this part starts, in characters.")
+    next_offset: int | None = Field(
+        description="Pass as `offset` to read on; null when the text ends here."
+    )
+    total_chars: int = Field(description="Length of the whole text.")
+
+    @staticmethod
+    def of(text: str, offset: int, limit: int) -> dict[str, Any]:
+        """The fields of the part of `text` from `offset`, at most `limit` characters long."""
+        piece = text[offset : offset + limit]
+        end = offset + len(piece)
+        return {
+            "text": piece,
+            "offset": offset,
+            "next_offset": end if end < len(text) else None,
+            "total_chars": len(text),
+        }
 
 
 async def call_tool(tools: Sequence[BaseTool], call: ToolCall) -> ToolMessage:
@@ -69,31 +133,76 @@ async def call_tool(tools: Sequence[BaseTool], call: ToolCall) -> ToolMessage:
             retryable=False,
             suggestion=f"use one of: {', '.join(sorted(by_name)) or 'no tools are offered'}",
         )
+    elif not may_offer(tool):
+        # Checked again here, not only when tools are offered: a model may name a tool it
+        # was never given, and a caller may pass a list it built itself.
+        failure = ToolFailure(
+            error=f"{tool.name} makes irreversible changes and is not enabled",
+            retryable=False,
+            suggestion="do without it, or ask the operator to set "
+            "QUORUM_ALLOW_IRREVERSIBLE_TOOLS=true",
+        )
     else:
-        try:
-            result = await tool.ainvoke(call["args"])
-            return _message(call, _render(result), status="success")
-        except ToolError as error:
-            failure = ToolFailure(
-                error=error.message, retryable=error.retryable, suggestion=error.suggestion
-            )
-        except ValidationError as error:
-            failure = ToolFailure(
-                error=f"invalid arguments: {error.errors(include_url=False)}",
-                retryable=False,
-                suggestion="call the tool again with arguments that match its schema",
-            )
+        result = await _run(tool, call.get("args") or {})
+        if not isinstance(result, ToolFailure):
+            return _message(call, _render(tool.name, result), status="success")
+        failure = result
     return _message(call, failure.model_dump_json(), status="error")
 
 
-def _render(result: Any) -> str:
+async def _run(tool: BaseTool, args: dict[str, Any]) -> Any:
+    # Only a tool without side effects is retried here: repeating a call that may have
+    # half-happened is the agent's decision, made with the failure in front of it.
+    pauses = RETRY_BACKOFF if not has_side_effects(tool) else ()
+    for attempt in range(len(pauses) + 1):
+        result = await _attempt(tool, args)
+        if not (isinstance(result, ToolFailure) and result.retryable) or attempt == len(pauses):
+            return result
+        await asyncio.sleep(pauses[attempt])
+    raise AssertionError("unreachable")
+
+
+async def _attempt(tool: BaseTool, args: dict[str, Any]) -> Any:
+    timeout = float((tool.metadata or {}).get("timeout", TOOL_TIMEOUT))
+    try:
+        async with asyncio.timeout(timeout):
+            return await tool.ainvoke(args)
+    except ToolError as error:
+        return ToolFailure(
+            error=error.message, retryable=error.retryable, suggestion=error.suggestion
+        )
+    except ValidationError as error:
+        return ToolFailure(
+            error=f"invalid arguments: {error.errors(include_url=False, include_input=False)}",
+            retryable=False,
+            suggestion="call the tool again with arguments that match its schema",
+        )
+    except TimeoutError:
+        return ToolFailure(
+            error=f"{tool.name} did not finish within {timeout:g} seconds",
+            retryable=True,
+            suggestion="try again later, or ask for less",
+        )
+    except Exception as error:
+        # A bug in one tool must not end the whole run: the agent gets a failure it can
+        # work around, and the log keeps the traceback for whoever fixes the tool.
+        logger.exception("tool %s failed unexpectedly", tool.name)
+        return ToolFailure(
+            error=f"{tool.name} failed unexpectedly ({type(error).__name__})",
+            retryable=False,
+            suggestion="use another tool, or answer with what you have",
+        )
+
+
+def _render(name: str, result: Any) -> str:
     text = result.model_dump_json() if isinstance(result, BaseModel) else str(result)
     if len(text) <= MAX_OUTPUT_CHARS:
         return text
     return (
         text[:MAX_OUTPUT_CHARS]
-        + f"\n[output cut at {MAX_OUTPUT_CHARS} of {len(text)} characters; "
-        "ask for a narrower result to see the rest]"
+        + f"\n[output cut at {MAX_OUTPUT_CHARS} of {len(text)} characters: call {name} again "
+        "asking for less (a narrower query, fewer results, a smaller max_chars) or for the "
+        "next part (a later offset) to see the rest]"
     )
 
 
