@@ -210,9 +210,16 @@ async def ask_structured(
     context: QuorumContext,
     messages: Sequence[BaseMessage],
     schema: type[T],
+    *,
+    json_schema: dict[str, Any] | None = None,
 ) -> tuple[T, dict[str, Usage]]:
-    """Ask `agent` for a reply matching `schema`; the model may repair a bad reply."""
-    model = _with_format(load_chat_model(agent, context), schema, schema.__name__)
+    """Ask `agent` for a reply matching `schema`; the model may repair a bad reply.
+
+    `json_schema`, when given, is what the endpoint is asked for instead of `schema`'s own:
+    a narrower form (say, an enum of the names allowed in this run) that steers the model,
+    while `schema` still validates the reply.
+    """
+    model = _with_format(load_chat_model(agent, context), json_schema or schema, schema.__name__)
     conversation = list(messages)
     replies: list[AIMessage] = []
     for _ in range(STRUCTURED_REPAIRS + 1):

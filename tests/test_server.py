@@ -11,188 +11,49 @@ reachable, and the server's own telemetry and version checks are switched off.
 from __future__ import annotations
 
 import json
-import os
-import re
-import signal
-import socket
-import sqlite3
-import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
-from contextlib import closing
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from langgraph_sdk import get_client
 from langgraph_sdk.schema import GraphSchema
 
 from quorum.context import context_json_schema
+from tests.langgraph_dev import REPO, RUN_TIMEOUT, langgraph_dev
 from tests.openai_stub import OpenAIStub, schema_name
 
 pytestmark = pytest.mark.server
 
-REPO = Path(__file__).resolve().parents[1]
-READY_TIMEOUT = 90.0
-RUN_TIMEOUT = 60.0
-# Variables that could point the server at a real endpoint, trace store or proxy.
-FOREIGN_PREFIXES = ("QUORUM_", "OPENAI_", "LANGSMITH_", "LANGCHAIN_", "LANGGRAPH_", "OTEL_")
-PROXIES = {"http_proxy", "https_proxy", "all_proxy", "no_proxy"}
-
 
 @dataclass
-class Served:
-    """A running `langgraph dev` and what it talks to."""
+class StubServed:
+    """The dev server and the stub it talks to."""
 
-    url: str
+    served: StubServed
     stub: OpenAIStub
-    database: Path
-    log: Path
 
-    def log_text(self, containing: str = "") -> str:
-        """The server's output so far (the lines `containing` a text), for failure messages."""
-        text = self.log.read_text(errors="replace") if self.log.exists() else ""
-        lines = re.sub(r"\x1b\[[0-9;]*m", "", text).splitlines()
-        return "\n".join(line for line in lines if containing in line)[-20_000:]
-
-    def checkpoint_count(self, thread_id: str) -> int:
-        """Top-level checkpoints of `thread_id` in the SQLite file, read past the server."""
-        uri = f"file:{self.database}?mode=ro"
-        with closing(sqlite3.connect(uri, uri=True)) as db:
-            query = "SELECT COUNT(*) FROM checkpoints WHERE thread_id = ? AND checkpoint_ns = ''"
-            return int(db.execute(query, (thread_id,)).fetchone()[0])
-
-
-def _absolute(spec: str) -> str:
-    """A langgraph.json path spec ('./pkg/mod.py:attr' or '.') made absolute to the repo."""
-    if not spec.startswith("."):
-        return spec  # a module path such as quorum.checkpoints.open_checkpointer
-    path, _, attribute = spec.partition(":")
-    absolute = str((REPO / path).resolve())
-    return f"{absolute}:{attribute}" if attribute else absolute
-
-
-def server_config(folder: Path) -> Path:
-    """The repo's langgraph.json, to be served from `folder` instead of the repo root.
-
-    The in-memory runtime keeps its threads and runs in ./.langgraph_api of its working
-    directory and re-queues runs it finds unfinished there, and langgraph.json's `.env` is
-    loaded over the process environment; run from the repo root, the test would share both
-    with a developer's own `langgraph dev`. So the graphs, dependencies and checkpointer are
-    the repo's, made absolute, and the environment comes only from this test.
-    """
-    config = json.loads((REPO / "langgraph.json").read_text())
-    config["graphs"] = {name: _absolute(spec) for name, spec in config["graphs"].items()}
-    config["dependencies"] = [_absolute(dep) for dep in config.get("dependencies", [])]
-    if "checkpointer" in config:
-        config["checkpointer"]["path"] = _absolute(config["checkpointer"]["path"])
-    config["env"] = {}
-    path = folder / "langgraph.json"
-    path.write_text(json.dumps(config, indent=2))
-    return path
-
-
-def server_env(stub: OpenAIStub, database: Path) -> dict[str, str]:
-    """The server's environment: the stub as the only model, and nothing phoning home."""
-    env = {
-        name: value
-        for name, value in os.environ.items()
-        if not name.upper().startswith(FOREIGN_PREFIXES) and name.lower() not in PROXIES
-    }
-    return env | {
-        "QUORUM_BASE_URL": stub.base_url,
-        "QUORUM_API_KEY": "test",
-        "QUORUM_MODEL": "stub-model",
-        "QUORUM_DATABASE": str(database),
-        "QUORUM_MAX_RETRIES": "0",
-        "LANGSMITH_TRACING": "false",
-        # langgraph-cli posts each command to its analytics endpoint unless this is "1".
-        "LANGGRAPH_CLI_NO_ANALYTICS": "1",
-        # langgraph-api asks PyPI for newer releases at startup unless this is set.
-        "LANGGRAPH_NO_VERSION_CHECK": "true",
-        "NO_PROXY": "127.0.0.1,localhost",
-        "NO_COLOR": "1",
-    }
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def wait_until_ready(served: Served, process: subprocess.Popen[bytes]) -> None:
-    """Poll /ok until the server answers; fail with its log if it dies or takes too long."""
-    deadline = time.monotonic() + READY_TIMEOUT
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(
-                f"langgraph dev exited with {process.returncode} before it was ready\n"
-                f"--- server log ---\n{served.log_text()}"
-            )
-        try:
-            if httpx.get(f"{served.url}/ok", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.25)
-    pytest.fail(
-        f"langgraph dev was not ready after {READY_TIMEOUT:.0f} s\n"
-        f"--- server log ---\n{served.log_text()}"
-    )
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    """End the server and every process it started."""
-    for sig, grace in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            break
-        try:
-            process.wait(timeout=grace)
-            break
-        except subprocess.TimeoutExpired:
-            continue
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.served, name)
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StubServed]:
     """One `langgraph dev` for the module, backed by one OpenAI stub."""
     folder = tmp_path_factory.mktemp("langgraph-dev")
-    cli = Path(sys.executable).with_name("langgraph")
-    assert cli.exists(), f"{cli} is missing: install quorum[server]"
     with OpenAIStub() as stub:
-        port = free_port()
-        served = Served(
-            f"http://127.0.0.1:{port}", stub, folder / "studio.db", folder / "server.log"
-        )
-        command = [
-            str(cli), "dev", "--port", str(port), "--host", "127.0.0.1", "--no-browser",
-            "--no-reload", "--config", str(server_config(folder)),
-        ]  # fmt: skip
-        with served.log.open("wb") as log:
-            process = subprocess.Popen(
-                command,
-                cwd=folder,
-                env=server_env(stub, served.database),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own process group, so teardown ends it all
-            )
-        try:
-            wait_until_ready(served, process)
-            yield served
-        finally:
-            stop(process)
+        settings = {
+            "QUORUM_BASE_URL": stub.base_url,
+            "QUORUM_API_KEY": "test",
+            "QUORUM_MODEL": "stub-model",
+            "QUORUM_MAX_RETRIES": "0",
+        }
+        with langgraph_dev(folder, settings) as served:
+            yield StubServed(served, stub)
 
 
 @pytest.fixture
-def stub(served: Served) -> OpenAIStub:
+def stub(served: StubServed) -> OpenAIStub:
     """The served stub, with the previous test's requests and scripting forgotten."""
     served.stub.reset()
     return served.stub
@@ -259,7 +120,7 @@ def assert_usage_matches(values: dict[str, Any], bodies: list[dict[str, Any]]) -
 
 @pytest.mark.parametrize("case", CASES, ids=[case.graph for case in CASES])
 async def test_pattern_runs_over_http_and_persists(
-    served: Served, stub: OpenAIStub, case: Case
+    served: StubServed, stub: OpenAIStub, case: Case
 ) -> None:
     async with get_client(url=served.url, api_key=None, timeout=RUN_TIMEOUT) as client:
         thread = await client.threads.create()
@@ -289,7 +150,9 @@ async def test_pattern_runs_over_http_and_persists(
     assert (saved["output"], saved["usage"]) == (values["output"], values["usage"])
 
 
-async def test_streamed_run_gets_usage_from_the_stream(served: Served, stub: OpenAIStub) -> None:
+async def test_streamed_run_gets_usage_from_the_stream(
+    served: StubServed, stub: OpenAIStub
+) -> None:
     """In `messages` mode every model call streams; usage must come from the final chunk."""
     async with get_client(url=served.url, api_key=None, timeout=RUN_TIMEOUT) as client:
         thread = await client.threads.create()
@@ -314,7 +177,7 @@ async def test_streamed_run_gets_usage_from_the_stream(served: Served, stub: Ope
     assert_usage_matches(values, bodies)
 
 
-async def schemas_of_every_assistant(served: Served) -> dict[str, GraphSchema]:
+async def schemas_of_every_assistant(served: StubServed) -> dict[str, GraphSchema]:
     """GET /assistants/{id}/schemas for every assistant, by graph id."""
     async with get_client(url=served.url, api_key=None, timeout=RUN_TIMEOUT) as client:
         assistants = await client.assistants.search(limit=100)
@@ -325,7 +188,7 @@ async def schemas_of_every_assistant(served: Served) -> dict[str, GraphSchema]:
 
 
 async def test_assistants_match_langgraph_json_and_publish_context_schema(
-    served: Served,
+    served: StubServed,
 ) -> None:
     declared = json.loads((REPO / "langgraph.json").read_text())["graphs"]
     expected = set(context_json_schema()["properties"])
@@ -338,7 +201,7 @@ async def test_assistants_match_langgraph_json_and_publish_context_schema(
         assert set(context_schema["properties"]) == expected, graph
 
 
-async def test_assistants_publish_input_and_output_schemas(served: Served) -> None:
+async def test_assistants_publish_input_and_output_schemas(served: StubServed) -> None:
     """Studio draws a graph's input form from input_schema; null leaves it without one."""
     schemas = await schemas_of_every_assistant(served)
 

@@ -8,7 +8,7 @@ plan goes back to it with the problems listed, a bounded number of times.
 from __future__ import annotations
 
 from graphlib import CycleError, TopologicalSorter
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from langchain_core.messages import HumanMessage, SystemMessage
 from langgraph.runtime import Runtime
@@ -41,6 +41,9 @@ REPAIR_TEMPLATE = """Your previous plan was invalid:
 Problems:
 {problems}
 Send a corrected plan."""
+
+
+STEP_ID = "^s[0-9]{1,2}$"
 
 
 class PlanStep(BaseModel):
@@ -88,7 +91,23 @@ def validate_plan(plan: Plan, workers: dict[str, str], max_steps: int) -> list[s
     except CycleError as error:
         cycle = " -> ".join(error.args[1])
         problems.append(f"the dependencies form a cycle: {cycle}")
-    return problems
+    return list(dict.fromkeys(problems))  # one line per problem, even if steps repeat it
+
+
+def plan_json_schema(workers: list[str], max_steps: int) -> dict[str, Any]:
+    """The plan schema narrowed for this run: real worker names, short ids, a size bound.
+
+    A model constrained by it (a grammar on llama.cpp, strict mode on OpenAI) cannot name an
+    unknown worker; `validate_plan` still checks everything.
+    """
+    schema = Plan.model_json_schema()
+    step = schema["$defs"]["PlanStep"]["properties"]
+    step["worker"]["enum"] = workers
+    step["id"]["pattern"] = STEP_ID
+    step["dependencies"]["items"]["pattern"] = STEP_ID
+    step["dependencies"]["maxItems"] = max_steps - 1
+    schema["properties"]["steps"] |= {"minItems": 1, "maxItems": max_steps}
+    return schema
 
 
 async def planner(state: OrchestratorState, runtime: Runtime[QuorumContext]) -> dict:
@@ -105,7 +124,13 @@ async def planner(state: OrchestratorState, runtime: Runtime[QuorumContext]) -> 
         HumanMessage(f"Goal: {state['input']}"),
         *(HumanMessage(feedback) for feedback in state.get("plan_feedback", [])[-1:]),
     ]
-    plan, usage = await ask_structured("planner", context, messages, Plan)
+    plan, usage = await ask_structured(
+        "planner",
+        context,
+        messages,
+        Plan,
+        json_schema=plan_json_schema(list(workers), context.max_plan_steps),
+    )
     problems = validate_plan(plan, workers, context.max_plan_steps)
     if not problems:
         return {"plan": plan, "usage": usage}
