@@ -12,14 +12,16 @@ JSON action on servers without them.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any, Literal, TypeVar
+from weakref import WeakKeyDictionary
 
+import httpx
 import openai
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import (
@@ -66,7 +68,7 @@ If this answers the task, reply with the final_answer action now."""
 
 # Grammar bounds for json_object mode: a small model constrained by a grammar can otherwise
 # fill a string until it runs out of tokens and leave the JSON unfinished.
-MAX_STRING = 200
+MAX_STRING = 160
 MAX_ITEMS = 4
 
 
@@ -105,12 +107,23 @@ def load_chat_model(agent: str, context: QuorumContext) -> BaseChatModel:
     """Build the chat model `agent` uses in a run with `context`."""
     settings = get_settings()
     temperature = settings.temperature if context.temperature is None else context.temperature
-    return _chat_openai(settings, context.model_for(agent), temperature)
+    key = (settings, context.model_for(agent), temperature)
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return _chat_openai(*key)
+    # One client per model and event loop: agents share its connection pool, and a client
+    # never outlives the loop its connections belong to (each asyncio.run has its own).
+    per_loop = _MODELS.setdefault(loop, {})
+    if key not in per_loop:
+        per_loop[key] = _chat_openai(*key)
+    return per_loop[key]
 
 
-@lru_cache(maxsize=32)
+_MODELS: WeakKeyDictionary[asyncio.AbstractEventLoop, dict[Any, ChatOpenAI]] = WeakKeyDictionary()
+
+
 def _chat_openai(settings: Settings, model: str, temperature: float) -> ChatOpenAI:
-    # Cached so agents share one HTTP connection pool per model rather than one per call.
     target = endpoint(settings)
     is_openai = target.structured == "json_schema"
     return ChatOpenAI(
@@ -122,7 +135,9 @@ def _chat_openai(settings: Settings, model: str, temperature: float) -> ChatOpen
         api_key=settings.api_key or SecretStr("not-needed"),
         temperature=temperature,
         seed=settings.seed,
-        timeout=settings.timeout,
+        # An httpx.Timeout (unhashable) keeps langchain-openai from sharing one process-wide
+        # client, whose connections would be bound to the first event loop that used them.
+        timeout=httpx.Timeout(settings.timeout),
         max_retries=settings.max_retries,
         stream_usage=True,
         # llama.cpp and other servers ignore `max_completion_tokens`, which ChatOpenAI sends
@@ -167,8 +182,10 @@ def _bounded(node: Any) -> Any:
     if not isinstance(node, dict):
         return node
     bounded = {key: _bounded(value) for key, value in node.items()}
-    if bounded.get("type") == "string" and "enum" not in bounded:
-        bounded.setdefault("maxLength", MAX_STRING)
+    if bounded.get("type") == "string" and not {"enum", "const", "pattern"} & set(bounded):
+        # Clamped, not just defaulted: llama.cpp unrolls a length bound into nested rules,
+        # and a grammar with a few long bounds exceeds its limits and kills the server.
+        bounded["maxLength"] = min(bounded.get("maxLength", MAX_STRING), MAX_STRING)
     if bounded.get("type") == "array":
         bounded.setdefault("maxItems", MAX_ITEMS)
     if bounded.get("type") == "object" and "properties" in bounded:

@@ -26,10 +26,8 @@ def isolated_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterat
     monkeypatch.setenv("QUORUM_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.chdir(tmp_path)  # no stray .env from the checkout
     get_settings.cache_clear()
-    models._chat_openai.cache_clear()
     yield
     get_settings.cache_clear()
-    models._chat_openai.cache_clear()
 
 
 @pytest.fixture

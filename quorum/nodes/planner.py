@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from quorum.context import QuorumContext
 from quorum.errors import PlanError
-from quorum.models import ask_structured
+from quorum.models import ask_structured, current_endpoint
 from quorum.nodes.workers import WORKERS
 
 if TYPE_CHECKING:
@@ -94,19 +94,43 @@ def validate_plan(plan: Plan, workers: dict[str, str], max_steps: int) -> list[s
     return list(dict.fromkeys(problems))  # one line per problem, even if steps repeat it
 
 
-def plan_json_schema(workers: list[str], max_steps: int) -> dict[str, Any]:
+def plan_json_schema(workers: list[str], max_steps: int, *, positional: bool) -> dict[str, Any]:
     """The plan schema narrowed for this run: real worker names, short ids, a size bound.
 
-    A model constrained by it (a grammar on llama.cpp, strict mode on OpenAI) cannot name an
-    unknown worker; `validate_plan` still checks everything.
+    A model constrained by it (strict mode on OpenAI) cannot name an unknown worker.
+    `positional` spells out every step position for a grammar (llama.cpp): step k has id
+    `sk` and may depend only on earlier steps, so duplicate ids, missing dependencies and
+    cycles cannot be generated at all. `validate_plan` still checks every plan.
     """
     schema = Plan.model_json_schema()
-    step = schema["$defs"]["PlanStep"]["properties"]
-    step["worker"]["enum"] = workers
-    step["id"]["pattern"] = STEP_ID
-    step["dependencies"]["items"]["pattern"] = STEP_ID
-    step["dependencies"]["maxItems"] = max_steps - 1
-    schema["properties"]["steps"] |= {"minItems": 1, "maxItems": max_steps}
+    step = schema["$defs"].pop("PlanStep")
+    step["properties"]["worker"]["enum"] = workers
+    if not positional:
+        step["properties"]["id"]["pattern"] = STEP_ID
+        step["properties"]["dependencies"]["items"]["pattern"] = STEP_ID
+        schema["$defs"]["PlanStep"] = step
+        schema["properties"]["steps"] |= {"minItems": 1, "maxItems": max_steps}
+        return schema
+
+    def at(position: int) -> dict[str, Any]:
+        earlier = [f"s{k}" for k in range(1, position)] or ["-"]
+        properties = step["properties"] | {
+            "id": {"const": f"s{position}"},
+            "dependencies": {
+                "type": "array",
+                "items": {"type": "string", "enum": earlier},
+                "maxItems": position - 1,
+            },
+        }
+        return step | {"properties": properties}
+
+    schema["properties"]["steps"] = {
+        "anyOf": [
+            {"type": "array", "prefixItems": [at(k) for k in range(1, size + 1)]}
+            for size in range(1, max_steps + 1)
+        ]
+    }
+    del schema["$defs"]
     return schema
 
 
@@ -129,7 +153,11 @@ async def planner(state: OrchestratorState, runtime: Runtime[QuorumContext]) -> 
         context,
         messages,
         Plan,
-        json_schema=plan_json_schema(list(workers), context.max_plan_steps),
+        json_schema=plan_json_schema(
+            list(workers),
+            context.max_plan_steps,
+            positional=current_endpoint().structured == "json_object",
+        ),
     )
     problems = validate_plan(plan, workers, context.max_plan_steps)
     if not problems:

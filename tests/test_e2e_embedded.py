@@ -1,0 +1,172 @@
+"""End to end on the embedded model: every pattern through Python, the CLI and HTTP.
+
+One `quorum model serve` (llama-cpp-python serving SmolLM2-135M-Instruct on loopback) runs
+for the module; every run below finds and reuses it, as a user's runs would. The model is
+small, so the assertions are about the system: runs complete, structured outputs validate,
+usage is recorded per agent, threads are in the checkpoint store and `quorum show` prints
+them; the ReAct agent calls a tool through the JSON-action path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from langchain_core.messages import ToolMessage
+from langgraph_sdk import get_client
+from typer.testing import CliRunner
+
+import quorum
+from quorum import embedded
+from quorum.cli import app
+from quorum.context import QuorumContext
+from quorum.nodes.debate import Verdict
+from quorum.nodes.pipeline import FactCheck, ResearchNotes, Summary
+from quorum.nodes.planner import Plan
+from quorum.settings import Settings, get_settings
+from tests.langgraph_dev import REPO, langgraph_dev
+
+pytestmark = pytest.mark.embedded
+
+# Small limits keep each run to a handful of model calls on two CPU cores.
+CONTEXTS = {
+    "orchestrator": {"max_plan_steps": 3, "max_tool_calls": 1, "max_plan_repairs": 3},
+    "pipeline": {"max_revisions": 1},
+    "debate": {"max_rounds": 1},
+    "react": {"max_steps": 3},
+}
+INPUTS = {
+    "orchestrator": "Compare tea and coffee for a morning routine",
+    "pipeline": "Green tea",
+    "debate": "Is tea better than coffee in the morning?",
+    "react": "What is 6 times 7?",
+}
+SERVE_TIMEOUT = 120.0
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A data folder with `quorum model serve` running on it for the whole module."""
+    folder = tmp_path_factory.mktemp("embedded")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("QUORUM_", "OPENAI_"))}
+    env |= {"QUORUM_DATA_DIR": str(folder), "LANGSMITH_TRACING": "false"}
+    log = (folder / "serve.log").open("wb")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "quorum.cli", "model", "serve"],
+        env=env, cwd=folder, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    settings = Settings(data_dir=folder)
+    deadline = time.monotonic() + SERVE_TIMEOUT
+    while embedded.find_running(settings) is None:
+        assert server.poll() is None, (folder / "serve.log").read_text()
+        assert time.monotonic() < deadline, "quorum model serve did not come up"
+        time.sleep(0.5)
+    try:
+        yield folder
+    finally:
+        server.terminate()
+        server.wait(30)
+        log.close()
+
+
+@pytest.fixture
+def on_embedded(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("QUORUM_DATA_DIR", str(data_dir))
+    get_settings.cache_clear()
+    return data_dir
+
+
+def assert_system_worked(pattern: str, values: dict) -> None:
+    assert values["output"].strip()
+    usage = values["usage"]
+    assert usage and all(u["calls"] >= 1 for u in usage.values())
+    assert all(u["input_tokens"] > 0 and u["output_tokens"] > 0 for u in usage.values())
+    if pattern == "orchestrator":
+        assert isinstance(values["plan"], Plan)
+        assert set(values["results"]) == {step.id for step in values["plan"].steps}
+    if pattern == "pipeline":
+        assert isinstance(values["notes"], ResearchNotes)
+        assert isinstance(values["summary"], Summary)
+        assert isinstance(values["fact_check"], FactCheck)
+    if pattern == "debate":
+        verdict = values["verdict"]
+        assert isinstance(verdict, Verdict) and 0 <= verdict.confidence <= 1
+    if pattern == "react":
+        assert values["status"] in ("answered", "step_limit")
+        # The tool ran through the grammar-constrained JSON-action path.
+        assert any(isinstance(m, ToolMessage) for m in values["messages"])
+
+
+@pytest.mark.parametrize("pattern", list(CONTEXTS))
+async def test_python_api(on_embedded: Path, pattern: str) -> None:
+    thread = await quorum.run(
+        pattern, INPUTS[pattern], context=QuorumContext.from_dict(CONTEXTS[pattern])
+    )
+
+    assert thread.status == "completed"
+    assert_system_worked(pattern, thread.values)
+    # The CLI runs its own event loop, so it gets a thread of its own here.
+    shown = await asyncio.to_thread(CliRunner().invoke, app, ["show", thread.thread_id])
+    assert shown.exit_code == 0
+    assert f"{pattern} thread {thread.thread_id}: completed" in shown.stdout
+
+
+@pytest.mark.parametrize("pattern", ["pipeline", "debate", "react"])
+def test_command_line(data_dir: Path, pattern: str) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("QUORUM_", "OPENAI_"))}
+    env |= {"QUORUM_DATA_DIR": str(data_dir), "LANGSMITH_TRACING": "false"}
+    settings = [f"--set={key}={value}" for key, value in CONTEXTS[pattern].items()]
+    thread = f"cli-{pattern}"
+
+    run = subprocess.run(
+        [sys.executable, "-m", "quorum.cli", "run", pattern, INPUTS[pattern], "--thread", thread,
+         *settings],
+        env=env, cwd=data_dir, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip()
+    assert f"thread {thread}  status completed  tokens " in run.stderr
+    shown = subprocess.run(
+        [sys.executable, "-m", "quorum.cli", "show", thread],
+        env=env, cwd=data_dir, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert shown.returncode == 0 and f"{pattern} thread {thread}: completed" in shown.stdout
+
+
+def test_readme_main_command(data_dir: Path) -> None:
+    """`make run`, as the README says, with no endpoint and no key: the embedded model."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("QUORUM_", "OPENAI_"))}
+    env |= {"QUORUM_DATA_DIR": str(data_dir), "LANGSMITH_TRACING": "false"}
+
+    run = subprocess.run(
+        ["make", "--no-print-directory", "-C", str(REPO), "run", f"PYTHON={sys.executable}",
+         "GOAL=Plan a short tea tasting for three friends"],
+        env=env, capture_output=True, text=True, timeout=1200,
+    )  # fmt: skip
+
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.strip()
+    assert "status completed  tokens " in run.stderr
+    assert "over " in run.stderr and " model calls" in run.stderr
+
+
+async def test_over_http(data_dir: Path, tmp_path: Path) -> None:
+    with langgraph_dev(tmp_path, {"QUORUM_DATA_DIR": str(data_dir)}) as served:
+        async with get_client(url=served.url, api_key=None, timeout=600) as client:
+            for pattern, context in CONTEXTS.items():
+                thread = await client.threads.create()
+                values = await client.runs.wait(
+                    thread["thread_id"], pattern, input={"input": INPUTS[pattern]},
+                    context=context,
+                )  # fmt: skip
+                assert isinstance(values, dict) and "__error__" not in values, values
+                assert values["output"].strip(), (pattern, values)
+                assert values["usage"], (pattern, values)
+                assert served.checkpoint_count(thread["thread_id"]) > 0
