@@ -104,8 +104,8 @@ def _allow_entry(entry: str) -> AllowEntry:
         pass
     try:
         url = httpx.URL("http://" + text.removeprefix("*."))
-        host = url.host.rstrip(".")
-        address = _literal_address(host)
+        address = _literal_address(url.host)
+        host = url.host.removesuffix(".")
     except (httpx.InvalidURL, ToolError, ValueError) as error:
         raise ToolError(
             f"the allowlist entry {entry!r} is not valid",
@@ -126,9 +126,10 @@ def _literal_address(host: str) -> IPAddress | None:
         pass
     if "%" in host:
         raise _refused(host, "uses an IPv6 zone or percent-encoding in the host")
-    if _NUMERIC_LABEL.match(host.rstrip(".").rsplit(".", 1)[-1]):
+    name = host.removesuffix(".")  # a fully qualified name may end with a dot; an address not
+    if _NUMERIC_LABEL.match(name.rsplit(".", 1)[-1]):
         raise _refused(host, "is an IPv4 address in a non-standard form; write it as a.b.c.d")
-    if not _HOSTNAME.match(host):
+    if not _HOSTNAME.match(name):
         raise _refused(host, "is not a valid host name")
     return None
 
@@ -178,12 +179,13 @@ def _check_url(raw: str, allowlist: Sequence[AllowEntry]) -> _Hop:
     if url.userinfo:
         raise _refused(raw, "carries a user name or password")
     try:
-        host = url.raw_host.decode("ascii").lower().rstrip(".")
+        host = url.raw_host.decode("ascii").lower()
     except UnicodeDecodeError as error:
         raise _refused(raw, "has a host that is not plain ASCII") from error
     if not host:
         raise _refused(raw, "has no host")
     address = _literal_address(host)
+    host = host.removesuffix(".")
     port = url.port or _DEFAULT_PORTS[url.scheme]
     if not any(entry.admits(host, address, port) for entry in allowlist):
         raise ToolError(

@@ -21,14 +21,12 @@ from typing import Annotated, Any, TypeVar
 from pydantic import BaseModel, Field
 
 from quorum.settings import get_settings
-from quorum.tools.contract import TextPart, ToolError, agent_tool
+from quorum.tools.contract import MAX_OUTPUT_CHARS, TextPart, ToolError, agent_tool
 
 MAX_READ_BYTES = 5_000_000
 """Larger files are refused rather than read into memory to show a part of them."""
 
 MAX_WRITE_CHARS = 1_000_000
-MAX_LISTED = 200
-
 _DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 # O_NONBLOCK: opening a FIFO someone left in the workspace must fail or return, never hang.
 _FILE_FLAGS = os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
@@ -49,7 +47,10 @@ class FileListing(BaseModel):
 
     folder: str = Field(description="The folder listed, inside the workspace.")
     entries: list[FileEntry] = Field(description="Its files and folders, sorted by path.")
-    truncated: bool = Field(description="True if there were more entries than shown.")
+    offset: int = Field(description="Position of the first entry shown.")
+    next_offset: int | None = Field(
+        description="Pass as `offset` to list on; null when the listing ends here."
+    )
 
 
 class FileText(TextPart):
@@ -130,32 +131,35 @@ def _folder_fd(root: Path, parts: tuple[str, ...], *, create: bool = False) -> I
         os.close(fd)
 
 
-def _list(root: Path, path: str) -> FileListing:
+def _list(root: Path, path: str, offset: int) -> FileListing:
     parts = _inside(root, path)
-    entries: list[FileEntry] = []
-    truncated = False
+    folder = PurePosixPath(*parts).as_posix() if parts else "."
     with _folder_fd(root, parts) as fd:
         # os.scandir on a descriptor lists without following any symlink in the path.
         with os.scandir(fd) as listing:
-            for entry in sorted(listing, key=lambda e: e.name):
-                if len(entries) == MAX_LISTED:
-                    truncated = True
-                    break
-                info = entry.stat(follow_symlinks=False)
-                if stat.S_ISLNK(info.st_mode):
-                    continue  # a link may point anywhere; the workspace shows real files only
-                folder = stat.S_ISDIR(info.st_mode)
-                entries.append(
-                    FileEntry(
-                        path=PurePosixPath(*parts, entry.name).as_posix(),
-                        kind="folder" if folder else "file",
-                        size=0 if folder else info.st_size,
-                    )
-                )
+            found = sorted((entry.name, entry.stat(follow_symlinks=False)) for entry in listing)
+    # A link may point anywhere; the workspace shows its real files and folders only.
+    shown = [(name, info) for name, info in found if not stat.S_ISLNK(info.st_mode)]
+    entries: list[FileEntry] = []
+    budget = MAX_OUTPUT_CHARS - 400 - len(folder)
+    position = offset
+    for name, info in shown[offset:]:
+        is_folder = stat.S_ISDIR(info.st_mode)
+        entry = FileEntry(
+            path=PurePosixPath(*parts, name).as_posix(),
+            kind="folder" if is_folder else "file",
+            size=0 if is_folder else info.st_size,
+        )
+        budget -= len(entry.model_dump_json()) + 1
+        if budget < 0 and entries:
+            break  # the rest comes with the next offset, so the listing stays whole JSON
+        entries.append(entry)
+        position += 1
     return FileListing(
-        folder=PurePosixPath(*parts).as_posix() if parts else ".",
+        folder=folder,
         entries=entries,
-        truncated=truncated,
+        offset=offset,
+        next_offset=position if position < len(shown) else None,
     )
 
 
@@ -165,8 +169,8 @@ def _read(root: Path, path: str) -> str:
         raise _not_a_file(path)
     with _folder_fd(root, parts[:-1]) as folder:
         fd = os.open(parts[-1], os.O_RDONLY | _FILE_FLAGS, dir_fd=folder)
-    with os.fdopen(fd, "rb") as file:
-        info = os.fstat(file.fileno())
+    try:
+        info = os.fstat(fd)
         _check_plain_file(info, path)
         if info.st_size > MAX_READ_BYTES:
             raise ToolError(
@@ -174,7 +178,10 @@ def _read(root: Path, path: str) -> str:
                 retryable=False,
                 suggestion="ask for a smaller file",
             )
-        data = file.read(MAX_READ_BYTES + 1)
+        with os.fdopen(fd, "rb", closefd=False) as file:
+            data = file.read(MAX_READ_BYTES + 1)
+    finally:
+        os.close(fd)
     if b"\x00" in data[:8192]:
         raise ToolError(
             f"{path} is a binary file", retryable=False, suggestion="read text files only"
@@ -268,15 +275,17 @@ async def list_files(
     folder: Annotated[
         str, Field(max_length=1000, description="Folder inside the workspace; '.' is its top.")
     ] = ".",
+    offset: Annotated[int, Field(ge=0, description="Entry to start from, to list on.")] = 0,
 ) -> FileListing:
     """List the files and folders in a folder of the shared workspace.
 
-    Use for: seeing which working files exist before reading or writing one.
+    Use for: seeing which working files exist before reading or writing one. A long listing
+    comes in parts: call again with offset=next_offset.
     Do not use for: searching document contents (use search_documents) or anything outside
     the workspace, which is refused.
     Example: list_files(folder="notes")
     """
-    return await _in_thread(_list, workspace(), folder, action="list")
+    return await _in_thread(_list, workspace(), folder, offset, action="list")
 
 
 @agent_tool()

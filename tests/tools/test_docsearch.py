@@ -1,0 +1,151 @@
+"""Document search on the sample corpus: the right file ranks first, and edits are re-indexed."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from quorum.settings import get_settings
+from quorum.tools.docsearch import document_index, sample_corpus
+from tests.tools.invoke import invoke
+
+# A question a user might ask, and the sample document that answers it.
+QUERIES = [
+    ("boiling point of water on Everest", "water-boiling-point.md"),
+    ("how often should I feed my sourdough starter", "sourdough-starter.md"),
+    ("who deciphered Egyptian hieroglyphs", "rosetta-stone.html"),
+    ("slow start congestion window", "tcp-congestion-control.md"),
+    ("how long until my money doubles", "compound-interest.md"),
+    ("first crack roasting temperature", "coffee-roasting.html"),
+    ("hotel limit per night in London", "expense-policy.md"),
+    ("why is high tide later each day", "tides.txt"),
+    ("waggle dance direction of food", "honeybees.txt"),
+    ("melatonin and blue light in the evening", "sleep-circadian.txt"),
+    ("are passkeys safer than SMS codes", "password-hygiene.md"),
+    ("which volcanoes are most dangerous", "volcano-types.md"),
+    ("Gutenberg movable type ink", "printing-press.html"),
+    ("how to taper before a marathon", "marathon-training.txt"),
+    ("RuBisCO Calvin cycle", "photosynthesis.txt"),
+    ("solar panel efficiency in hot weather", "solar-panels.md"),
+]
+
+
+@pytest.mark.parametrize(("query", "expected"), QUERIES, ids=[e for _, e in QUERIES])
+async def test_the_right_document_ranks_first(query: str, expected: str) -> None:
+    status, result = await invoke("search_documents", query=query, max_results=3)
+
+    assert status == "success"
+    assert result["documents"] == len(list(sample_corpus().iterdir()))
+    top = result["hits"][0]
+    assert top["path"] == expected
+    assert top["score"] > 0 and top["title"] and "**" in top["snippet"]
+    assert [hit["score"] for hit in result["hits"]] == sorted(
+        (hit["score"] for hit in result["hits"]), reverse=True
+    )
+
+
+async def test_titles_come_from_headings_and_html() -> None:
+    _, result = await invoke("search_documents", query="Rosetta Stone Champollion")
+
+    assert result["hits"][0]["title"] == "The Rosetta Stone and the decipherment of hieroglyphs"
+
+
+async def test_index_lives_under_the_data_folder() -> None:
+    await invoke("search_documents", query="tides")
+
+    assert list((get_settings().data_dir / "docsearch").glob("*.sqlite3"))
+
+
+@pytest.fixture
+def docs(tmp_path: Path, configure: Callable[..., None]) -> Path:
+    folder = tmp_path / "docs"
+    shutil.copytree(sample_corpus(), folder)
+    configure(docs_dir=folder)
+    return folder
+
+
+async def test_changed_added_and_removed_files_are_reindexed(docs: Path) -> None:
+    index = document_index()
+    assert index.refresh().added == 16
+    assert (await invoke("search_documents", query="zeppelin"))[1]["hits"] == []
+
+    tides = docs / "tides.txt"
+    tides.write_text(tides.read_text() + "\nA zeppelin once measured the tides from the air.\n")
+    (docs / "airships.md").write_text("# Airships\n\nThe zeppelin was a rigid airship.\n")
+    (docs / "volcano-types.md").unlink()
+
+    _, result = await invoke("search_documents", query="zeppelin rigid airship")
+    assert [hit["path"] for hit in result["hits"]] == ["airships.md", "tides.txt"]
+    _, volcano = await invoke("search_documents", query="stratovolcano pyroclastic")
+    assert volcano["hits"] == []
+    assert result["documents"] == 16
+
+
+async def test_same_size_edit_and_touch(docs: Path) -> None:
+    index = document_index()
+    index.refresh()
+    honey = docs / "honeybees.txt"
+    text = honey.read_text()
+    assert "waggle" in text
+
+    # Same length, new content, and a timestamp bumped past any file system granularity.
+    honey.write_text(text.replace("waggle", "wiggle"))
+    stat = honey.stat()
+    os.utime(honey, ns=(stat.st_atime_ns, stat.st_mtime_ns + 2_000_000_000))
+    assert index.refresh().updated == 1
+    _, result = await invoke("search_documents", query="wiggle dance")
+    assert result["hits"][0]["path"] == "honeybees.txt"
+
+    # Touched but unchanged: hashed, found equal, not re-indexed.
+    os.utime(honey, ns=(stat.st_atime_ns, stat.st_mtime_ns + 4_000_000_000))
+    changes = index.refresh()
+    assert (changes.updated, changes.unchanged) == (0, 16)
+
+
+async def test_read_document_pages_the_indexed_text() -> None:
+    status, first = await invoke("read_document", path="honeybees.txt", max_chars=500)
+    _, rest = await invoke("read_document", path="honeybees.txt", offset=first["next_offset"])
+
+    assert status == "success" and first["title"] == "Life in a honeybee colony"
+    whole = (sample_corpus() / "honeybees.txt").read_text()
+    assert first["text"] + rest["text"] == whole and rest["next_offset"] is None
+
+
+@pytest.mark.parametrize("path", ["../settings.py", "/etc/passwd", "corpus/tides.txt", ""])
+async def test_read_document_serves_only_indexed_paths(path: str) -> None:
+    status, result = await invoke("read_document", path=path)
+
+    assert status == "error" and "no document" in result["error"]
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ('water" OR NEAR(', "success"),
+        ("title:*", "success"),
+        ("AND OR NOT", "success"),
+        ("-", "error"),
+        ("^* ()", "error"),
+    ],
+)
+async def test_query_syntax_is_never_fts5_syntax(query: str, expected: str) -> None:
+    status, result = await invoke("search_documents", query=query)
+
+    assert status == expected
+    if expected == "error":
+        assert "no words" in result["error"] and result["retryable"] is False
+
+
+async def test_missing_folder_is_a_clear_error(
+    tmp_path: Path, configure: Callable[..., None]
+) -> None:
+    configure(docs_dir=tmp_path / "nowhere")
+
+    status, result = await invoke("search_documents", query="tides")
+
+    assert status == "error" and "does not exist" in result["error"]
+    assert "QUORUM_DOCS_DIR" in result["suggestion"]
