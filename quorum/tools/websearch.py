@@ -57,10 +57,10 @@ class TavilyProvider:
     name = "tavily"
 
     def __init__(
-        self, api_key: SecretStr, *, endpoint: str = TAVILY_ENDPOINT, timeout: float = 20.0
+        self, api_key: SecretStr, *, endpoint: str | None = None, timeout: float = 20.0
     ) -> None:
         self._api_key = api_key
-        self._endpoint = endpoint
+        self._endpoint = endpoint or TAVILY_ENDPOINT
         self._timeout = timeout
 
     async def search(self, query: str, max_results: int) -> list[WebResult]:

@@ -29,6 +29,13 @@ TOOL_VARIABLES = (
     "QUORUM_TAVILY_API_KEY",
     "TAVILY_API_KEY",
     "QUORUM_ALLOW_IRREVERSIBLE_TOOLS",
+    # A proxy would carry loopback test traffic elsewhere.
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "all_proxy",
 )
 LOOPBACK = {"127.0.0.1", "::1"}
 
