@@ -103,34 +103,36 @@ def endpoint(settings: Settings) -> Endpoint:
     )
 
 
-def load_chat_model(agent: str, context: QuorumContext) -> BaseChatModel:
-    """Build the chat model `agent` uses in a run with `context`."""
+async def load_chat_model(agent: str, context: QuorumContext) -> BaseChatModel:
+    """Build (or reuse) the chat model `agent` uses in a run with `context`."""
     settings = get_settings()
     temperature = settings.temperature if context.temperature is None else context.temperature
-    key = (settings, context.model_for(agent), temperature)
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:
-        return _chat_openai(*key)
+    name = context.model_for(agent)
     # One client per model and event loop: agents share its connection pool, and a client
     # never outlives the loop its connections belong to (each asyncio.run has its own).
-    per_loop = _MODELS.setdefault(loop, {})
+    per_loop = _MODELS.setdefault(asyncio.get_running_loop(), {})
+    key = (settings, name, temperature)
     if key not in per_loop:
-        per_loop[key] = _chat_openai(*key)
+        base_url = settings.base_url
+        if endpoint(settings).embedded:
+            # Finding or starting the server blocks (files, sockets, a process): keep it off
+            # the event loop, which `langgraph dev` rightly refuses to let block.
+            base_url = (await asyncio.to_thread(embedded.ensure_server, settings)).base_url
+        per_loop[key] = _chat_openai(settings, name, temperature, base_url)
     return per_loop[key]
 
 
 _MODELS: WeakKeyDictionary[asyncio.AbstractEventLoop, dict[Any, ChatOpenAI]] = WeakKeyDictionary()
 
 
-def _chat_openai(settings: Settings, model: str, temperature: float) -> ChatOpenAI:
+def _chat_openai(
+    settings: Settings, model: str, temperature: float, base_url: str | None
+) -> ChatOpenAI:
     target = endpoint(settings)
     is_openai = target.structured == "json_schema"
     return ChatOpenAI(
         model=embedded.MODEL_ALIAS if target.embedded else model or settings.model,
-        base_url=(
-            embedded.ensure_server(settings).base_url if target.embedded else settings.base_url
-        ),
+        base_url=base_url,
         # Local servers accept any key, but the client insists on one.
         api_key=settings.api_key or SecretStr("not-needed"),
         temperature=temperature,
@@ -212,7 +214,7 @@ async def ask(
     tools: Sequence[BaseTool] = (),
 ) -> tuple[AIMessage, dict[str, Usage]]:
     """One model turn for `agent`, offering `tools` when given."""
-    model: Any = load_chat_model(agent, context)
+    model: Any = await load_chat_model(agent, context)
     if tools and isinstance(model, ChatOpenAI) and current_endpoint().tools == "json":
         reply = await _ask_json_action(model, messages, tools, agent)
     else:
@@ -236,7 +238,9 @@ async def ask_structured(
     a narrower form (say, an enum of the names allowed in this run) that steers the model,
     while `schema` still validates the reply.
     """
-    model = _with_format(load_chat_model(agent, context), json_schema or schema, schema.__name__)
+    model = _with_format(
+        await load_chat_model(agent, context), json_schema or schema, schema.__name__
+    )
     conversation = list(messages)
     replies: list[AIMessage] = []
     for _ in range(STRUCTURED_REPAIRS + 1):
@@ -344,7 +348,7 @@ async def preflight(context: QuorumContext) -> None:
     context names. The embedded model is started here when it is the endpoint.
     """
     agents = {"": context.model, **context.models}
-    models = {agent: load_chat_model(agent, context) for agent in agents}
+    models = {agent: await load_chat_model(agent, context) for agent in agents}
     clients = {m.root_async_client for m in models.values() if isinstance(m, ChatOpenAI)}
     if not clients:
         return  # not an OpenAI-compatible client (a test double, or a custom seam)

@@ -34,11 +34,11 @@ def isolated_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterat
 def script(monkeypatch: pytest.MonkeyPatch) -> Script:
     """Replace every agent's model with the scripted fake; the test adjusts the script."""
     scripted = Script()
-    monkeypatch.setattr(
-        models,
-        "load_chat_model",
-        lambda agent, context: ScriptedChatModel(agent=agent, script=scripted),
-    )
+
+    async def load_scripted(agent: str, context: object) -> ScriptedChatModel:
+        return ScriptedChatModel(agent=agent, script=scripted)
+
+    monkeypatch.setattr(models, "load_chat_model", load_scripted)
     return scripted
 
 
