@@ -15,6 +15,7 @@ async def open_postgres(url: str) -> AsyncIterator[Any]:
     """Open the checkpoint tables at `url`, creating them if needed."""
     try:
         import psycopg
+        from psycopg.rows import dict_row
         from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
     except ImportError as error:
         raise ConfigError(
@@ -22,13 +23,16 @@ async def open_postgres(url: str) -> AsyncIterator[Any]:
             hint="pip install 'quorum[postgres]'",
         ) from error
     try:
-        conn = await psycopg.AsyncConnection.connect(url, autocommit=True, prepare_threshold=0)
+        # The saver reads rows by column name, and manages its own transactions.
+        conn = await psycopg.AsyncConnection.connect(
+            url, autocommit=True, prepare_threshold=0, row_factory=dict_row
+        )
     except psycopg.Error as error:
         raise ConfigError(
             f"cannot connect to the PostgreSQL checkpoint database: {error}".strip(),
             hint="check the URL in QUORUM_DATABASE (or --db) and that the server is up",
         ) from error
     async with conn:
-        saver = AsyncPostgresSaver(conn, serde=strict_serializer())  # type: ignore[arg-type]
+        saver = AsyncPostgresSaver(conn, serde=strict_serializer())
         await saver.setup()
         yield saver

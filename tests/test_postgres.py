@@ -1,0 +1,76 @@
+"""The PostgreSQL checkpointer, against a real server started by `.ci/postgres` on loopback."""
+
+from __future__ import annotations
+
+import subprocess
+import uuid
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+import quorum
+from quorum.errors import ConfigError, RunFailed
+from quorum.nodes.debate import Verdict
+from tests.fakes import Script
+from tests.langgraph_dev import REPO
+
+
+@pytest.fixture(scope="module")
+def server_url() -> str:
+    started = subprocess.run(
+        ["bash", str(REPO / ".ci" / "postgres")], capture_output=True, text=True, timeout=600
+    )
+    assert started.returncode == 0, started.stderr
+    return started.stdout.strip()
+
+
+@pytest.fixture
+def database(server_url: str) -> Iterator[str]:
+    """A fresh database for one test, dropped afterwards."""
+    name = f"quorum_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    yield server_url.rsplit("/", 1)[0] + f"/{name}"
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+async def test_runs_persist_and_list_in_postgres(script: Script, database: str) -> None:
+    debate = await quorum.run("debate", "Tabs or spaces?", database=database, thread_id="d1")
+    await quorum.run("react", "6*7?", database=database, thread_id="r1")
+
+    listed = await quorum.list_threads(database=database)
+    reloaded = await quorum.get_thread("d1", database=database)
+
+    assert {(t.thread_id, t.pattern, t.status) for t in listed} == {
+        ("d1", "debate", "completed"),
+        ("r1", "react", "completed"),
+    }
+    assert isinstance(reloaded.values["verdict"], Verdict)
+    assert reloaded.output == debate.output
+    assert [h.agents for h in reloaded.history][:2] == [["moderator"], ["debater_a", "debater_b"]]
+
+
+async def test_failed_run_resumes_from_postgres(script: Script, database: str) -> None:
+    failures = iter([RuntimeError("judge is out")])
+
+    def flaky(agent, messages):
+        if error := next(failures, None):
+            raise error
+        return {"final_answer": "a", "winner": "a", "rationale": "r", "confidence": 0.5}
+
+    script.on("judge", flaky)
+    with pytest.raises(RunFailed, match="agent 'judge' failed"):
+        await quorum.run("debate", "Q?", database=database, thread_id="f1")
+    debaters = script.count("debater_a")
+
+    resumed = await quorum.resume("f1", database=database)
+
+    assert resumed.status == "completed"
+    assert script.count("debater_a") == debaters  # nothing before the judge ran again
+
+
+async def test_unreachable_postgres_is_a_clear_error(script: Script) -> None:
+    with pytest.raises(ConfigError, match="cannot connect to the PostgreSQL checkpoint database"):
+        await quorum.run("react", "hi", database="postgresql://quorum@127.0.0.1:9/none")
