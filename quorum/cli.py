@@ -140,7 +140,10 @@ def run(
     db: DatabaseOption = None,
 ) -> None:
     """Run PATTERN on INPUT, streaming progress, and print the answer and the thread id."""
-    context = _run_async(_async_parse(model, settings or []))
+    try:
+        context = _parse_context(model, settings or [])
+    except QuorumError as error:
+        _fail(error)
     info = _run_async(
         runner.run(
             pattern,
@@ -152,10 +155,6 @@ def run(
         )
     )
     _finish(info)
-
-
-async def _async_parse(model: str | None, settings: list[str]) -> QuorumContext:
-    return _parse_context(model, settings)
 
 
 @app.command()
@@ -202,8 +201,8 @@ def show(
     if as_json:
         out.print_json(data=_jsonable(info, full=True))
         return
-    out.print(f"[bold]{info.pattern}[/bold] thread {info.thread_id}: {info.status}")
-    out.print(f"[bold]input[/bold] {info.input}", markup=True)
+    out.print(f"[bold]{info.pattern}[/bold] thread {escape(info.thread_id)}: {info.status}")
+    out.print(f"[bold]input[/bold] {escape(info.input)}")
     history = Table("step", "agents", "at", "error", title="history")
     for entry in info.history:
         history.add_row(
@@ -217,7 +216,7 @@ def show(
         )
     out.print(usage)
     if info.error:
-        out.print(f"[red]error[/red] {info.error}", markup=True)
+        out.print(f"[red]error[/red] {escape(info.error)}")
     out.print(Markdown(info.output) if info.output else "[dim](no output yet)[/dim]")
 
 
