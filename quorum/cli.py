@@ -49,11 +49,16 @@ DatabaseOption = Annotated[
 T = TypeVar("T")
 
 
-def _run_async(coroutine: Coroutine[Any, Any, T]) -> T:
+def _run_async(coroutine: Coroutine[Any, Any, T], *, thread: str | None = None) -> T:
     try:
         return asyncio.run(coroutine)
     except QuorumError as error:
         _fail(error)
+    except KeyboardInterrupt:
+        # Every finished step is already checkpointed; say how to pick the thread up again.
+        where = f"; continue with `quorum resume {thread}`" if thread else ""
+        err.print(f"[yellow]stopped[/yellow]{escape(where)}")
+        raise typer.Exit(130) from None
 
 
 def _fail(error: QuorumError) -> NoReturn:
@@ -144,15 +149,17 @@ def run(
         context = _parse_context(model, settings or [])
     except QuorumError as error:
         _fail(error)
+    thread_id = thread or runner.new_thread_id()
     info = _run_async(
         runner.run(
             pattern,
             text,
-            thread_id=thread,
+            thread_id=thread_id,
             context=context,
             database=db,
             on_event=_Progress(),
-        )
+        ),
+        thread=thread_id,
     )
     _finish(info)
 
@@ -163,7 +170,7 @@ def resume(
     db: DatabaseOption = None,
 ) -> None:
     """Continue an interrupted, crashed or failed THREAD from its last checkpoint."""
-    info = _run_async(runner.resume(thread, database=db, on_event=_Progress()))
+    info = _run_async(runner.resume(thread, database=db, on_event=_Progress()), thread=thread)
     _finish(info)
 
 

@@ -94,7 +94,7 @@ async def run(
         raise UsageError(
             "the input is empty", hint="give the goal, topic, question or task to work on"
         )
-    thread_id = thread_id or uuid.uuid4().hex[:12]
+    thread_id = thread_id or new_thread_id()
     context = context or QuorumContext()
     # A bad endpoint, key or model name fails here, before anything is saved.
     await models.preflight(context)
@@ -141,6 +141,11 @@ async def list_threads(*, database: str | None = None) -> list[ThreadInfo]:
     async with open_checkpointer(database) as saver:
         infos = [await _thread_info(saver, t) for t in await list_thread_ids(saver)]
     return sorted(infos, key=lambda info: info.updated_at, reverse=True)
+
+
+def new_thread_id() -> str:
+    """A fresh, short thread id."""
+    return uuid.uuid4().hex[:12]
 
 
 def _config(thread_id: str) -> RunnableConfig:

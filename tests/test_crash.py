@@ -102,3 +102,22 @@ def test_python_entry_point_is_the_cli(stub: OpenAIStub, tmp_path: Path) -> None
 
     assert shown.returncode == 0, err
     assert "research --> summarize" in out
+
+
+def test_ctrl_c_stops_cleanly_and_says_how_to_resume(stub: OpenAIStub, tmp_path: Path) -> None:
+    env = quorum_env(stub, tmp_path)
+    held = stub.hold(lambda body: agent_of(body) == "analyst")
+    run = quorum("run", "orchestrator", "Plan a launch", "--thread", "c1", env=env, cwd=tmp_path)
+    assert held.arrived.wait(60), run.communicate(timeout=5)
+
+    run.send_signal(signal.SIGINT)
+    out, err = run.communicate(timeout=30)
+    held.release()
+
+    assert run.returncode == 130
+    assert err.strip().endswith("stopped; continue with `quorum resume c1`")
+    assert "Traceback" not in err
+    resumed = quorum("resume", "c1", env=env, cwd=tmp_path)
+    _, err = resumed.communicate(timeout=60)
+    assert resumed.returncode == 0, err
+    assert calls(stub)["planner"] == 1

@@ -15,8 +15,8 @@ async def open_postgres(url: str) -> AsyncIterator[Any]:
     """Open the checkpoint tables at `url`, creating them if needed."""
     try:
         import psycopg
-        from psycopg.rows import dict_row
         from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+        from psycopg.rows import dict_row
     except ImportError as error:
         raise ConfigError(
             "PostgreSQL checkpoints need the postgres extra",
