@@ -24,8 +24,8 @@ def test_run_streams_progress_and_prints_answer_and_thread(script: Script) -> No
     assert result.stdout.startswith("# Water")
     for stage in ("research", "summarize", "fact_check", "format_report"):
         assert f"▶ {stage}" in result.stderr and f"✓ {stage}" in result.stderr
-    assert "steps done 4" in result.stderr and "tokens so far 60" in result.stderr
-    assert "thread t1  status completed  tokens 60 (40 in, 20 out) over 4 model calls" in (
+    assert "steps done 4" in result.stderr and "tokens so far 90" in result.stderr
+    assert "thread t1  status completed  tokens 90 (60 in, 30 out) over 6 model calls" in (
         result.stderr
     )
 

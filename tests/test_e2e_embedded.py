@@ -37,7 +37,7 @@ pytestmark = pytest.mark.embedded
 # Small limits keep each run to a handful of model calls on two CPU cores.
 CONTEXTS = {
     "orchestrator": {"max_plan_steps": 3, "max_tool_calls": 1, "max_plan_repairs": 3},
-    "pipeline": {"max_revisions": 1},
+    "pipeline": {"max_revisions": 1, "max_tool_calls": 1},
     "debate": {"max_rounds": 1},
     "react": {"max_steps": 3},
 }

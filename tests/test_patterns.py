@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from langchain_core.messages import AIMessage, ToolMessage
+
 import quorum
 from quorum.checkpoints import open_checkpointer
 from quorum.context import QuorumContext
@@ -32,9 +34,12 @@ async def test_pipeline_stages_in_order_with_typed_outputs(script: Script) -> No
     assert result.output.startswith("# Water")
     assert isinstance(result.values["summary"], Summary)
     assert isinstance(result.values["fact_check"], FactCheck)
+    # research and fact_check each take a turn with tools, then give their typed output.
     assert [c.agent for c in script.calls] == [
         "research",
+        "research",
         "summarize",
+        "fact_check",
         "fact_check",
         "format_report",
     ]
@@ -45,7 +50,8 @@ async def test_pipeline_fact_check_sends_summary_back_once(script: Script) -> No
 
     result = await quorum.run("pipeline", "Water")
 
-    assert [c.agent for c in script.calls] == [
+    stages = [c.agent for c in script.calls]
+    assert [a for i, a in enumerate(stages) if i == 0 or a != stages[i - 1]] == [
         "research",
         "summarize",
         "fact_check",
@@ -53,9 +59,40 @@ async def test_pipeline_fact_check_sends_summary_back_once(script: Script) -> No
         "fact_check",
         "format_report",
     ]
-    assert "x" in script.calls[3].messages[-1].text  # the revision names the rejected claim
+    revision = [c for c in script.calls if c.agent == "summarize"][1]
+    assert "x" in revision.messages[-1].text  # the revision names the rejected claim
     assert result.values["revisions"] == 1
     assert result.status == "completed"
+
+
+async def test_pipeline_research_and_fact_check_consult_the_documents(script: Script) -> None:
+    def searching(agent, messages):
+        if any(isinstance(m, ToolMessage) for m in messages):
+            return {"findings": [{"claim": "found it", "source": "doc"}]}
+        return AIMessage(
+            "", tool_calls=[{"name": "search_documents", "args": {"query": "boiling"}, "id": "s"}]
+        )
+
+    script.on("research", searching).on(
+        "fact_check",
+        lambda a, m: (
+            {"verdict": "supported", "unsupported_claims": []}
+            if any(isinstance(x, ToolMessage) for x in m)
+            else AIMessage(
+                "",
+                tool_calls=[{"name": "search_documents", "args": {"query": "boiling"}, "id": "f"}],
+            )
+        ),
+    )
+
+    result = await quorum.run("pipeline", "Water")
+
+    notes_call = [c for c in script.calls if c.agent == "research"][-1]
+    results = [m for m in notes_call.messages if isinstance(m, ToolMessage)]
+    assert results and results[0].status == "success" and '"hits"' in results[0].text
+    assert result.values["notes"].findings[0].claim == "found it"
+    assert result.usage["research"]["calls"] == 3  # tool turn, answer turn, typed notes
+    assert result.usage["fact_check"]["calls"] == 3
 
 
 async def test_debate_rounds_and_structured_verdict(script: Script) -> None:

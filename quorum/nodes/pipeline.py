@@ -14,13 +14,18 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from quorum.context import QuorumContext
 from quorum.models import ask_structured
+from quorum.nodes.tool_use import use_tools
+from quorum.state import add_usage
+from quorum.tools import default_tools, tools_named
 
 if TYPE_CHECKING:
     from quorum.graphs.pipeline import PipelineState
 
 RESEARCH_PROMPT = """You are a researcher. Collect the key facts about the topic the user gives.
-For each fact give the claim and its source (a document, a dataset, or 'general knowledge').
-Reply with JSON only."""
+Look them up with your tools first (search the documents before the web); do not guess.
+For each fact give the claim and its source (a document path, a URL, or 'general knowledge')."""
+
+NOTES_REQUEST = "Now write your research notes as JSON: each fact with its source."
 
 SUMMARY_PROMPT = """You are a summarizer. Write a short, accurate summary of the research notes
 below, and list each factual claim the summary makes. Use only facts from the notes.
@@ -31,8 +36,13 @@ them:
 {claims}"""
 
 FACT_CHECK_PROMPT = """You are a fact-checker. Compare each claim of the summary with the
-research notes. A claim is supported only if the notes state it. List the unsupported claims
-exactly as written; list none if all are supported. Reply with JSON only."""
+research notes, and check doubtful claims against the documents with your tools. A claim is
+supported only if the notes or the documents state it."""
+
+VERDICT_REQUEST = """Now give your verdict as JSON: list the unsupported claims exactly as
+written, or none if all are supported."""
+
+FACT_CHECK_TOOLS = ("search_documents", "read_document")
 
 FORMAT_PROMPT = """You are an editor. Format the summary as a markdown document: a title, the
 summary as short paragraphs or bullets, and a 'Sources' section from the notes. Reply with
@@ -89,14 +99,20 @@ def _notes(notes: ResearchNotes) -> str:
 
 
 async def research(state: PipelineState, runtime: Runtime[QuorumContext]) -> dict:
-    """Research the topic into notes."""
-    notes, usage = await ask_structured(
+    """Research the topic with tools, then write typed notes."""
+    conversation, found, searched = await use_tools(
         "research",
         runtime.context,
         [SystemMessage(RESEARCH_PROMPT), HumanMessage(f"Topic: {state['input']}")],
+        default_tools(),
+    )
+    notes, usage = await ask_structured(
+        "research",
+        runtime.context,
+        [*conversation, found, HumanMessage(NOTES_REQUEST)],
         ResearchNotes,
     )
-    return {"notes": notes, "usage": usage}
+    return {"notes": notes, "usage": add_usage(searched, usage)}
 
 
 async def summarize(state: PipelineState, runtime: Runtime[QuorumContext]) -> dict:
@@ -117,7 +133,7 @@ async def fact_check(state: PipelineState, runtime: Runtime[QuorumContext]) -> d
     """Check every claim of the summary against the notes."""
     summary = state["summary"]
     claims = "\n".join(f"- {c}" for c in summary.claims)
-    check, usage = await ask_structured(
+    conversation, checked, searched = await use_tools(
         "fact_check",
         runtime.context,
         [
@@ -127,9 +143,15 @@ async def fact_check(state: PipelineState, runtime: Runtime[QuorumContext]) -> d
                 f"Summary:\n{summary.text}\n\nClaims:\n{claims}"
             ),
         ],
+        tools_named(FACT_CHECK_TOOLS),
+    )
+    check, usage = await ask_structured(
+        "fact_check",
+        runtime.context,
+        [*conversation, checked, HumanMessage(VERDICT_REQUEST)],
         FactCheck,
     )
-    return {"fact_check": check, "usage": usage}
+    return {"fact_check": check, "usage": add_usage(searched, usage)}
 
 
 async def format_report(state: PipelineState, runtime: Runtime[QuorumContext]) -> dict:

@@ -16,10 +16,8 @@ from langgraph.runtime import Runtime
 from typing_extensions import TypedDict
 
 from quorum.context import QuorumContext
-from quorum.models import ask
-from quorum.state import Usage, add_usage
+from quorum.nodes.tool_use import use_tools
 from quorum.tools import default_tools
-from quorum.tools.contract import call_tool
 
 RESEARCHER_PROMPT = """You are the researcher on a team. Gather the facts your task asks for.
 Use your tools when a fact must be looked up or computed; do not guess numbers or dates.
@@ -84,16 +82,5 @@ async def worker(task: WorkerTask, runtime: Runtime[QuorumContext]) -> dict:
         SystemMessage(spec.prompt),
         HumanMessage(STEP_TEMPLATE.format(task=task["task"], inputs=inputs)),
     ]
-    tools = spec.tools()
-    usage: dict[str, Usage] = {}
-    for calls_left in range(runtime.context.max_tool_calls, -1, -1):
-        # On the last turn no tools are offered, so the worker must answer.
-        reply, spent = await ask(
-            spec.name, runtime.context, messages, tools=tools if calls_left else ()
-        )
-        usage = add_usage(usage, spent)
-        if not reply.tool_calls:
-            break
-        messages.append(reply)
-        messages += [await call_tool(tools, call) for call in reply.tool_calls]
+    _, reply, usage = await use_tools(spec.name, runtime.context, messages, spec.tools())
     return {"results": {task["step_id"]: reply.text}, "usage": usage}
