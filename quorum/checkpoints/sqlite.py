@@ -1,9 +1,10 @@
 """The SQLite checkpointer: Quorum's default durable store.
 
 WAL lets readers (`quorum threads`, Studio) work while a run writes; `synchronous=NORMAL`
-is safe against a process crash (only a power loss can drop the last commits) and costs
-about a fourteenth of the stock FULL per commit; the busy timeout makes a second process
-wait for the lock instead of failing at once.
+is safe against a process crash (only a power loss can drop the last commits) and skips the
+fsync of every commit that the stock FULL does (bench/bench_sqlite_sync.py: FULL costs 2 to
+3 times as much per checkpoint on this project's virtual disk; more on a slow physical one);
+the busy timeout makes a second process wait for the lock instead of failing at once.
 """
 
 from __future__ import annotations
