@@ -23,6 +23,7 @@ reduced to its visible text.
 from __future__ import annotations
 
 import asyncio
+import codecs
 import ipaddress
 import re
 import socket
@@ -299,6 +300,14 @@ def _too_large(limit: int) -> ToolError:
     )
 
 
+def _codec(declared: str | None) -> str:
+    # A page may declare a charset Python does not know; UTF-8 with replacements still reads.
+    try:
+        return codecs.lookup(declared or "utf-8").name
+    except LookupError:
+        return "utf-8"
+
+
 def _page(asked: str, final: httpx.URL, response: httpx.Response, body: bytes) -> FetchedPage:
     status = response.status_code
     if status >= 400:
@@ -318,7 +327,7 @@ def _page(asked: str, final: httpx.URL, response: httpx.Response, body: bytes) -
             retryable=False,
             suggestion="fetch an HTML or text page; binary files are not read",
         )
-    text = body.decode(response.charset_encoding or "utf-8", errors="replace")
+    text = body.decode(_codec(response.charset_encoding), errors="replace")
     title = ""
     if media in ("text/html", "application/xhtml+xml") or (
         not media and "<html" in text[:1000].lower()

@@ -239,6 +239,17 @@ async def test_binary_content_is_refused(
     assert status == "error" and "image/png" in result["error"]
 
 
+async def test_unknown_charset_still_reads(
+    configure: Callable[..., None], canary: LoopbackServer
+) -> None:
+    configure(http_allowlist=f"127.0.0.1:{canary.port}")
+    url = canary.page("/odd", "caf\u00e9", "text/plain; charset=no-such-codec")
+
+    status, result = await invoke("http_fetch", url=url)
+
+    assert (status, result["text"]) == ("success", "caf\u00e9")
+
+
 async def test_empty_allowlist_fetches_nothing(
     canary: LoopbackServer, connections: list[tuple[str, int]]
 ) -> None:

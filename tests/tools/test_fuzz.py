@@ -165,3 +165,52 @@ def test_fuzzed_arguments_get_a_structured_answer(tool: BaseTool, open_tools: No
     assert len(answers) >= 200
     # The fuzzing reached past argument validation into the tool itself.
     assert sum(not text.startswith('{"error":"invalid arguments') for text in answers) >= 50
+
+
+def test_fuzzed_pages_get_a_structured_answer(
+    configure: Callable[..., None], canary: LoopbackServer
+) -> None:
+    """What an allowed server sends back is untrusted too: any body, any declared type."""
+    configure(http_allowlist=f"127.0.0.1:{canary.port}", http_max_bytes=4000)
+    [http_fetch] = [tool for tool in all_tools() if tool.name == "http_fetch"]
+    statuses: list[str] = []
+
+    async def fetch() -> None:
+        call = {"name": "http_fetch", "args": {"url": f"{canary.origin}/page"}, "id": "f"}
+        message = await call_tool([http_fetch], call)
+        if message.status == "error":
+            assert "failed unexpectedly" not in ToolFailure.model_validate_json(message.text).error
+        statuses.append(message.status)
+
+    @settings(max_examples=100, derandomize=True, database=None, deadline=None)
+    @given(
+        body=st.one_of(
+            st.binary(max_size=5000),
+            st.text(max_size=3000).map(str.encode),
+            st.sampled_from([b"<html><title>t</title><![if x", b"<script>" * 100, b"\xff\xfe"]),
+        ),
+        content_type=st.one_of(
+            st.sampled_from(
+                [
+                    "text/html",
+                    "text/html; charset=latin-1",
+                    "text/plain; charset=bogus",
+                    "application/json",
+                    "image/png",
+                    "",
+                    "text/html; charset=utf-16",
+                ]
+            ),
+            st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=40),
+        ),
+        status=st.sampled_from([200, 204, 301, 404, 418, 500]),
+    )
+    def check(body: bytes, content_type: str, status: int) -> None:
+        headers = {"Content-Type": content_type} if content_type else {}
+        canary.routes["/page"] = Reply(status, body, headers)
+        with watchdog(10):
+            asyncio.run(fetch())
+
+    check()
+
+    assert len(statuses) >= 100 and "success" in statuses and "error" in statuses
