@@ -1,0 +1,127 @@
+"""The model seam against a real OpenAI-compatible server (the scripted stub on loopback):
+what it asks each kind of endpoint for, and how it repairs what comes back."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from langchain_core.messages import HumanMessage, SystemMessage
+
+import quorum
+from quorum import models
+from quorum.context import QuorumContext
+from quorum.errors import ModelError
+from quorum.nodes.debate import Verdict
+from quorum.settings import get_settings
+from tests.openai_stub import STUB_MODEL, OpenAIStub, schema_name
+
+QUESTION = [SystemMessage("You judge."), HumanMessage("Tabs or spaces?")]
+
+
+@pytest.fixture
+def stub(monkeypatch: pytest.MonkeyPatch):
+    with OpenAIStub() as running:
+        monkeypatch.setenv("QUORUM_BASE_URL", running.base_url)
+        monkeypatch.setenv("QUORUM_MODEL", STUB_MODEL)
+        get_settings.cache_clear()
+        yield running
+
+
+async def test_json_object_mode_sends_a_bounded_schema_and_max_tokens(stub: OpenAIStub) -> None:
+    verdict, usage = await models.ask_structured("judge", QuorumContext(), QUESTION, Verdict)
+
+    assert isinstance(verdict, Verdict)
+    body = stub.chat_bodies()[-1]
+    assert body["response_format"]["type"] == "json_object"
+    schema = body["response_format"]["schema"]
+    assert schema["properties"]["rationale"]["maxLength"] == models.MAX_STRING
+    assert schema["additionalProperties"] is False
+    # llama.cpp ignores max_completion_tokens; the classic field is what it honours.
+    assert body["max_tokens"] == get_settings().max_output_tokens
+    assert "max_completion_tokens" not in body
+    assert (body["temperature"], body["seed"]) == (0.0, 7)
+    assert usage["judge"]["calls"] == 1 and usage["judge"]["output_tokens"] > 0
+
+
+async def test_json_schema_mode_is_openai_strict(
+    stub: OpenAIStub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("QUORUM_STRUCTURED_OUTPUT", "json_schema")
+    get_settings.cache_clear()
+
+    await models.ask_structured("judge", QuorumContext(), QUESTION, Verdict)
+
+    body = stub.chat_bodies()[-1]
+    assert body["response_format"]["type"] == "json_schema"
+    assert body["response_format"]["json_schema"]["name"] == "Verdict"
+    assert body["response_format"]["json_schema"]["strict"] is True
+    assert schema_name(body) == "Verdict"
+
+
+async def test_invalid_reply_is_repaired_with_the_error(stub: OpenAIStub) -> None:
+    replies = iter(['{"final_answer": "x"', None])
+    stub.responder = lambda body: next(replies)
+
+    verdict, usage = await models.ask_structured("judge", QuorumContext(), QUESTION, Verdict)
+
+    assert isinstance(verdict, Verdict)
+    assert usage["judge"]["calls"] == 2
+    repair = stub.chat_bodies()[-1]["messages"][-1]["content"]
+    assert "not valid JSON for the required schema" in repair
+
+
+async def test_reply_that_never_validates_is_a_clear_error(stub: OpenAIStub) -> None:
+    stub.responder = lambda body: '{"winner": "nobody"}'
+
+    with pytest.raises(ModelError, match="agent 'judge' gave no valid Verdict after 2 repairs"):
+        await models.ask_structured("judge", QuorumContext(), QUESTION, Verdict)
+
+    assert len(stub.chat_bodies()) == models.STRUCTURED_REPAIRS + 1
+
+
+async def test_react_uses_native_tool_calls_on_a_server_that_has_them(stub: OpenAIStub) -> None:
+    thread = await quorum.run("react", "What is 6 times 7?")
+
+    bodies = stub.chat_bodies()
+    assert "calculator" in [t["function"]["name"] for t in bodies[0]["tools"]]
+    assert thread.values["status"] == "answered"
+    tool_result = thread.values["messages"][2]
+    assert json.loads(tool_result.content)["value"] == 42
+
+
+async def test_react_uses_json_actions_where_tool_calls_are_missing(
+    stub: OpenAIStub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("QUORUM_TOOL_CALLING", "json")
+    get_settings.cache_clear()
+    actions = iter(
+        [
+            {"action": "calculator", "action_input": {"expression": "6*7"}, "thought": "math"},
+            {"action": "final_answer", "action_input": {"answer": "42"}, "thought": "done"},
+        ]
+    )
+    stub.responder = lambda body: next(actions)
+
+    thread = await quorum.run("react", "What is 6 times 7?")
+
+    bodies = stub.chat_bodies()
+    assert all("tools" not in body for body in bodies)
+    grammar = bodies[0]["response_format"]["schema"]["anyOf"]
+    assert {option["properties"]["action"]["const"] for option in grammar} >= {
+        "calculator",
+        "final_answer",
+    }
+    # The tool call and its result go back as plain turns the server understands.
+    assert [m["role"] for m in bodies[1]["messages"]][-2:] == ["assistant", "user"]
+    assert "Result of calculator" in bodies[1]["messages"][-1]["content"]
+    assert thread.output == "42"
+    assert json.loads(thread.values["messages"][2].content)["value"] == 42
+
+
+async def test_transient_server_error_is_retried(stub: OpenAIStub) -> None:
+    stub.fail(500, times=1)
+
+    thread = await quorum.run("debate", "Q?")
+
+    assert thread.status == "completed"
