@@ -104,15 +104,28 @@ def test_python_entry_point_is_the_cli(stub: OpenAIStub, tmp_path: Path) -> None
     assert "research --> summarize" in out
 
 
+def _interruptible() -> None:
+    # A shell starts background jobs with SIGINT ignored, and Python keeps an ignored SIGINT;
+    # a user's terminal does not, so give the child the default a terminal would.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_stops_cleanly_and_says_how_to_resume(stub: OpenAIStub, tmp_path: Path) -> None:
     env = quorum_env(stub, tmp_path)
     held = stub.hold(lambda body: agent_of(body) == "analyst")
-    run = quorum("run", "orchestrator", "Plan a launch", "--thread", "c1", env=env, cwd=tmp_path)
+    run = quorum(
+        "run", "orchestrator", "Plan a launch", "--thread", "c1",
+        env=env, cwd=tmp_path, preexec_fn=_interruptible,
+    )  # fmt: skip
     assert held.arrived.wait(60), run.communicate(timeout=5)
 
     run.send_signal(signal.SIGINT)
-    out, err = run.communicate(timeout=30)
-    held.release()
+    try:
+        out, err = run.communicate(timeout=30)
+    finally:
+        run.kill()
+        run.communicate()
+        held.release()
 
     assert run.returncode == 130
     assert err.strip().endswith("stopped; continue with `quorum resume c1`")
