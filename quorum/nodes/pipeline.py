@@ -14,8 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from quorum.context import QuorumContext
 from quorum.models import ask_structured
-from quorum.nodes.tool_use import use_tools
-from quorum.state import add_usage
+from quorum.nodes.tool_use import use_tools_then_answer
 from quorum.tools import default_tools, tools_named
 
 if TYPE_CHECKING:
@@ -100,19 +99,15 @@ def _notes(notes: ResearchNotes) -> str:
 
 async def research(state: PipelineState, runtime: Runtime[QuorumContext]) -> dict:
     """Research the topic with tools, then write typed notes."""
-    conversation, found, searched = await use_tools(
+    notes, usage = await use_tools_then_answer(
         "research",
         runtime.context,
         [SystemMessage(RESEARCH_PROMPT), HumanMessage(f"Topic: {state['input']}")],
         default_tools(),
-    )
-    notes, usage = await ask_structured(
-        "research",
-        runtime.context,
-        [*conversation, found, HumanMessage(NOTES_REQUEST)],
+        NOTES_REQUEST,
         ResearchNotes,
     )
-    return {"notes": notes, "usage": add_usage(searched, usage)}
+    return {"notes": notes, "usage": usage}
 
 
 async def summarize(state: PipelineState, runtime: Runtime[QuorumContext]) -> dict:
@@ -133,7 +128,7 @@ async def fact_check(state: PipelineState, runtime: Runtime[QuorumContext]) -> d
     """Check every claim of the summary against the notes."""
     summary = state["summary"]
     claims = "\n".join(f"- {c}" for c in summary.claims)
-    conversation, checked, searched = await use_tools(
+    check, usage = await use_tools_then_answer(
         "fact_check",
         runtime.context,
         [
@@ -144,14 +139,10 @@ async def fact_check(state: PipelineState, runtime: Runtime[QuorumContext]) -> d
             ),
         ],
         tools_named(FACT_CHECK_TOOLS),
-    )
-    check, usage = await ask_structured(
-        "fact_check",
-        runtime.context,
-        [*conversation, checked, HumanMessage(VERDICT_REQUEST)],
+        VERDICT_REQUEST,
         FactCheck,
     )
-    return {"fact_check": check, "usage": add_usage(searched, usage)}
+    return {"fact_check": check, "usage": usage}
 
 
 async def format_report(state: PipelineState, runtime: Runtime[QuorumContext]) -> dict:

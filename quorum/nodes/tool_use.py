@@ -8,14 +8,18 @@ its steps is its own checkpoint.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TypeVar
 
-from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.tools import BaseTool
+from pydantic import BaseModel
 
 from quorum.context import QuorumContext
-from quorum.models import ask
+from quorum.models import ask, ask_structured
 from quorum.state import Usage, add_usage
 from quorum.tools.contract import call_tool
+
+T = TypeVar("T", bound=BaseModel)
 
 
 async def use_tools(
@@ -40,3 +44,19 @@ async def use_tools(
         conversation.append(reply)
         conversation += [await call_tool(tools, call) for call in reply.tool_calls]
     raise AssertionError("unreachable: the last turn offers no tools")
+
+
+async def use_tools_then_answer(
+    agent: str,
+    context: QuorumContext,
+    messages: Sequence[BaseMessage],
+    tools: Sequence[BaseTool],
+    request: str,
+    schema: type[T],
+) -> tuple[T, dict[str, Usage]]:
+    """Gather with `tools` as in `use_tools`, then answer `request` as a `schema` instance."""
+    conversation, reply, gathered = await use_tools(agent, context, messages, tools)
+    answer, usage = await ask_structured(
+        agent, context, [*conversation, reply, HumanMessage(request)], schema
+    )
+    return answer, add_usage(gathered, usage)
