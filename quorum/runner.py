@@ -139,7 +139,8 @@ async def get_thread(thread_id: str, *, database: str | None = None) -> ThreadIn
 async def list_threads(*, database: str | None = None) -> list[ThreadInfo]:
     """Every thread in the store, most recently updated first."""
     async with open_checkpointer(database) as saver:
-        infos = [await _thread_info(saver, t) for t in await list_thread_ids(saver)]
+        graphs = {p: b.compile(checkpointer=saver, name=p) for p, b in PATTERNS.items()}
+        infos = [await _thread_info(saver, t, graphs=graphs) for t in await list_thread_ids(saver)]
     return sorted(infos, key=lambda info: info.updated_at, reverse=True)
 
 
@@ -243,7 +244,11 @@ def _status(snapshot: StateSnapshot, owner: str) -> tuple[Status, str | None]:
 
 
 async def _thread_info(
-    saver: BaseCheckpointSaver, thread_id: str, *, with_history: bool = False
+    saver: BaseCheckpointSaver,
+    thread_id: str,
+    *,
+    with_history: bool = False,
+    graphs: dict[str, CompiledStateGraph[Any, QuorumContext, Any, Any]] | None = None,
 ) -> ThreadInfo:
     metadata = await _metadata(saver, thread_id)
     pattern = metadata.get("quorum_pattern", "")
@@ -252,7 +257,9 @@ async def _thread_info(
             f"thread {thread_id!r} was not made by a Quorum pattern (pattern {pattern!r})",
             hint="list Quorum threads with `quorum threads`",
         )
-    graph = PATTERNS[pattern].compile(checkpointer=saver, name=pattern)
+    graph = (graphs or {}).get(pattern) or PATTERNS[pattern].compile(
+        checkpointer=saver, name=pattern
+    )
     snapshot = await graph.aget_state(_config(thread_id))
     status, error = _status(snapshot, metadata.get("quorum_owner", ""))
     history: list[HistoryEntry] = []
