@@ -87,7 +87,8 @@ def _record(settings: Settings) -> Path:
     return settings.data_dir / "embedded-model.json"
 
 
-def _answers(port: int, timeout: float = 2.0) -> bool:
+def answers(port: int, timeout: float = 2.0) -> bool:
+    """Whether an embedded model server answers on `port`."""
     try:
         reply = httpx.get(f"http://{HOST}:{port}/v1/models", timeout=timeout)
         return reply.is_success and any(m.get("id") == MODEL_ALIAS for m in reply.json()["data"])
@@ -101,7 +102,7 @@ def find_running(settings: Settings) -> EmbeddedServer | None:
         port = int(json.loads(_record(settings).read_text())["port"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    return EmbeddedServer(port, None) if _answers(port) else None
+    return EmbeddedServer(port, None) if answers(port) else None
 
 
 def _free_port() -> int:
@@ -167,7 +168,7 @@ def start(settings: Settings, *, detached: bool = False) -> EmbeddedServer:
         )
     server = EmbeddedServer(port, process)
     deadline = time.monotonic() + settings.embedded_start_timeout
-    while not _answers(port, timeout=1.0):
+    while not answers(port, timeout=1.0):
         if process.poll() is not None or time.monotonic() > deadline:
             server.stop()
             tail = log_path.read_text(errors="replace").strip().splitlines()[-3:]
