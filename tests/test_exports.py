@@ -11,6 +11,7 @@ import pytest
 from quorum.checkpoints.serde import state_types
 from quorum.context import QuorumContext, context_json_schema
 from quorum.graphs import PATTERNS
+from tests.fakes import Script
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,3 +57,12 @@ def test_strict_serializer_allows_exactly_our_state_models() -> None:
         "Position",
         "Verdict",
     }
+
+
+async def test_imported_graph_runs_as_is(script: Script) -> None:
+    from quorum.graphs.debate import graph
+
+    values = await graph.ainvoke({"input": "Tabs or spaces?"}, context=QuorumContext())
+
+    assert values["output"] == values["verdict"].final_answer
+    assert values["usage"]["judge"]["calls"] == 1
