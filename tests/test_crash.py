@@ -77,6 +77,11 @@ def test_sigkilled_run_resumes_without_repeating_finished_steps(
     # the writer's call is in flight when the process dies.
     before = calls(stub)
     assert before == Counter(planner=1, researcher=2, analyst=1, writer=1)
+    listed = quorum("threads", "--json", env=env, cwd=tmp_path).communicate(timeout=60)[0]
+    assert [(t["thread_id"], t["status"]) for t in json.loads(listed)] == [("k1", "running")]
+    busy = quorum("resume", "k1", env=env, cwd=tmp_path)
+    _, refused = busy.communicate(timeout=60)
+    assert busy.returncode == 2 and "still running in another process" in refused
     run.send_signal(signal.SIGKILL)
     run.communicate(timeout=10)
     held.release()
