@@ -172,6 +172,7 @@ async def _drive(
             "quorum_owner": _owner(),
         },
     }
+    labels: dict[str, str] = {}
     try:
         # durability="sync": a step's checkpoint is on disk before the next step starts,
         # so no side effect of a finished step can be repeated after a crash.
@@ -179,7 +180,7 @@ async def _drive(
             payload, config, context=context, stream_mode="tasks", durability="sync"
         ):
             if on_event is not None:
-                on_event(_run_event(event))
+                on_event(_run_event(event, labels))
     except Exception as error:
         state = await graph.aget_state(config)
         failed = next((t.name for t in state.tasks if t.error), None) or "unknown"
@@ -194,13 +195,19 @@ async def _drive(
         ) from error
 
 
-def _run_event(event: dict[str, Any]) -> RunEvent:
+def _run_event(event: dict[str, Any], labels: dict[str, str]) -> RunEvent:
     if "result" not in event:
-        return RunEvent("started", event["name"])
+        task = event.get("input")
+        # A worker sent one step of a plan is named by its agent and step, so parallel
+        # workers can be told apart.
+        is_step = isinstance(task, dict) and {"step_id", "worker"} <= task.keys()
+        labels[event["id"]] = f"{task['worker']} ({task['step_id']})" if is_step else event["name"]
+        return RunEvent("started", labels[event["id"]])
     result = event.get("result") or {}
     usage = result.get("usage", {}) if isinstance(result, dict) else {}
     error = event.get("error")
-    return RunEvent("finished", event["name"], usage, str(error) if error else None)
+    agent = labels.pop(event["id"], event["name"])
+    return RunEvent("finished", agent, usage, str(error) if error else None)
 
 
 def _owner() -> str:

@@ -178,3 +178,11 @@ def test_every_command_has_help() -> None:
     for command in ("run", "resume", "threads", "show", "graph"):
         result = quorum(command, "--help")
         assert result.exit_code == 0 and "Usage:" in result.output
+
+
+def test_progress_names_each_parallel_worker_by_its_step(script: Script) -> None:
+    result = quorum("run", "orchestrator", "Goal")
+
+    assert result.exit_code == 0, result.output
+    for label in ("researcher (s1)", "analyst (s2)", "writer (s3)"):
+        assert f"▶ {label}" in result.stderr and f"✓ {label}" in result.stderr
