@@ -198,10 +198,12 @@ async def _drive(
 def _run_event(event: dict[str, Any], labels: dict[str, str]) -> RunEvent:
     if "result" not in event:
         task = event.get("input")
+        label = event["name"]
         # A worker sent one step of a plan is named by its agent and step, so parallel
         # workers can be told apart.
-        is_step = isinstance(task, dict) and {"step_id", "worker"} <= task.keys()
-        labels[event["id"]] = f"{task['worker']} ({task['step_id']})" if is_step else event["name"]
+        if isinstance(task, dict) and {"step_id", "worker"} <= task.keys():
+            label = f"{task['worker']} ({task['step_id']})"
+        labels[event["id"]] = label
         return RunEvent("started", labels[event["id"]])
     result = event.get("result") or {}
     usage = result.get("usage", {}) if isinstance(result, dict) else {}
