@@ -66,10 +66,11 @@ Use a tool when a fact must be computed or looked up; after its result, give fin
 RESULT_TEMPLATE = """Result of {tool}: {result}
 If this answers the task, reply with the final_answer action now."""
 
-# Grammar bounds for json_object mode: a small model constrained by a grammar can otherwise
-# fill a string until it runs out of tokens and leave the JSON unfinished.
+# Grammar bounds for the embedded model (see `_for_grammar`).
 MAX_STRING = 160
 MAX_ITEMS = 4
+MAX_GRAMMAR_STRING = 256
+"""The longest length bound sent to any grammar-constrained server."""
 
 
 @dataclass(frozen=True)
@@ -164,7 +165,10 @@ def response_format(schema: type[BaseModel] | dict[str, Any], name: str) -> dict
             "json_schema": {"name": name, "schema": json_schema, "strict": True},
         }
     # llama.cpp's server rejects the json_schema type but turns this schema into a grammar.
-    return {"type": "json_object", "schema": _bounded(json_schema)}
+    return {
+        "type": "json_object",
+        "schema": _for_grammar(json_schema, small=current_endpoint().embedded),
+    }
 
 
 def _with_format(model: BaseChatModel, schema: type[BaseModel] | dict[str, Any], name: str) -> Any:
@@ -178,22 +182,32 @@ def _with_format(model: BaseChatModel, schema: type[BaseModel] | dict[str, Any],
     return model.bind(response_format=format_)
 
 
-def _bounded(node: Any) -> Any:
+def _for_grammar(node: Any, *, small: bool) -> Any:
+    """`node` made fit for a grammar-constrained server (llama.cpp's json_object).
+
+    llama.cpp unrolls every length bound into nested rules, and a grammar with a few long
+    bounds (a tool's 2,048-character URL) exceeds its limits and kills the server: long
+    bounds are dropped (pydantic still checks them). A `small` model also gets short bounds
+    everywhere, since it can otherwise fill one string until it runs out of tokens and leave
+    the JSON unfinished.
+    """
     if isinstance(node, list):
-        return [_bounded(item) for item in node]
+        return [_for_grammar(item, small=small) for item in node]
     if not isinstance(node, dict):
         return node
-    bounded = {key: _bounded(value) for key, value in node.items()}
-    if bounded.get("type") == "string" and not {"enum", "const", "pattern"} & set(bounded):
-        # Clamped, not just defaulted: llama.cpp unrolls a length bound into nested rules,
-        # and a grammar with a few long bounds exceeds its limits and kills the server.
-        bounded["maxLength"] = min(bounded.get("maxLength", MAX_STRING), MAX_STRING)
-    if bounded.get("type") == "array":
-        bounded.setdefault("maxItems", MAX_ITEMS)
-    if bounded.get("type") == "object" and "properties" in bounded:
+    fitted = {key: _for_grammar(value, small=small) for key, value in node.items()}
+    if fitted.get("type") == "string" and not {"enum", "const", "pattern"} & set(fitted):
+        longest = fitted.pop("maxLength", None)
+        if small:
+            fitted["maxLength"] = min(longest or MAX_STRING, MAX_STRING)
+        elif longest is not None and longest <= MAX_GRAMMAR_STRING:
+            fitted["maxLength"] = longest
+    if fitted.get("type") == "array" and small:
+        fitted.setdefault("maxItems", MAX_ITEMS)
+    if fitted.get("type") == "object" and "properties" in fitted:
         # llama.cpp lets any extra key into an object unless told not to.
-        bounded.setdefault("additionalProperties", False)
-    return bounded
+        fitted.setdefault("additionalProperties", False)
+    return fitted
 
 
 def usage_of(agent: str, replies: Sequence[AIMessage]) -> dict[str, Usage]:

@@ -28,20 +28,43 @@ def stub(monkeypatch: pytest.MonkeyPatch):
         yield running
 
 
-async def test_json_object_mode_sends_a_bounded_schema_and_max_tokens(stub: OpenAIStub) -> None:
+async def test_json_object_mode_sends_the_schema_and_max_tokens(stub: OpenAIStub) -> None:
     verdict, usage = await models.ask_structured("judge", QuorumContext(), QUESTION, Verdict)
 
     assert isinstance(verdict, Verdict)
     body = stub.chat_bodies()[-1]
     assert body["response_format"]["type"] == "json_object"
     schema = body["response_format"]["schema"]
-    assert schema["properties"]["rationale"]["maxLength"] == models.MAX_STRING
+    # A capable model's answer is not cut short; only the grammar's shape is tightened.
+    assert "maxLength" not in schema["properties"]["rationale"]
     assert schema["additionalProperties"] is False
     # llama.cpp ignores max_completion_tokens; the classic field is what it honours.
     assert body["max_tokens"] == get_settings().max_output_tokens
     assert "max_completion_tokens" not in body
     assert (body["temperature"], body["seed"]) == (0.0, 7)
     assert usage["judge"]["calls"] == 1 and usage["judge"]["output_tokens"] > 0
+
+
+@pytest.mark.parametrize(
+    ("small", "declared", "sent"),
+    [
+        (False, 2048, None),  # too long for a grammar: dropped, pydantic still checks it
+        (False, 64, 64),
+        (False, None, None),
+        (True, 2048, models.MAX_STRING),  # the embedded model gets short bounds everywhere
+        (True, None, models.MAX_STRING),
+        (True, 20, 20),
+    ],
+)
+def test_grammar_bounds(small: bool, declared: int | None, sent: int | None) -> None:
+    field = {"type": "string"} | ({"maxLength": declared} if declared else {})
+    schema = {"type": "object", "properties": {"url": field, "tags": {"type": "array"}}}
+
+    fitted = models._for_grammar(schema, small=small)
+
+    assert fitted["properties"]["url"].get("maxLength") == sent
+    assert fitted["properties"]["tags"].get("maxItems") == (models.MAX_ITEMS if small else None)
+    assert fitted["additionalProperties"] is False
 
 
 async def test_json_schema_mode_is_openai_strict(
