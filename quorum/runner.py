@@ -137,10 +137,18 @@ async def get_thread(thread_id: str, *, database: str | None = None) -> ThreadIn
 
 
 async def list_threads(*, database: str | None = None) -> list[ThreadInfo]:
-    """Every thread in the store, most recently updated first."""
+    """Every Quorum thread in the store, most recently updated first.
+
+    Threads of other graphs that share the store are left out.
+    """
+    infos = []
     async with open_checkpointer(database) as saver:
         graphs = {p: b.compile(checkpointer=saver, name=p) for p, b in PATTERNS.items()}
-        infos = [await _thread_info(saver, t, graphs=graphs) for t in await list_thread_ids(saver)]
+        for thread_id in await list_thread_ids(saver):
+            try:
+                infos.append(await _thread_info(saver, thread_id, graphs=graphs))
+            except ThreadNotFound:
+                continue  # not made by a Quorum pattern
     return sorted(infos, key=lambda info: info.updated_at, reverse=True)
 
 
@@ -260,7 +268,8 @@ async def _thread_info(
     graphs: dict[str, CompiledStateGraph[Any, QuorumContext, Any, Any]] | None = None,
 ) -> ThreadInfo:
     metadata = await _metadata(saver, thread_id)
-    pattern = metadata.get("quorum_pattern", "")
+    # Runs started from Studio (`langgraph dev`) share the store and carry the graph's id.
+    pattern = metadata.get("quorum_pattern") or metadata.get("graph_id", "")
     if pattern not in PATTERNS:
         raise ThreadNotFound(
             f"thread {thread_id!r} was not made by a Quorum pattern (pattern {pattern!r})",

@@ -11,6 +11,9 @@ reachable, and the server's own telemetry and version checks are switched off.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -213,3 +216,39 @@ async def test_assistants_publish_input_and_output_schemas(served: StubServed) -
         )
         assert "input" in inputs["properties"], graph
         assert "output" in outputs["properties"], graph
+
+
+async def test_studio_threads_show_up_in_the_command_line(
+    served: StubServed, stub: OpenAIStub
+) -> None:
+    """Studio and the CLI share one store: a run made over HTTP is listed, shown and resumable."""
+    async with get_client(url=served.url, api_key=None, timeout=RUN_TIMEOUT) as client:
+        thread = await client.threads.create()
+        await client.runs.wait(thread["thread_id"], "debate", input={"input": "Tabs?"})
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("QUORUM_", "OPENAI_"))},
+        "QUORUM_DATABASE": str(served.database),
+        "QUORUM_BASE_URL": stub.base_url,
+        "QUORUM_MODEL": "stub-model",
+    }
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "quorum.cli", *args],
+            env=env, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+
+    listed = cli("threads", "--json")
+    shown = cli("show", thread["thread_id"])
+    resumed = cli("resume", thread["thread_id"])
+
+    assert listed.returncode == 0, listed.stderr
+    rows = {t["thread_id"]: t for t in json.loads(listed.stdout)}
+    assert (rows[thread["thread_id"]]["pattern"], rows[thread["thread_id"]]["status"]) == (
+        "debate",
+        "completed",
+    )
+    assert shown.returncode == 0 and f"debate thread {thread['thread_id']}: completed" in (
+        shown.stdout
+    )
+    assert resumed.returncode == 0, resumed.stderr
