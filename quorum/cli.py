@@ -36,7 +36,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 err = Console(stderr=True, highlight=False, soft_wrap=True)
-out = Console(highlight=False)
+out = Console(highlight=False, soft_wrap=True)  # answers are piped: never re-wrap them
 
 PATTERN_HELP = f"Which pattern: {', '.join(PATTERNS)}."
 

@@ -186,3 +186,12 @@ def test_progress_names_each_parallel_worker_by_its_step(script: Script) -> None
     assert result.exit_code == 0, result.output
     for label in ("researcher (s1)", "analyst (s2)", "writer (s3)"):
         assert f"▶ {label}" in result.stderr and f"✓ {label}" in result.stderr
+
+
+def test_answer_is_printed_exactly_not_rewrapped(script: Script) -> None:
+    long_line = "word " * 60 + "[not markup]"
+    script.on("synthesizer", lambda a, m: long_line)
+
+    result = quorum("run", "orchestrator", "Goal")
+
+    assert result.stdout == long_line + "\n"
