@@ -52,8 +52,6 @@ QUESTION = (
     "today's electric bikes, with a section for each period."
 )
 
-# What embedded.start passes the server about the model; the in-process Llama gets the same.
-CHAT_FORMAT = "chatml-function-calling"
 # Request fields the server drops before calling Llama.create_chat_completion
 # (llama_cpp/server/app.py, create_chat_completion).
 SERVER_EXCLUDES = {"n", "logit_bias_type", "user", "min_tokens"}
@@ -132,15 +130,9 @@ def request_body(max_tokens: int) -> dict[str, Any]:
 
 def in_process_llama(settings: Settings) -> Llama:
     """A Llama built from the model settings the embedded server is started with."""
-    options: dict[str, Any] = {
-        "model": str(embedded.model_file(settings)),
-        "n_ctx": settings.embedded_context,
-        "chat_format": CHAT_FORMAT,
-        "verbose": False,
-    }
-    if settings.embedded_threads:
-        options["n_threads"] = settings.embedded_threads
-    return LlamaProxy.load_llama_from_model_settings(ModelSettings(**options))
+    return LlamaProxy.load_llama_from_model_settings(
+        ModelSettings.model_validate(embedded.model_options(settings))
+    )
 
 
 def quorum_route(context: QuorumContext) -> Callable[[], Awaitable[Call]]:

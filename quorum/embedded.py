@@ -127,13 +127,27 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
 
 
+def model_options(settings: Settings) -> dict[str, str | int | bool]:
+    """How the model is loaded: llama-cpp-python's model settings, by their names."""
+    options: dict[str, str | int | bool] = {
+        "model": str(model_file(settings)),
+        "model_alias": MODEL_ALIAS,
+        "n_ctx": settings.embedded_context,
+        # Makes a forced tool_choice produce a valid tool call from a small model.
+        "chat_format": "chatml-function-calling",
+        "verbose": False,
+    }
+    if settings.embedded_threads:
+        options["n_threads"] = settings.embedded_threads
+    return options
+
+
 def _on_main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
 def start(settings: Settings, *, detached: bool = False) -> EmbeddedServer:
     """Start a server and wait until it answers; `detached` servers outlive this process."""
-    path = model_file(settings)
     port = settings.embedded_port
     if port and _port_taken(port):
         raise ConfigError(
@@ -141,19 +155,9 @@ def start(settings: Settings, *, detached: bool = False) -> EmbeddedServer:
             hint="set QUORUM_EMBEDDED_PORT to a free port, or 0 to pick one",
         )
     port = port or _free_port()
-    command = [
-        sys.executable, "-m", "llama_cpp.server",
-        "--model", str(path),
-        "--model_alias", MODEL_ALIAS,
-        "--host", HOST,
-        "--port", str(port),
-        "--n_ctx", str(settings.embedded_context),
-        # Makes a forced tool_choice produce a valid tool call from a small model.
-        "--chat_format", "chatml-function-calling",
-        "--verbose", "False",
-    ]  # fmt: skip
-    if settings.embedded_threads:
-        command += ["--n_threads", str(settings.embedded_threads)]
+    command = [sys.executable, "-m", "llama_cpp.server", "--host", HOST, "--port", str(port)]
+    for option, value in model_options(settings).items():
+        command += [f"--{option}", str(value)]
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     log_path = settings.data_dir / "embedded-model.log"
     with log_path.open("wb") as log:
