@@ -34,7 +34,7 @@ from langgraph.checkpoint.base import Checkpoint, CheckpointMetadata, empty_chec
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
 from quorum.checkpoints.sqlite import open_sqlite
-from quorum.nodes.planner import Plan, PlanStep
+from quorum.state import Plan, PlanStep
 from quorum.state import Usage
 
 MODES = {"FULL": 2, "NORMAL": 1}

@@ -43,6 +43,12 @@ class ThreadNotFound(QuorumError):
     """No thread with that id is in the checkpoint store."""
 
 
+class ThreadBusy(QuorumError):
+    """Another run holds the thread; try again when it has finished."""
+
+    exit_code = 3
+
+
 class RunFailed(QuorumError):
     """A run stopped because an agent failed; its checkpoints are kept for `resume`."""
 

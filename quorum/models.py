@@ -3,18 +3,32 @@
 Every agent gets its model from `load_chat_model(agent, context)`: langchain-openai's
 ChatOpenAI against the configured OpenAI-compatible endpoint (OpenAI, vLLM, Ollama,
 llama.cpp, LM Studio), or against the embedded local model when none is configured. Tests
-replace `load_chat_model` and nothing else. The `ask*` helpers are how agents talk to a
-model: they record usage per agent; `ask_structured` asks for JSON matching a pydantic
-schema in the form the endpoint understands and lets the model repair an invalid reply a
-bounded number of times; `ask` with tools uses native tool calls, or a grammar-constrained
-JSON action on servers without them.
+replace `load_chat_model` and nothing else (`quorum.testing`). The `ask*` helpers are how
+agents talk to a model; `ask_structured` asks for JSON matching a pydantic schema in the form
+the endpoint understands and lets the model repair an invalid reply a bounded number of
+times; `ask` with tools uses native tool calls, or a grammar-constrained JSON action on
+servers without them.
+
+Every request goes through `_invoke`, the one place that:
+- replays a reply the journal already has (`quorum.journal`), and records a new one before
+  the caller sees it;
+- retries what a later attempt can fix (429, 5xx, timeouts, dropped connections, malformed
+  bodies) with exponential backoff and jitter, honouring Retry-After, for at most
+  `max_attempts` requests per call; the client's own retries are off, and no graph node has a
+  retry policy, so nothing else retries a model call;
+- turns every other failure into a `ModelError` that says what to change, with the
+  endpoint's words redacted of every configured secret;
+- meters the call for its agent (`quorum.metering`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import json
+import random
 import re
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,6 +36,7 @@ from typing import Any, Literal, TypeVar
 from weakref import WeakKeyDictionary
 
 import httpx
+import httpx2
 import openai
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import (
@@ -34,14 +49,12 @@ from langchain_core.messages import (
 )
 from langchain_core.tools import BaseTool
 from langchain_openai import ChatOpenAI
-from langgraph.types import RetryPolicy
 from pydantic import BaseModel, SecretStr, ValidationError
 
-from quorum import embedded
+from quorum import embedded, journal, metering
 from quorum.context import QuorumContext
 from quorum.errors import ConfigError, ModelError
-from quorum.settings import Settings, get_settings
-from quorum.state import Usage
+from quorum.settings import Settings, get_settings, redact
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -141,7 +154,11 @@ def _chat_openai(
         # An httpx.Timeout (unhashable) keeps langchain-openai from sharing one process-wide
         # client, whose connections would be bound to the first event loop that used them.
         timeout=httpx.Timeout(settings.timeout),
-        max_retries=settings.max_retries,
+        # Retries happen in `_invoke`, once per call, each attempt journaled: never here too.
+        max_retries=0,
+        http_async_client=openai.DefaultAsyncHttpxClient(
+            transport=RedactingTransport(httpx2.AsyncHTTPTransport())
+        ),
         stream_usage=True,
         # llama.cpp and other servers ignore `max_completion_tokens`, which ChatOpenAI sends
         # for `max_tokens`; the classic field is the one they honour.
@@ -149,6 +166,34 @@ def _chat_openai(
         extra_body=None if is_openai else {"max_tokens": target.max_tokens},
         metadata={"quorum_endpoint": "embedded" if target.embedded else "configured"},
     )
+
+
+class RedactingTransport(httpx2.AsyncBaseTransport):
+    """Hides configured secrets in error bodies before anything reads them.
+
+    Some endpoints echo the request's key in an error. Rewritten here, at the transport,
+    the secret never reaches an exception, a checkpoint, a log line or a trace.
+    """
+
+    def __init__(self, inner: httpx2.AsyncBaseTransport) -> None:
+        self.inner = inner
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        """Send `request`; an error reply comes back with its body redacted."""
+        response = await self.inner.handle_async_request(request)
+        if response.status_code < 400:
+            return response
+        body = await response.aread()
+        await response.aclose()
+        cleaned = redact(body.decode("utf-8", "replace")).encode()
+        headers = [(k, v) for k, v in response.headers.items() if k.lower() != "content-length"]
+        return httpx2.Response(
+            response.status_code, headers=headers, content=cleaned, request=request
+        )
+
+    async def aclose(self) -> None:
+        """Close the wrapped transport."""
+        await self.inner.aclose()
 
 
 def current_endpoint() -> Endpoint:
@@ -210,32 +255,20 @@ def _for_grammar(node: Any, *, small: bool) -> Any:
     return fitted
 
 
-def usage_of(agent: str, replies: Sequence[AIMessage]) -> dict[str, Usage]:
-    """The usage ledger entry for `agent` after `replies`."""
-    usage = Usage(calls=len(replies), input_tokens=0, output_tokens=0)
-    for reply in replies:
-        if reply.usage_metadata:
-            usage["input_tokens"] += reply.usage_metadata["input_tokens"]
-            usage["output_tokens"] += reply.usage_metadata["output_tokens"]
-    return {agent: usage}
-
-
 async def ask(
     agent: str,
     context: QuorumContext,
     messages: Sequence[BaseMessage],
     *,
     tools: Sequence[BaseTool] = (),
-) -> tuple[AIMessage, dict[str, Usage]]:
+) -> AIMessage:
     """One model turn for `agent`, offering `tools` when given."""
     model: Any = await load_chat_model(agent, context)
     if tools and isinstance(model, ChatOpenAI) and current_endpoint().tools == "json":
-        reply = await _ask_json_action(model, messages, tools, agent)
-    else:
-        if tools:
-            model = model.bind_tools(list(tools))
-        reply = await _invoke(model, messages, agent)
-    return reply, usage_of(agent, [reply])
+        return await _ask_json_action(model, messages, tools, agent)
+    if tools:
+        model = model.bind_tools(list(tools))
+    return await _invoke(model, messages, agent)
 
 
 async def ask_structured(
@@ -245,7 +278,7 @@ async def ask_structured(
     schema: type[T],
     *,
     json_schema: dict[str, Any] | None = None,
-) -> tuple[T, dict[str, Usage]]:
+) -> T:
     """Ask `agent` for a reply matching `schema`; the model may repair a bad reply.
 
     `json_schema`, when given, is what the endpoint is asked for instead of `schema`'s own:
@@ -256,12 +289,11 @@ async def ask_structured(
         await load_chat_model(agent, context), json_schema or schema, schema.__name__
     )
     conversation = list(messages)
-    replies: list[AIMessage] = []
     for _ in range(STRUCTURED_REPAIRS + 1):
+        # Each repair is its own journaled call: a crash mid-repair replays the ones before.
         reply = await _invoke(model, conversation, agent)
-        replies.append(reply)
         try:
-            return schema.model_validate(_parse_json(reply)), usage_of(agent, replies)
+            return schema.model_validate(_parse_json(reply))
         except ValueError as error:  # invalid JSON, or a pydantic ValidationError
             conversation += [reply, HumanMessage(REPAIR_PROMPT.format(error=_brief(error)))]
     raise ModelError(
@@ -375,7 +407,11 @@ async def preflight(context: QuorumContext) -> None:
         raise ModelError(
             f"the model endpoint {where} refused the API key", hint="check QUORUM_API_KEY"
         ) from error
-    except (openai.APIConnectionError, openai.APITimeoutError) as error:
+    except openai.APITimeoutError:
+        # Connected but slow: a busy server (a single-slot llama.cpp still finishing a dead
+        # run's request) is not an unreachable one. The run's calls wait and retry.
+        return
+    except openai.APIConnectionError as error:
         raise ConfigError(
             f"cannot reach the model endpoint {where}",
             hint="check QUORUM_BASE_URL and that the server is running",
@@ -394,21 +430,141 @@ async def preflight(context: QuorumContext) -> None:
 
 
 async def _invoke(model: Any, messages: Sequence[BaseMessage], agent: str) -> AIMessage:
-    try:
-        reply = await model.ainvoke(list(messages), config={"metadata": {"quorum_agent": agent}})
-    except openai.AuthenticationError as error:
-        raise ModelError(
-            f"the model endpoint refused the API key (agent '{agent}')",
+    """One model call: replayed from the journal, or requested with bounded retries."""
+    entry = journal.entry_for(agent, model, messages)
+    record = (await entry.read() if entry else None) or journal.CallRecord(
+        agent=agent, model=journal.model_name(model)
+    )
+    if record.reply is None:
+        record = await _request(model, messages, record, entry)
+    metering.record(
+        agent,
+        input_tokens=record.input_tokens,
+        output_tokens=record.output_tokens,
+        attempts=record.attempts,
+    )
+    assert record.reply is not None
+    return record.reply
+
+
+async def _request(
+    model: Any,
+    messages: Sequence[BaseMessage],
+    record: journal.CallRecord,
+    entry: journal.JournalEntry | None,
+) -> journal.CallRecord:
+    settings = get_settings()
+    agent = record.agent
+    for attempt in range(1, settings.max_attempts + 1):
+        started = time.monotonic()
+        record.attempts += 1
+        try:
+            reply = await model.ainvoke(
+                list(messages), config={"metadata": {"quorum_agent": agent}}
+            )
+        except Exception as error:
+            failure, wait = _classify(error, agent, attempt, settings)
+            record.errors.append(failure.message)
+            if entry is not None:
+                await entry.write(record)
+            if wait is None or attempt == settings.max_attempts:
+                if wait is not None:
+                    failure = ModelError(
+                        f"{failure.message} ({attempt} attempts)", hint=failure.hint
+                    )
+                raise failure from None  # the endpoint's error, redacted, is in the message
+            await asyncio.sleep(wait)
+            continue
+        if not isinstance(reply, AIMessage):
+            raise TypeError(f"chat model returned {type(reply).__name__}, not AIMessage")
+        usage: dict[str, Any] = dict(reply.usage_metadata or {})
+        record.reply = reply
+        record.input_tokens = int(usage.get("input_tokens", 0))
+        record.output_tokens = int(usage.get("output_tokens", 0))
+        record.seconds = round(time.monotonic() - started, 3)
+        if entry is not None:
+            await entry.write(record)
+        return record
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+RETRIED_STATUSES = frozenset({408, 409, 429}) | frozenset(range(500, 600))
+"""Statuses a later attempt can fix (the same set OpenAI's own client retries)."""
+
+
+def _classify(
+    error: Exception, agent: str, attempt: int, settings: Settings
+) -> tuple[ModelError, float | None]:
+    """What went wrong, and how long to wait before the next attempt (None: do not retry)."""
+    if isinstance(error, openai.AuthenticationError | openai.PermissionDeniedError):
+        return ModelError(
+            f"the model endpoint refused the API key (agent '{agent}'): {_said(error)}",
             hint="check QUORUM_API_KEY",
-        ) from error
-    except openai.NotFoundError as error:
-        raise ModelError(
+        ), None
+    if isinstance(error, openai.NotFoundError):
+        return ModelError(
             f"the model endpoint does not know the model for agent '{agent}'",
             hint="check QUORUM_MODEL or the context's 'model' and 'models'",
-        ) from error
-    if not isinstance(reply, AIMessage):
-        raise TypeError(f"chat model returned {type(reply).__name__}, not AIMessage")
-    return reply
+        ), None
+    if isinstance(error, openai.APIStatusError) and error.status_code not in RETRIED_STATUSES:
+        return ModelError(
+            f"the model endpoint rejected agent '{agent}''s request "
+            f"(HTTP {error.status_code}): {_said(error)}",
+            hint="retrying will not help: check the model's limits (context length, "
+            "output cap) and the endpoint's settings",
+        ), None
+    if isinstance(error, openai.APIStatusError):
+        what = f"HTTP {error.status_code}: {_said(error)}"
+    elif isinstance(error, openai.APITimeoutError):
+        what = f"no answer within {settings.timeout:g} s"
+    elif isinstance(error, openai.APIConnectionError):
+        what = f"connection failed ({type(error.__cause__ or error).__name__})"
+    elif isinstance(error, json.JSONDecodeError | openai.APIResponseValidationError):
+        what = f"malformed response body ({redact(str(error))[:200]})"
+    else:
+        raise error  # a bug, not the endpoint: keep its traceback
+    failure = ModelError(
+        f"the model endpoint failed agent '{agent}''s call: {what}",
+        hint="check that the endpoint is up and not overloaded, or raise QUORUM_MAX_ATTEMPTS",
+    )
+    backoff = settings.retry_wait * 2 ** (attempt - 1)
+    wait = min(backoff, settings.retry_max_wait) * random.uniform(0.5, 1.0)
+    asked = _retry_after(error)
+    if asked is not None:
+        if asked > settings.retry_max_wait:
+            return ModelError(
+                f"{failure.message}; it asks to retry after {asked:g} s",
+                hint=f"retry later, or raise QUORUM_RETRY_MAX_WAIT above {asked:g}",
+            ), None
+        wait = max(wait, asked)
+    return failure, wait
+
+
+def _retry_after(error: Exception) -> float | None:
+    """The wait a 429 or 503 asks for, in seconds (Retry-After, or Retry-After-Ms)."""
+    response = getattr(error, "response", None)
+    if response is None:
+        return None
+    headers = response.headers
+    try:
+        if (millis := headers.get("retry-after-ms")) is not None:
+            return max(float(millis) / 1000, 0.0)
+        if (value := headers.get("retry-after")) is None:
+            return None
+        try:
+            return max(float(value), 0.0)
+        except ValueError:
+            when = email.utils.parsedate_to_datetime(value)
+            return max(when.timestamp() - time.time(), 0.0)
+    except (TypeError, ValueError):
+        return None
+
+
+def _said(error: openai.APIStatusError) -> str:
+    """What the endpoint said, short and with secrets hidden."""
+    body = error.body if isinstance(error.body, dict) else {}
+    message = body.get("message") or (body.get("error") or {}).get("message") or error.message
+    return redact(str(message))[:300]
 
 
 _FENCE = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", re.DOTALL)
@@ -428,14 +584,3 @@ def _brief(error: ValueError) -> str:
     return json.dumps(
         [{"at": ".".join(map(str, e["loc"])), "problem": e["msg"]} for e in error.errors()]
     )
-
-
-def _is_transient(error: Exception) -> bool:
-    return isinstance(
-        error,
-        openai.APIConnectionError | openai.RateLimitError | openai.InternalServerError,
-    )
-
-
-MODEL_RETRY = RetryPolicy(max_attempts=3, initial_interval=1.0, retry_on=_is_transient)
-"""Retry policy for agent nodes: only errors a later attempt can fix."""

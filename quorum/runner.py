@@ -1,9 +1,11 @@
 """The Python API: run a pattern on a durable thread, resume it, list and inspect threads.
 
-Every run is checkpointed (SQLite by default) under a thread id. The pattern, the run's
-context and the owning process are stored in the checkpoint metadata, so `resume` continues
-a thread with exactly the settings it started with, and `list_threads` can tell a thread
-that is still running from one whose process died.
+Every run is checkpointed (SQLite by default) under a thread id, with its call journal and
+effect ledger in the same database. The pattern and the run's context are stored in the
+checkpoint metadata, so `resume` continues a thread with exactly the settings it started
+with. A run holds the thread's lease while it lives (`quorum.checkpoints.lease`): a second
+run or resume of the same thread, from any process, stops at once with `ThreadBusy`, and
+`list_threads` shows the thread as `running`.
 
     result = await quorum.run("debate", "Is Rust or Go better for a CLI?")
     result = await quorum.resume(result.thread_id)
@@ -12,8 +14,6 @@ that is still running from one whose process died.
 from __future__ import annotations
 
 import json
-import os
-import socket
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,18 +21,20 @@ from datetime import datetime
 from typing import Any, Literal
 
 from langchain_core.runnables import RunnableConfig
-from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph.state import CompiledStateGraph
-from langgraph.types import StateSnapshot
+from langgraph.types import Command, StateSnapshot
 
 from quorum import models
-from quorum.checkpoints import list_thread_ids, open_checkpointer
+from quorum.checkpoints import Persistence, list_thread_ids, open_persistence
+from quorum.checkpoints.lease import Lease, hold
 from quorum.context import QuorumContext
+from quorum.effects import RECONCILE, Resolution
 from quorum.errors import QuorumError, RunFailed, ThreadNotFound, UsageError
 from quorum.graphs import PATTERNS
+from quorum.settings import get_settings, redact
 from quorum.state import Usage
 
-Status = Literal["completed", "interrupted", "failed", "running"]
+Status = Literal["completed", "interrupted", "failed", "running", "needs_reconciliation"]
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,8 @@ class ThreadInfo:
     error: str | None
     values: dict[str, Any]
     history: list[HistoryEntry] = field(default_factory=list)
+    waiting: list[dict[str, Any]] = field(default_factory=list)
+    """What the thread waits for a person to decide (a side effect of unknown outcome)."""
 
 
 OnEvent = Callable[[RunEvent], None]
@@ -90,50 +94,65 @@ async def run(
         raise UsageError(
             f"unknown pattern {pattern!r}", hint=f"choose one of: {', '.join(PATTERNS)}"
         )
-    if not text.strip():
-        raise UsageError(
-            "the input is empty", hint="give the goal, topic, question or task to work on"
-        )
+    check_input(text)
     thread_id = thread_id or new_thread_id()
     context = context or QuorumContext()
     # A bad endpoint, key or model name fails here, before anything is saved.
     await models.preflight(context)
-    async with open_checkpointer(database) as saver:
-        if await saver.aget_tuple(_config(thread_id)) is not None:
+    async with open_persistence(database) as kept, _lease(kept, thread_id):
+        if await kept.saver.aget_tuple(_config(thread_id)) is not None:
             raise UsageError(
                 f"thread {thread_id!r} already exists",
                 hint=f"continue it with `quorum resume {thread_id}` or choose another id",
             )
-        graph = PATTERNS[pattern].compile(checkpointer=saver, name=pattern)
+        graph = _compile(kept, pattern)
         await _drive(graph, {"input": text}, pattern, thread_id, context, on_event)
-        return await _thread_info(saver, thread_id)
+        return await _thread_info(kept, thread_id, ignore_lease=True)
 
 
 async def resume(
-    thread_id: str, *, database: str | None = None, on_event: OnEvent | None = None
+    thread_id: str,
+    *,
+    database: str | None = None,
+    on_event: OnEvent | None = None,
+    resolution: Resolution | None = None,
 ) -> ThreadInfo:
-    """Continue an interrupted, crashed or failed thread from its last checkpoint."""
-    async with open_checkpointer(database) as saver:
-        info = await _thread_info(saver, thread_id)
+    """Continue an interrupted, crashed or failed thread from its last checkpoint.
+
+    A thread stopped at a side effect of unknown outcome (`needs_reconciliation`) continues
+    only with a `resolution`: "done" (it took effect) or "retry" (run it again).
+    """
+    async with open_persistence(database) as kept, _lease(kept, thread_id):
+        info = await _thread_info(kept, thread_id, ignore_lease=True)
         if info.status == "completed":
             return info
-        if info.status == "running":
+        payload: Command[Any] | None = None
+        if info.status == "needs_reconciliation":
+            if resolution is None:
+                raise UsageError(
+                    f"thread {thread_id!r} needs a decision before it can go on: "
+                    + "; ".join(w["question"] for w in info.waiting),
+                    hint=f"see `quorum show {thread_id}`, then `quorum resolve {thread_id} done` "
+                    f"if it took effect, or `quorum resolve {thread_id} retry` to run it again",
+                )
+            payload = Command(resume={w["interrupt_id"]: resolution for w in info.waiting})
+        elif resolution is not None:
             raise UsageError(
-                f"thread {thread_id!r} is still running in another process",
-                hint="wait for it to finish, or stop that process and resume again",
+                f"thread {thread_id!r} is waiting for no decision (it is {info.status})",
+                hint=f"continue it with `quorum resume {thread_id}`",
             )
-        metadata = await _metadata(saver, thread_id)
+        metadata = await _metadata(kept, thread_id)
         context = QuorumContext.from_dict(json.loads(metadata.get("quorum_context", "{}")))
         await models.preflight(context)
-        graph = PATTERNS[info.pattern].compile(checkpointer=saver, name=info.pattern)
-        await _drive(graph, None, info.pattern, thread_id, context, on_event)
-        return await _thread_info(saver, thread_id)
+        graph = _compile(kept, info.pattern)
+        await _drive(graph, payload, info.pattern, thread_id, context, on_event)
+        return await _thread_info(kept, thread_id, ignore_lease=True)
 
 
 async def get_thread(thread_id: str, *, database: str | None = None) -> ThreadInfo:
     """The state, status and step history of one thread."""
-    async with open_checkpointer(database) as saver:
-        return await _thread_info(saver, thread_id, with_history=True)
+    async with open_persistence(database) as kept:
+        return await _thread_info(kept, thread_id, with_history=True)
 
 
 async def list_threads(*, database: str | None = None) -> list[ThreadInfo]:
@@ -142,14 +161,40 @@ async def list_threads(*, database: str | None = None) -> list[ThreadInfo]:
     Threads of other graphs that share the store are left out.
     """
     infos = []
-    async with open_checkpointer(database) as saver:
-        graphs = {p: b.compile(checkpointer=saver, name=p) for p, b in PATTERNS.items()}
-        for thread_id in await list_thread_ids(saver):
+    async with open_persistence(database) as kept:
+        graphs = {p: _compile(kept, p) for p in PATTERNS}
+        leases = await kept.leases.live()
+        for thread_id in await list_thread_ids(kept.saver):
             try:
-                infos.append(await _thread_info(saver, thread_id, graphs=graphs))
+                info = await _thread_info(
+                    kept, thread_id, graphs=graphs, lease=leases.get(thread_id)
+                )
             except ThreadNotFound:
                 continue  # not made by a Quorum pattern
+            infos.append(info)
     return sorted(infos, key=lambda info: info.updated_at, reverse=True)
+
+
+async def delete_thread(thread_id: str, *, database: str | None = None) -> None:
+    """Delete a thread with its journal and effect ledger (refused while it runs)."""
+    async with open_persistence(database) as kept, _lease(kept, thread_id):
+        await _metadata(kept, thread_id)  # ThreadNotFound if there is none
+        await kept.delete_thread(thread_id)
+
+
+def check_input(text: str) -> None:
+    """Refuse input that cannot be a run's input, before anything is saved."""
+    if not text.strip():
+        raise UsageError(
+            "the input is empty", hint="give the goal, topic, question or task to work on"
+        )
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise UsageError(
+            f"the input is not valid UTF-8 text (undecodable bytes at character {error.start})",
+            hint="pass UTF-8 text; convert other encodings first, e.g. with iconv",
+        ) from None
 
 
 def new_thread_id() -> str:
@@ -161,9 +206,17 @@ def _config(thread_id: str) -> RunnableConfig:
     return {"configurable": {"thread_id": thread_id}}
 
 
+def _compile(kept: Persistence, pattern: str) -> CompiledStateGraph[Any, QuorumContext, Any, Any]:
+    return PATTERNS[pattern].compile(checkpointer=kept.saver, store=kept.store, name=pattern)
+
+
+def _lease(kept: Persistence, thread_id: str) -> Any:
+    return hold(kept.leases, thread_id, get_settings().lease_seconds)
+
+
 async def _drive(
     graph: CompiledStateGraph[Any, QuorumContext, Any, Any],
-    payload: dict[str, Any] | None,
+    payload: dict[str, Any] | Command[Any] | None,
     pattern: str,
     thread_id: str,
     context: QuorumContext,
@@ -177,13 +230,11 @@ async def _drive(
         "metadata": {
             "quorum_pattern": pattern,
             "quorum_context": json.dumps(context.to_dict()),
-            "quorum_owner": _owner(),
         },
     }
     labels: dict[str, str] = {}
     try:
-        # durability="sync": a step's checkpoint is on disk before the next step starts,
-        # so no side effect of a finished step can be repeated after a crash.
+        # durability="sync": a step's checkpoint is on disk before the next starts.
         async for event in graph.astream(
             payload, config, context=context, stream_mode="tasks", durability="sync"
         ):
@@ -195,7 +246,7 @@ async def _drive(
         hint = error.hint if isinstance(error, QuorumError) else ""
         reason = error.message if isinstance(error, QuorumError) else f"{error!r}"
         raise RunFailed(
-            f"{pattern} run {thread_id} stopped: agent '{failed}' failed: {reason}",
+            redact(f"{pattern} run {thread_id} stopped: agent '{failed}' failed: {reason}"),
             agent=failed,
             thread_id=thread_id,
             hint=(hint + "; then " if hint else "fix the cause, then ")
@@ -211,6 +262,8 @@ def _run_event(event: dict[str, Any], labels: dict[str, str]) -> RunEvent:
         # workers can be told apart.
         if isinstance(task, dict) and {"step_id", "worker"} <= task.keys():
             label = f"{task['worker']} ({task['step_id']})"
+        if isinstance(task, dict) and {"call", "tools"} <= task.keys():
+            label = f"tool {task['call']['name']}"
         labels[event["id"]] = label
         return RunEvent("started", labels[event["id"]])
     result = event.get("result") or {}
@@ -220,25 +273,8 @@ def _run_event(event: dict[str, Any], labels: dict[str, str]) -> RunEvent:
     return RunEvent("finished", agent, usage, str(error) if error else None)
 
 
-def _owner() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def _owner_alive(owner: str) -> bool:
-    host, _, pid = owner.rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
-        return False  # another machine's process: nothing here can tell; assume it is gone
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-async def _metadata(saver: BaseCheckpointSaver, thread_id: str) -> dict[str, Any]:
-    found = await saver.aget_tuple(_config(thread_id))
+async def _metadata(kept: Persistence, thread_id: str) -> dict[str, Any]:
+    found = await kept.saver.aget_tuple(_config(thread_id))
     if found is None:
         raise ThreadNotFound(
             f"no thread {thread_id!r} in the checkpoint store",
@@ -247,27 +283,40 @@ async def _metadata(saver: BaseCheckpointSaver, thread_id: str) -> dict[str, Any
     return dict(found.metadata or {})
 
 
-def _status(snapshot: StateSnapshot, owner: str) -> tuple[Status, str | None]:
+def _waiting(snapshot: StateSnapshot) -> list[dict[str, Any]]:
+    return [
+        {**interrupt.value, "interrupt_id": interrupt.id}
+        for interrupt in snapshot.interrupts
+        if isinstance(interrupt.value, dict) and interrupt.value.get("type") == RECONCILE
+    ]
+
+
+def _status(snapshot: StateSnapshot, lease: Lease | None) -> tuple[Status, str | None]:
     error = next((str(t.error) for t in snapshot.tasks if t.error), None)
     if error is not None:
-        return "failed", error
-    if not snapshot.next:
-        return "completed", None
-    if snapshot.interrupts:
-        return "interrupted", None
-    if owner and owner != _owner() and _owner_alive(owner):
+        return "failed", redact(error)
+    if _waiting(snapshot):
+        return "needs_reconciliation", None
+    if lease is not None and lease.live:
         return "running", None
+    # Completed means the graph ran to its end: a checkpoint the run loop wrote with nothing
+    # left to do. A thread whose only checkpoint is its input never started.
+    source = (snapshot.metadata or {}).get("source")
+    if not snapshot.next and not snapshot.tasks and source == "loop":
+        return "completed", None
     return "interrupted", None
 
 
 async def _thread_info(
-    saver: BaseCheckpointSaver,
+    kept: Persistence,
     thread_id: str,
     *,
     with_history: bool = False,
     graphs: dict[str, CompiledStateGraph[Any, QuorumContext, Any, Any]] | None = None,
+    lease: Lease | None = None,
+    ignore_lease: bool = False,
 ) -> ThreadInfo:
-    metadata = await _metadata(saver, thread_id)
+    metadata = await _metadata(kept, thread_id)
     # Runs started from Studio (`langgraph dev`) share the store and carry the graph's id.
     pattern = metadata.get("quorum_pattern") or metadata.get("graph_id", "")
     if pattern not in PATTERNS:
@@ -275,11 +324,11 @@ async def _thread_info(
             f"thread {thread_id!r} was not made by a Quorum pattern (pattern {pattern!r})",
             hint="list Quorum threads with `quorum threads`",
         )
-    graph = (graphs or {}).get(pattern) or PATTERNS[pattern].compile(
-        checkpointer=saver, name=pattern
-    )
+    graph = (graphs or {}).get(pattern) or _compile(kept, pattern)
     snapshot = await graph.aget_state(_config(thread_id))
-    status, error = _status(snapshot, metadata.get("quorum_owner", ""))
+    if lease is None and not ignore_lease and graphs is None:
+        lease = await kept.leases.get(thread_id)
+    status, error = _status(snapshot, None if ignore_lease else lease)
     history: list[HistoryEntry] = []
     if with_history:
         async for past in graph.aget_state_history(_config(thread_id)):
@@ -290,7 +339,7 @@ async def _thread_info(
                         step=int((past.metadata or {}).get("step", -1)) + 1,
                         agents=agents,
                         created_at=past.created_at or "",
-                        error=next((str(t.error) for t in past.tasks if t.error), None),
+                        error=next((redact(str(t.error)) for t in past.tasks if t.error), None),
                     )
                 )
         history.reverse()
@@ -306,4 +355,5 @@ async def _thread_info(
         error=error,
         values=values,
         history=history,
+        waiting=_waiting(snapshot),
     )

@@ -37,7 +37,21 @@ class Settings(BaseSettings):
     temperature: float = Field(default=0.0, ge=0.0, le=2.0)
     seed: int | None = Field(default=7, description="Sampling seed, so runs can be repeated.")
     timeout: float = Field(default=120.0, gt=0, description="Seconds per model request.")
-    max_retries: int = Field(default=2, ge=0, description="Client retries per model request.")
+    max_attempts: int = Field(
+        default=3,
+        ge=1,
+        le=20,
+        description="Requests per model call, the first included: 429, 5xx, timeouts, dropped "
+        "connections and malformed bodies are retried; other errors never are.",
+    )
+    retry_wait: float = Field(
+        default=1.0, ge=0, description="Seconds before the first retry; doubles each time."
+    )
+    retry_max_wait: float = Field(
+        default=60.0,
+        ge=0,
+        description="Longest wait before a retry; a server's Retry-After beyond it fails the call.",
+    )
     max_output_tokens: int = Field(default=1024, gt=0, description="Cap on one reply.")
     structured_output: Literal["auto", "json_schema", "json_object"] = Field(
         default="auto",
@@ -81,6 +95,13 @@ class Settings(BaseSettings):
         ),
     )
 
+    lease_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="How long a run's hold on its thread lasts unless renewed; a run renews "
+        "it while it lives, so a thread whose process died is free again after this.",
+    )
+
     @property
     def database_target(self) -> str:
         """The checkpoint store to open: the setting, or the default SQLite file."""
@@ -118,6 +139,12 @@ class Settings(BaseSettings):
         "human approving each call. Off until approval exists.",
     )
 
+    langsmith_api_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("LANGSMITH_API_KEY", "LANGCHAIN_API_KEY"),
+        description="Read by LangSmith itself; known here only so it is never echoed.",
+    )
+
     @field_validator("http_allowlist", mode="before")
     @classmethod
     def _split_allowlist(cls, value: object) -> object:
@@ -131,3 +158,25 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """The settings of this process, read once."""
     return Settings()
+
+
+REDACTED = "[redacted]"
+
+
+def secrets() -> list[str]:
+    """Every configured secret value: the endpoint's key, tool keys, tracing keys."""
+    settings = get_settings()
+    found = [
+        value.get_secret_value()
+        for value in (getattr(settings, name) for name in Settings.model_fields)
+        if isinstance(value, SecretStr)
+    ]
+    # Longest first, so a secret that contains another is hidden whole.
+    return sorted({s for s in found if len(s) >= 4}, key=len, reverse=True)
+
+
+def redact(text: str) -> str:
+    """`text` with every configured secret replaced, before it is stored, shown or traced."""
+    for secret in secrets():
+        text = text.replace(secret, REDACTED)
+    return text

@@ -1,23 +1,33 @@
-"""State shared by every pattern: the input, the output and the per-agent usage ledger.
+"""The checkpoint schema: every pattern's state and every output stored in it.
 
-Each pattern's state extends `QuorumState`, so the CLI, the Python API and Studio find a
-run's input and answer under the same keys, and token usage is recorded per agent in the
-checkpoint (later budgets and cost reports read it from there).
+Everything a checkpoint holds is declared here, so the strict deserialiser can find every
+type it may revive by walking these classes, and node modules read the state they need from
+here instead of from the graph modules that wire them. Each pattern's state extends
+`QuorumState`, so the CLI, the Python API and Studio find a run's input, answer and usage
+under the same keys.
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal, NotRequired
 
+from langchain_core.messages import AnyMessage, ToolCall
+from langgraph.graph.message import add_messages
+from pydantic import BaseModel, ConfigDict, Field
 from typing_extensions import TypedDict
+
+# --- Usage -----------------------------------------------------------------------------------
 
 
 class Usage(TypedDict):
     """What one agent has spent so far."""
 
     calls: int
+    """Model calls answered (a call retried three times counts once)."""
     input_tokens: int
     output_tokens: int
+    attempts: NotRequired[int]
+    """Requests sent for those calls, failed ones included."""
 
 
 def add_usage(left: dict[str, Usage] | None, right: dict[str, Usage] | None) -> dict[str, Usage]:
@@ -25,14 +35,14 @@ def add_usage(left: dict[str, Usage] | None, right: dict[str, Usage] | None) -> 
     merged = dict(left or {})
     for agent, usage in (right or {}).items():
         seen = merged.get(agent)
-        merged[agent] = (
-            Usage(
-                calls=seen["calls"] + usage["calls"],
-                input_tokens=seen["input_tokens"] + usage["input_tokens"],
-                output_tokens=seen["output_tokens"] + usage["output_tokens"],
-            )
-            if seen
-            else usage
+        if seen is None:
+            merged[agent] = usage
+            continue
+        merged[agent] = Usage(
+            calls=seen["calls"] + usage["calls"],
+            input_tokens=seen["input_tokens"] + usage["input_tokens"],
+            output_tokens=seen["output_tokens"] + usage["output_tokens"],
+            attempts=seen.get("attempts", seen["calls"]) + usage.get("attempts", usage["calls"]),
         )
     return merged
 
@@ -40,6 +50,16 @@ def add_usage(left: dict[str, Usage] | None, right: dict[str, Usage] | None) -> 
 def total_tokens(usage: dict[str, Usage]) -> int:
     """Input plus output tokens over every agent."""
     return sum(u["input_tokens"] + u["output_tokens"] for u in usage.values())
+
+
+def merge(left: dict | None, right: dict | None) -> dict:
+    """Reducer: each writer adds or replaces its own entries (a worker's step, a side)."""
+    return {**(left or {}), **(right or {})}
+
+
+def append(left: list[str] | None, right: list[str] | None) -> list[str]:
+    """Reducer: keep every entry, so a count of them can bound a loop."""
+    return [*(left or []), *(right or [])]
 
 
 class QuorumState(TypedDict, total=False):
@@ -51,3 +71,228 @@ class QuorumState(TypedDict, total=False):
     """The final answer, as markdown."""
     usage: Annotated[dict[str, Usage], add_usage]
     """Model calls and tokens per agent."""
+
+
+# --- Tool use: an agent <-> tool loop, one graph step per model turn and per tool call -------
+
+
+class ToolTask(TypedDict):
+    """One tool call, sent to the `tool` node as its own task (and its own checkpoint)."""
+
+    call: ToolCall
+    tools: list[str]
+    """The tools the agent was offered: a call to any other is refused."""
+    agent: str
+
+
+class ToolLoopState(QuorumState, total=False):
+    """The conversation of one agent that may call tools before it answers."""
+
+    agent: str
+    """Whose turn it is: picks the model and labels the usage."""
+    tools: list[str]
+    """Names of the tools the agent is offered."""
+    max_rounds: int
+    """Rounds of tool calls allowed; the turn after the last one offers no tools."""
+    messages: Annotated[list[AnyMessage], add_messages]
+
+
+# --- Orchestrator-worker -----------------------------------------------------------------------
+
+
+class PlanStep(BaseModel):
+    """One step of a plan."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(description="Short unique id for the step, e.g. 's1'.")
+    worker: str = Field(description="The worker that runs this step, by name.")
+    task: str = Field(description="What the worker must do; self-contained.")
+    dependencies: list[str] = Field(
+        description="Ids of the steps whose results this step needs; [] if none."
+    )
+
+
+class Plan(BaseModel):
+    """A plan: steps forming a directed acyclic graph."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    steps: list[PlanStep] = Field(description="The steps, in any order.")
+
+
+class OrchestratorState(QuorumState, total=False):
+    """State of an orchestrator run; `input` is the goal."""
+
+    plan: Plan | None
+    plan_feedback: Annotated[list[str], append]
+    results: Annotated[dict[str, str], merge]
+    """Each finished step's result, by step id."""
+
+
+class WorkerTask(TypedDict):
+    """What one worker is sent: its step and its dependencies' results, nothing else."""
+
+    step_id: str
+    worker: str
+    task: str
+    inputs: dict[str, str]
+    """Results of the steps this one depends on, by step id."""
+
+
+class WorkerState(ToolLoopState, total=False):
+    """A worker's own state while it runs one step."""
+
+    step_id: str
+    worker: str
+    task: str
+    inputs: dict[str, str]
+    results: Annotated[dict[str, str], merge]
+
+
+class WorkerOutput(TypedDict, total=False):
+    """What a worker hands back to the orchestrator."""
+
+    results: Annotated[dict[str, str], merge]
+    usage: Annotated[dict[str, Usage], add_usage]
+
+
+# --- Pipeline ----------------------------------------------------------------------------------
+
+
+class Finding(BaseModel):
+    """One researched fact."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    claim: str = Field(description="The fact, in one sentence.")
+    source: str = Field(description="Where it comes from.")
+
+
+class ResearchNotes(BaseModel):
+    """Output of the research stage."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    findings: list[Finding] = Field(description="The facts found about the topic.")
+
+
+class Summary(BaseModel):
+    """Output of the summary stage."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: str = Field(description="The summary, a few sentences.")
+    claims: list[str] = Field(description="Each factual claim the summary makes.")
+
+
+class FactCheck(BaseModel):
+    """Output of the fact-check stage."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    verdict: Literal["supported", "unsupported"] = Field(
+        description="'supported' if every claim is backed by the notes."
+    )
+    unsupported_claims: list[str] = Field(description="Claims the notes do not back.")
+
+
+class PipelineState(QuorumState, total=False):
+    """State of a pipeline run; `input` is the topic."""
+
+    notes: ResearchNotes
+    summary: Summary
+    fact_check: FactCheck
+    revisions: int
+    """How many times the summary was revised after a fact-check."""
+
+
+class ResearchInput(TypedDict):
+    """What the research stage reads."""
+
+    input: str
+
+
+class ResearchState(ToolLoopState, total=False):
+    """The research stage's own state: its conversation, then its notes."""
+
+    notes: ResearchNotes
+
+
+class ResearchOutput(TypedDict, total=False):
+    """What the research stage hands on."""
+
+    notes: ResearchNotes
+    usage: Annotated[dict[str, Usage], add_usage]
+
+
+class FactCheckInput(TypedDict):
+    """What the fact-check stage reads."""
+
+    notes: ResearchNotes
+    summary: Summary
+
+
+class FactCheckState(ToolLoopState, total=False):
+    """The fact-check stage's own state: its conversation, then its verdict."""
+
+    notes: ResearchNotes
+    summary: Summary
+    fact_check: FactCheck
+
+
+class FactCheckOutput(TypedDict, total=False):
+    """What the fact-check stage hands on."""
+
+    fact_check: FactCheck
+    usage: Annotated[dict[str, Usage], add_usage]
+
+
+# --- Debate ------------------------------------------------------------------------------------
+
+Side = Literal["a", "b"]
+Phase = Literal["answer", "critique", "revise", "judge"]
+
+
+class Position(BaseModel):
+    """A debater's answer."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    answer: str = Field(description="The answer to the question.")
+    reasoning: str = Field(description="Why, briefly.")
+
+
+class Verdict(BaseModel):
+    """The judge's decision."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    final_answer: str = Field(description="The answer the judge settles on.")
+    winner: Literal["a", "b", "tie"] = Field(description="Which debater argued better.")
+    rationale: str = Field(description="Why.")
+    confidence: float = Field(ge=0, le=1, description="How sure the judge is, 0 to 1.")
+
+
+class DebateState(QuorumState, total=False):
+    """State of a debate; `input` is the question."""
+
+    phase: Phase
+    round: int
+    positions: Annotated[dict[str, Position], merge]
+    critiques: Annotated[dict[str, str], merge]
+    """Critique of each side's answer, written by the other side."""
+    agreement: Annotated[dict[str, bool], merge]
+    verdict: Verdict
+
+
+# --- ReAct -------------------------------------------------------------------------------------
+
+
+class ReactState(QuorumState, total=False):
+    """State of a ReAct run; `input` is the task."""
+
+    messages: Annotated[list[AnyMessage], add_messages]
+    steps: int
+    """Act steps taken (rounds of tool calls)."""
+    status: Literal["running", "answered", "step_limit"]

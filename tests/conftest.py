@@ -5,9 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from quorum import models
 from quorum.settings import get_settings
-from tests.fakes import Script, ScriptedChatModel
+from quorum.testing import Script, scripted
 
 
 @pytest.fixture(autouse=True)
@@ -31,15 +30,10 @@ def isolated_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterat
 
 
 @pytest.fixture
-def script(monkeypatch: pytest.MonkeyPatch) -> Script:
+def script() -> Iterator[Script]:
     """Replace every agent's model with the scripted fake; the test adjusts the script."""
-    scripted = Script()
-
-    async def load_scripted(agent: str, context: object) -> ScriptedChatModel:
-        return ScriptedChatModel(agent=agent, script=scripted)
-
-    monkeypatch.setattr(models, "load_chat_model", load_scripted)
-    return scripted
+    with scripted(Script()) as running:
+        yield running
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from quorum.cli import app
-from tests.fakes import Script
+from quorum.testing import Script
 
 runner = CliRunner()
 
@@ -160,9 +160,9 @@ def test_show_prints_output_history_and_usage(script: Script) -> None:
     assert shown.exit_code == 0
     assert "react thread s: completed" in shown.stdout
     assert "The answer is 42." in shown.stdout
-    assert "history" in shown.stdout and "tools" in shown.stdout
+    assert "history" in shown.stdout and "tool" in shown.stdout
     data = json.loads(quorum("show", "s", "--json").stdout)
-    assert [h["agents"] for h in data["history"]] == [["agent"], ["tools"], ["agent"]]
+    assert [h["agents"] for h in data["history"]] == [["agent"], ["tool"], ["agent"]]
     assert data["usage"]["agent"]["calls"] == 2
 
 

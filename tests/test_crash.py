@@ -81,7 +81,7 @@ def test_sigkilled_run_resumes_without_repeating_finished_steps(
     assert [(t["thread_id"], t["status"]) for t in json.loads(listed)] == [("k1", "running")]
     busy = quorum("resume", "k1", env=env, cwd=tmp_path)
     _, refused = busy.communicate(timeout=60)
-    assert busy.returncode == 2 and "still running in another process" in refused
+    assert busy.returncode == 3 and "is busy" in refused, refused
     run.send_signal(signal.SIGKILL)
     run.communicate(timeout=10)
     held.release()

@@ -26,9 +26,9 @@ import quorum
 from quorum import embedded
 from quorum.cli import app
 from quorum.context import QuorumContext
-from quorum.nodes.debate import Verdict
-from quorum.nodes.pipeline import FactCheck, ResearchNotes, Summary
-from quorum.nodes.planner import Plan
+from quorum.state import Verdict
+from quorum.state import FactCheck, ResearchNotes, Summary
+from quorum.state import Plan
 from quorum.settings import Settings, get_settings
 from tests.langgraph_dev import REPO, langgraph_dev
 

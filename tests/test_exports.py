@@ -11,7 +11,7 @@ import pytest
 from quorum.checkpoints.serde import state_types
 from quorum.context import QuorumContext, context_json_schema
 from quorum.graphs import PATTERNS
-from tests.fakes import Script
+from quorum.testing import Script
 
 ROOT = Path(__file__).resolve().parents[1]
 

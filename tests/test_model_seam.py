@@ -12,7 +12,8 @@ import quorum
 from quorum import models
 from quorum.context import QuorumContext
 from quorum.errors import ModelError
-from quorum.nodes.debate import Verdict
+from quorum.metering import metered
+from quorum.state import Verdict
 from quorum.settings import get_settings
 from tests.openai_stub import STUB_MODEL, OpenAIStub, schema_name
 
@@ -28,8 +29,15 @@ def stub(monkeypatch: pytest.MonkeyPatch):
         yield running
 
 
+@metered
+async def judge_node() -> dict:
+    """A node asking for a verdict: its update carries the usage the seam metered."""
+    return {"verdict": await models.ask_structured("judge", QuorumContext(), QUESTION, Verdict)}
+
+
 async def test_json_object_mode_sends_the_schema_and_max_tokens(stub: OpenAIStub) -> None:
-    verdict, usage = await models.ask_structured("judge", QuorumContext(), QUESTION, Verdict)
+    update = await judge_node()
+    verdict, usage = update["verdict"], update["usage"]
 
     assert isinstance(verdict, Verdict)
     body = stub.chat_bodies()[-1]
@@ -86,10 +94,11 @@ async def test_invalid_reply_is_repaired_with_the_error(stub: OpenAIStub) -> Non
     replies = iter(['{"final_answer": "x"', None])
     stub.responder = lambda body: next(replies)
 
-    verdict, usage = await models.ask_structured("judge", QuorumContext(), QUESTION, Verdict)
+    update = await judge_node()
 
-    assert isinstance(verdict, Verdict)
-    assert usage["judge"]["calls"] == 2
+    assert isinstance(update["verdict"], Verdict)
+    # Two answered calls (the reply and its repair), one request each.
+    assert update["usage"]["judge"]["calls"] == 2 and update["usage"]["judge"]["attempts"] == 2
     repair = stub.chat_bodies()[-1]["messages"][-1]["content"]
     assert "not valid JSON for the required schema" in repair
 

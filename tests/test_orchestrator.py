@@ -8,7 +8,7 @@ import quorum
 from quorum.context import QuorumContext
 from quorum.errors import RunFailed
 from quorum.nodes.planner import Plan, validate_plan
-from tests.fakes import Script, plan_of
+from quorum.testing import Script, plan_of
 
 WORKERS = {"researcher": "", "analyst": "", "writer": ""}
 

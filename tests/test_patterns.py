@@ -7,9 +7,9 @@ from langchain_core.messages import AIMessage, ToolMessage
 import quorum
 from quorum.checkpoints import open_checkpointer
 from quorum.context import QuorumContext
-from quorum.nodes.debate import Verdict
-from quorum.nodes.pipeline import FactCheck, Summary
-from tests.fakes import Script
+from quorum.state import Verdict
+from quorum.state import FactCheck, Summary
+from quorum.testing import Script, debater
 
 
 async def test_orchestrator_runs_plan_and_synthesizes(script: Script) -> None:
@@ -23,7 +23,7 @@ async def test_orchestrator_runs_plan_and_synthesizes(script: Script) -> None:
     assert "Result of step s1" in writer_prompt and "Result of step s2" in writer_prompt
     researcher_prompt = [c for c in script.calls if c.agent == "researcher"][0].messages[-1].text
     assert "Result of step" not in researcher_prompt
-    assert result.usage["planner"] == {"calls": 1, "input_tokens": 10, "output_tokens": 5}
+    assert result.usage["planner"] == {"calls": 1, "input_tokens": 10, "output_tokens": 5, "attempts": 1}
     assert {"researcher", "analyst", "writer", "synthesizer"} <= set(result.usage)
 
 
@@ -109,7 +109,7 @@ async def test_debate_rounds_and_structured_verdict(script: Script) -> None:
 
 async def test_debate_ends_early_when_both_agree(script: Script) -> None:
     def agreeing(agent, messages):
-        reply = __import__("tests.fakes", fromlist=["_debater"])._debater(agent, messages)
+        reply = debater(agent, messages)
         if "agrees_with_opponent" in reply:
             reply["agrees_with_opponent"] = True
         return reply

@@ -11,8 +11,8 @@ import pytest
 
 import quorum
 from quorum.errors import ConfigError, RunFailed
-from quorum.nodes.debate import Verdict
-from tests.fakes import Script
+from quorum.state import Verdict
+from quorum.testing import Script
 from tests.langgraph_dev import REPO
 
 

@@ -1,20 +1,26 @@
-"""Durable state: the checkpointer every Quorum run (CLI, Python, Studio) saves to.
+"""Durable state: where every Quorum run (CLI, Python, Studio) keeps what it has done.
 
-`open_checkpointer()` opens the store the settings name: a SQLite file by default, or
-PostgreSQL when the setting is a postgresql:// URL. langgraph.json points Studio at it too.
+One database, SQLite by default or PostgreSQL when the setting is a postgresql:// URL,
+holds a run's checkpoints (LangGraph's saver), its call journal and effect ledger (LangGraph's
+store) and its lease (`lease.py`). `open_persistence()` opens all three; `open_checkpointer`
+and `open_store` are what langgraph.json points Studio at, so its runs land in the same place.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import aiosqlite
 from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.store.base import BaseStore
 
-from quorum.checkpoints.postgres import open_postgres
-from quorum.checkpoints.sqlite import open_sqlite
+from quorum import effects, journal
+from quorum.checkpoints.lease import Leases
+from quorum.checkpoints.postgres import open_postgres, open_postgres_store
+from quorum.checkpoints.sqlite import open_sqlite, open_sqlite_store
 from quorum.settings import get_settings
 
 
@@ -30,6 +36,44 @@ async def open_checkpointer(target: str | None = None) -> AsyncIterator[BaseChec
     opener = open_postgres if is_postgres(target) else open_sqlite
     async with opener(target) as saver:
         yield saver
+
+
+@asynccontextmanager
+async def open_store(target: str | None = None) -> AsyncIterator[BaseStore]:
+    """Open the store (call journal, effect ledger) in the database `target`."""
+    target = target or get_settings().database_target
+    opener = open_postgres_store if is_postgres(target) else open_sqlite_store
+    async with opener(target) as store:
+        yield store
+
+
+@dataclass(frozen=True)
+class Persistence:
+    """Everything a run keeps in its database."""
+
+    saver: BaseCheckpointSaver
+    store: BaseStore
+    leases: Leases
+
+    async def delete_thread(self, thread_id: str) -> None:
+        """Delete a thread: its checkpoints, its journal, its effect ledger and its lease."""
+        await self.saver.adelete_thread(thread_id)
+        for kind in (journal.NAMESPACE, effects.NAMESPACE):
+            await journal.delete_thread(self.store, kind, thread_id)
+        await self.leases.delete(thread_id)
+
+
+@asynccontextmanager
+async def open_persistence(target: str | None = None) -> AsyncIterator[Persistence]:
+    """Open the checkpoints, the store and the leases of the database `target`."""
+    async with AsyncExitStack() as stack:
+        saver: Any = await stack.enter_async_context(open_checkpointer(target))
+        store = await stack.enter_async_context(open_store(target))
+        conn = saver.conn
+        is_sqlite = isinstance(conn, aiosqlite.Connection)
+        leases = Leases(conn, saver.lock, "sqlite" if is_sqlite else "postgres")
+        await leases.setup()
+        yield Persistence(saver, store, leases)
 
 
 async def list_thread_ids(saver: BaseCheckpointSaver) -> list[str]:

@@ -1,4 +1,4 @@
-"""The PostgreSQL checkpointer, used when the database setting is a postgresql:// URL."""
+"""The PostgreSQL checkpointer and store, used when the database setting is a postgresql:// URL."""
 
 from __future__ import annotations
 
@@ -11,11 +11,9 @@ from quorum.errors import ConfigError
 
 
 @asynccontextmanager
-async def open_postgres(url: str) -> AsyncIterator[Any]:
-    """Open the checkpoint tables at `url`, creating them if needed."""
+async def _connect(url: str) -> AsyncIterator[Any]:
     try:
         import psycopg
-        from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
         from psycopg.rows import dict_row
     except ImportError as error:
         raise ConfigError(
@@ -23,7 +21,7 @@ async def open_postgres(url: str) -> AsyncIterator[Any]:
             hint="pip install 'quorum[postgres]'",
         ) from error
     try:
-        # The saver reads rows by column name, and manages its own transactions.
+        # The saver and the store read rows by column name, and manage their transactions.
         conn = await psycopg.AsyncConnection.connect(
             url, autocommit=True, prepare_threshold=0, row_factory=dict_row
         )
@@ -33,6 +31,26 @@ async def open_postgres(url: str) -> AsyncIterator[Any]:
             hint="check the URL in QUORUM_DATABASE (or --db) and that the server is up",
         ) from error
     async with conn:
+        yield conn
+
+
+@asynccontextmanager
+async def open_postgres(url: str) -> AsyncIterator[Any]:
+    """Open the checkpoint tables at `url`, creating them if needed."""
+    from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+
+    async with _connect(url) as conn:
         saver = AsyncPostgresSaver(conn, serde=strict_serializer())
         await saver.setup()
         yield saver
+
+
+@asynccontextmanager
+async def open_postgres_store(url: str) -> AsyncIterator[Any]:
+    """Open the store tables at `url`, creating them if needed."""
+    from langgraph.store.postgres.aio import AsyncPostgresStore
+
+    async with _connect(url) as conn:
+        store = AsyncPostgresStore(conn)
+        await store.setup()
+        yield store

@@ -1,10 +1,13 @@
-"""The SQLite checkpointer: Quorum's default durable store.
+"""The SQLite checkpointer and store: Quorum's default durable state.
 
 WAL lets readers (`quorum threads`, Studio) work while a run writes; `synchronous=NORMAL`
 is safe against a process crash (only a power loss can drop the last commits) and skips the
 fsync of every commit that the stock FULL does (bench/bench_sqlite_sync.py: FULL costs 2 to
 3 times as much per checkpoint on this project's virtual disk; more on a slow physical one);
 the busy timeout makes a second process wait for the lock instead of failing at once.
+
+The checkpoints (with the lease table) and the store (the call journal and the effect ledger)
+live in the same file, on two connections: each component runs its own transactions.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from pathlib import Path
 
 import aiosqlite
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+from langgraph.store.sqlite.aio import AsyncSqliteStore
 
 from quorum.checkpoints.serde import strict_serializer
 from quorum.errors import ConfigError
@@ -24,12 +28,18 @@ BUSY_TIMEOUT_MS = 10_000
 
 
 @asynccontextmanager
-async def open_sqlite(path: str | Path) -> AsyncIterator[AsyncSqliteSaver]:
-    """Open (creating if needed) the checkpoint database at `path`."""
+async def _connect(
+    path: str | Path, *, autocommit: bool = False
+) -> AsyncIterator[aiosqlite.Connection]:
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        conn = await aiosqlite.connect(path, timeout=BUSY_TIMEOUT_MS / 1000)
+        conn = await aiosqlite.connect(
+            path,
+            timeout=BUSY_TIMEOUT_MS / 1000,
+            # The store runs its own BEGIN/COMMIT; the saver relies on implicit transactions.
+            isolation_level=None if autocommit else "",
+        )
     except (OSError, sqlite3.Error) as error:
         raise ConfigError(
             f"cannot open the checkpoint database {str(path)!r}: {error}",
@@ -39,18 +49,44 @@ async def open_sqlite(path: str | Path) -> AsyncIterator[AsyncSqliteSaver]:
         try:
             await conn.executescript(
                 f"""
+                PRAGMA busy_timeout={BUSY_TIMEOUT_MS};
                 PRAGMA journal_mode=WAL;
                 PRAGMA synchronous=NORMAL;
-                PRAGMA busy_timeout={BUSY_TIMEOUT_MS};
                 """
             )
-            saver = AsyncSqliteSaver(conn, serde=strict_serializer())
-            await saver.setup()
         except sqlite3.DatabaseError as error:
-            raise ConfigError(
-                f"{str(path)!r} is not a usable checkpoint database: {error}",
-                hint="point QUORUM_DATABASE (or --db) at a Quorum database or a new file",
-            ) from error
-        yield saver
+            raise _unusable(path, error) from error
+        yield conn
     finally:
         await conn.close()
+
+
+def _unusable(path: str | Path, error: Exception) -> ConfigError:
+    return ConfigError(
+        f"{str(path)!r} is not a usable checkpoint database: {error}",
+        hint="point QUORUM_DATABASE (or --db) at a Quorum database or a new file",
+    )
+
+
+@asynccontextmanager
+async def open_sqlite(path: str | Path) -> AsyncIterator[AsyncSqliteSaver]:
+    """Open (creating if needed) the checkpoint database at `path`."""
+    async with _connect(path) as conn:
+        saver = AsyncSqliteSaver(conn, serde=strict_serializer())
+        try:
+            await saver.setup()
+        except sqlite3.DatabaseError as error:
+            raise _unusable(path, error) from error
+        yield saver
+
+
+@asynccontextmanager
+async def open_sqlite_store(path: str | Path) -> AsyncIterator[AsyncSqliteStore]:
+    """Open (creating if needed) the store in the checkpoint database at `path`."""
+    async with _connect(path, autocommit=True) as conn:
+        store = AsyncSqliteStore(conn)
+        try:
+            await store.setup()
+        except sqlite3.DatabaseError as error:
+            raise _unusable(path, error) from error
+        yield store

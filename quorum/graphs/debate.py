@@ -10,34 +10,14 @@ say they agree.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Literal
 
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 
 from quorum.context import QuorumContext
-from quorum.models import MODEL_RETRY
-from quorum.nodes.debate import Position, Verdict, debater_a, debater_b, judge
-from quorum.state import QuorumState
-
-Phase = Literal["answer", "critique", "revise", "judge"]
-
-
-def merge(left: dict | None, right: dict | None) -> dict:
-    """Reducer: each debater writes its own side's entry."""
-    return {**(left or {}), **(right or {})}
-
-
-class DebateState(QuorumState, total=False):
-    """State of a debate; `input` is the question."""
-
-    phase: Phase
-    round: int
-    positions: Annotated[dict[str, Position], merge]
-    critiques: Annotated[dict[str, str], merge]
-    """Critique of each side's answer, written by the other side."""
-    agreement: Annotated[dict[str, bool], merge]
-    verdict: Verdict
+from quorum.nodes.debate import debater_a, debater_b, judge
+from quorum.state import DebateState
 
 
 async def moderator(state: DebateState, runtime: Runtime[QuorumContext]) -> dict:
@@ -64,9 +44,9 @@ def route_after_moderator(
 
 builder = StateGraph(DebateState, context_schema=QuorumContext)
 builder.add_node(moderator)
-builder.add_node(debater_a, retry_policy=MODEL_RETRY)
-builder.add_node(debater_b, retry_policy=MODEL_RETRY)
-builder.add_node(judge, retry_policy=MODEL_RETRY)
+builder.add_node(debater_a)
+builder.add_node(debater_b)
+builder.add_node(judge)
 builder.add_edge(START, "moderator")
 builder.add_conditional_edges(
     "moderator", route_after_moderator, ["debater_a", "debater_b", "judge"]

@@ -7,41 +7,24 @@ The planner splits the goal into a task graph of steps for specialised workers:
     dispatch ─Send per ready step─> worker ─> dispatch ... ─(all done)─> synthesizer
 
 `dispatch` is the join: it runs once after every wave of workers and sends each step whose
-dependencies are all done, so independent steps run in parallel as separate tasks (each
-checkpointed on its own: a crash re-runs only the workers that had not finished).
+dependencies are all done, so independent steps run in parallel as separate tasks. Each
+worker is a tool-use subgraph (brief -> act <-> tool -> report), so its every model turn
+and tool call is checkpointed: a crash re-runs nothing a worker had finished.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Literal
 
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Send
 
 from quorum.context import QuorumContext
-from quorum.models import MODEL_RETRY
-from quorum.nodes.planner import Plan, planner
+from quorum.graphs.tool_loop import tool_loop
+from quorum.nodes.planner import planner
 from quorum.nodes.synthesizer import synthesizer
-from quorum.nodes.workers import WorkerTask, worker
-from quorum.state import QuorumState
-
-
-def merge_results(left: dict[str, str] | None, right: dict[str, str] | None) -> dict[str, str]:
-    """Reducer: each worker adds its own step's result."""
-    return {**(left or {}), **(right or {})}
-
-
-def append(left: list[str] | None, right: list[str] | None) -> list[str]:
-    """Reducer: keep every repair request, so the count bounds the repairs."""
-    return [*(left or []), *(right or [])]
-
-
-class OrchestratorState(QuorumState, total=False):
-    """State of an orchestrator run; `input` is the goal."""
-
-    plan: Plan | None
-    plan_feedback: Annotated[list[str], append]
-    results: Annotated[dict[str, str], merge_results]
+from quorum.nodes.workers import brief, report
+from quorum.state import OrchestratorState, WorkerOutput, WorkerState, WorkerTask
 
 
 async def dispatch(state: OrchestratorState) -> dict:
@@ -80,12 +63,20 @@ def route_after_dispatch(state: OrchestratorState) -> list[Send] | Literal["synt
     ]
 
 
+worker = tool_loop(
+    "worker",
+    state=WorkerState,
+    input_schema=WorkerTask,
+    output_schema=WorkerOutput,
+    brief=brief,
+    finish=report,
+)
+
 builder = StateGraph(OrchestratorState, context_schema=QuorumContext)
-builder.add_node(planner, retry_policy=MODEL_RETRY)
+builder.add_node(planner)
 builder.add_node(dispatch)
-# The worker takes its own Send payload (WorkerTask), not the graph state.
-builder.add_node(worker, retry_policy=MODEL_RETRY)  # type: ignore[arg-type]
-builder.add_node(synthesizer, retry_policy=MODEL_RETRY)
+builder.add_node("worker", worker)
+builder.add_node(synthesizer)
 builder.add_edge(START, "planner")
 builder.add_conditional_edges("planner", route_after_planner)
 builder.add_conditional_edges("dispatch", route_after_dispatch, ["worker", "synthesizer"])

@@ -4,8 +4,10 @@
                                  │
                                  └─> format_report
 
-A stage that fails stops the run there; every stage before it is already in the checkpoint,
-so `quorum resume` starts again at the failed stage.
+Research and fact-check consult tools: each is a tool-use subgraph (brief -> act <-> tool ->
+typed answer), so every tool call is its own checkpointed step. A stage that fails stops
+the run there; every stage before it is already in the checkpoint, so `quorum resume`
+starts again at the failed stage.
 """
 
 from __future__ import annotations
@@ -16,27 +18,24 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 
 from quorum.context import QuorumContext
-from quorum.models import MODEL_RETRY
+from quorum.graphs.tool_loop import tool_loop
 from quorum.nodes.pipeline import (
-    FactCheck,
-    ResearchNotes,
-    Summary,
-    fact_check,
+    fact_check_brief,
+    fact_check_verdict,
     format_report,
-    research,
+    research_brief,
+    research_notes,
     summarize,
 )
-from quorum.state import QuorumState
-
-
-class PipelineState(QuorumState, total=False):
-    """State of a pipeline run; `input` is the topic."""
-
-    notes: ResearchNotes
-    summary: Summary
-    fact_check: FactCheck
-    revisions: int
-    """How many times the summary was revised after a fact-check."""
+from quorum.state import (
+    FactCheckInput,
+    FactCheckOutput,
+    FactCheckState,
+    PipelineState,
+    ResearchInput,
+    ResearchOutput,
+    ResearchState,
+)
 
 
 def route_after_fact_check(
@@ -49,11 +48,28 @@ def route_after_fact_check(
     return "format_report"
 
 
+research = tool_loop(
+    "research",
+    state=ResearchState,
+    input_schema=ResearchInput,
+    output_schema=ResearchOutput,
+    brief=research_brief,
+    finish=research_notes,
+)
+fact_check = tool_loop(
+    "fact_check",
+    state=FactCheckState,
+    input_schema=FactCheckInput,
+    output_schema=FactCheckOutput,
+    brief=fact_check_brief,
+    finish=fact_check_verdict,
+)
+
 builder = StateGraph(PipelineState, context_schema=QuorumContext)
-builder.add_node(research, retry_policy=MODEL_RETRY)
-builder.add_node(summarize, retry_policy=MODEL_RETRY)
-builder.add_node(fact_check, retry_policy=MODEL_RETRY)
-builder.add_node(format_report, retry_policy=MODEL_RETRY)
+builder.add_node("research", research)
+builder.add_node(summarize)
+builder.add_node("fact_check", fact_check)
+builder.add_node(format_report)
 builder.add_edge(START, "research")
 builder.add_edge("research", "summarize")
 builder.add_edge("summarize", "fact_check")

@@ -1,43 +1,38 @@
 """ReAct: an agent reasons and acts with tools in a loop, under an explicit step limit.
 
-    agent ─(tool calls)─> tools ─> agent ─(answer, or step limit reached)─> END
+    agent ─(tool calls)─> tool (one task per call) ─> agent ─(answer, or step limit)─> END
 
-`status` says how the run ended: `answered`, or `step_limit` with the history kept.
+Each tool call is its own task and checkpoint. `status` says how the run ended: `answered`,
+or `step_limit` with the history kept.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Literal
 
-from langchain_core.messages import AnyMessage
 from langgraph.graph import START, StateGraph
-from langgraph.graph.message import add_messages
+from langgraph.types import Send
 
 from quorum.context import QuorumContext
-from quorum.models import MODEL_RETRY
-from quorum.nodes.react import agent, tools
-from quorum.state import QuorumState
+from quorum.nodes.react import agent
+from quorum.nodes.tool_use import tool, tool_tasks
+from quorum.state import ReactState, ToolTask
+from quorum.tools import default_tools
 
 
-class ReactState(QuorumState, total=False):
-    """State of a ReAct run; `input` is the task."""
-
-    messages: Annotated[list[AnyMessage], add_messages]
-    steps: int
-    """Act steps taken (rounds of tool calls)."""
-    status: Literal["running", "answered", "step_limit"]
-
-
-def route_after_agent(state: ReactState) -> Literal["tools", "__end__"]:
-    """Act on the agent's tool calls, or stop."""
-    return "tools" if state.get("status") == "running" else "__end__"
+def route_after_agent(state: ReactState) -> list[Send] | Literal["__end__"]:
+    """One `tool` task per tool call of the agent's turn, or stop."""
+    if state.get("status") != "running":
+        return "__end__"
+    names = [t.name for t in default_tools()]
+    return [Send("tool", task) for task in tool_tasks(state["messages"], names, "agent")]
 
 
 builder = StateGraph(ReactState, context_schema=QuorumContext)
-builder.add_node(agent, retry_policy=MODEL_RETRY)
-builder.add_node(tools)
+builder.add_node(agent)
+builder.add_node(tool, input_schema=ToolTask)  # its Send payload, not the graph state
 builder.add_edge(START, "agent")
-builder.add_conditional_edges("agent", route_after_agent)
-builder.add_edge("tools", "agent")
+builder.add_conditional_edges("agent", route_after_agent, ["tool", "__end__"])
+builder.add_edge("tool", "agent")
 
 graph = builder.compile(name="react")

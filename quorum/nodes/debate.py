@@ -6,19 +6,14 @@ critique it received; the moderator (graph code, not a model) moves the phases a
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
-
 from langchain_core.messages import HumanMessage, SystemMessage
 from langgraph.runtime import Runtime
 from pydantic import BaseModel, ConfigDict, Field
 
 from quorum.context import QuorumContext
+from quorum.metering import metered
 from quorum.models import ask_structured
-
-if TYPE_CHECKING:
-    from quorum.graphs.debate import DebateState
-
-Side = Literal["a", "b"]
+from quorum.state import DebateState, Position, Side, Verdict
 
 DEBATER_PROMPT = """You are {persona}, one of two debaters answering a question. Be accurate
 and concise. Reply with JSON only."""
@@ -44,15 +39,6 @@ which is better supported and correct, and give the final answer. Confidence is 
 1. Reply with JSON only."""
 
 
-class Position(BaseModel):
-    """A debater's answer."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    answer: str = Field(description="The answer to the question.")
-    reasoning: str = Field(description="Why, briefly.")
-
-
 class Critique(BaseModel):
     """A debater's critique of the other's answer."""
 
@@ -71,17 +57,6 @@ class Revision(BaseModel):
     agrees_with_opponent: bool = Field(description="True if both now hold the same answer.")
 
 
-class Verdict(BaseModel):
-    """The judge's decision."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    final_answer: str = Field(description="The answer the judge settles on.")
-    winner: Literal["a", "b", "tie"] = Field(description="Which debater argued better.")
-    rationale: str = Field(description="Why.")
-    confidence: float = Field(ge=0, le=1, description="How sure the judge is, 0 to 1.")
-
-
 def _other(side: Side) -> Side:
     return "b" if side == "a" else "a"
 
@@ -94,41 +69,39 @@ async def _debate_turn(side: Side, state: DebateState, context: QuorumContext) -
     phase = state["phase"]
     if phase == "answer":
         prompt = ANSWER_TEMPLATE.format(question=question)
-        position, usage = await ask_structured(
-            agent, context, [system, HumanMessage(prompt)], Position
-        )
-        return {"positions": {side: position}, "usage": usage}
+        position = await ask_structured(agent, context, [system, HumanMessage(prompt)], Position)
+        return {"positions": {side: position}}
     other = positions[_other(side)].answer
     if phase == "critique":
         prompt = CRITIQUE_TEMPLATE.format(question=question, other=other)
-        critique, usage = await ask_structured(
-            agent, context, [system, HumanMessage(prompt)], Critique
-        )
-        return {"critiques": {_other(side): critique.critique}, "usage": usage}
+        critique = await ask_structured(agent, context, [system, HumanMessage(prompt)], Critique)
+        return {"critiques": {_other(side): critique.critique}}
     prompt = REVISE_TEMPLATE.format(
         question=question,
         own=positions[side].answer,
         critique=state["critiques"][side],
         other=other,
     )
-    revision, usage = await ask_structured(agent, context, [system, HumanMessage(prompt)], Revision)
+    revision = await ask_structured(agent, context, [system, HumanMessage(prompt)], Revision)
     return {
         "positions": {side: Position(answer=revision.answer, reasoning=revision.reasoning)},
         "agreement": {side: revision.agrees_with_opponent},
-        "usage": usage,
     }
 
 
+@metered
 async def debater_a(state: DebateState, runtime: Runtime[QuorumContext]) -> dict:
     """The first debater's turn in the current phase."""
     return await _debate_turn("a", state, runtime.context)
 
 
+@metered
 async def debater_b(state: DebateState, runtime: Runtime[QuorumContext]) -> dict:
     """The second debater's turn in the current phase."""
     return await _debate_turn("b", state, runtime.context)
 
 
+@metered
 async def judge(state: DebateState, runtime: Runtime[QuorumContext]) -> dict:
     """Decide the debate with a structured verdict."""
     positions = state["positions"]
@@ -136,7 +109,7 @@ async def judge(state: DebateState, runtime: Runtime[QuorumContext]) -> dict:
         f"Debater {side}:\n{positions[side].answer}\nReasoning: {positions[side].reasoning}"
         for side in ("a", "b")
     )
-    verdict, usage = await ask_structured(
+    verdict = await ask_structured(
         "judge",
         runtime.context,
         [
@@ -145,4 +118,4 @@ async def judge(state: DebateState, runtime: Runtime[QuorumContext]) -> dict:
         ],
         Verdict,
     )
-    return {"verdict": verdict, "output": verdict.final_answer, "usage": usage}
+    return {"verdict": verdict, "output": verdict.final_answer}

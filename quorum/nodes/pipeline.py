@@ -1,24 +1,31 @@
 """The pipeline's four stage agents: research, summarize, fact-check, format.
 
 Each stage takes a typed input from the state and returns a typed output (the pydantic
-models below), so a stage can be understood, tested and replaced on its own.
+models in `quorum.state`), so a stage can be understood, tested and replaced on its own.
+Research and fact-check use tools: each is a tool-use subgraph (`quorum.graphs.tool_loop`)
+whose `*_brief` node sets up the conversation and whose last node writes the typed output.
 """
 
 from __future__ import annotations
-
-from typing import TYPE_CHECKING, Literal
 
 from langchain_core.messages import HumanMessage, SystemMessage
 from langgraph.runtime import Runtime
 from pydantic import BaseModel, ConfigDict, Field
 
 from quorum.context import QuorumContext
+from quorum.metering import metered
 from quorum.models import ask_structured
-from quorum.nodes.tool_use import use_tools_then_answer
-from quorum.tools import default_tools, tools_named
-
-if TYPE_CHECKING:
-    from quorum.graphs.pipeline import PipelineState
+from quorum.state import (
+    FactCheck,
+    FactCheckInput,
+    FactCheckState,
+    PipelineState,
+    ResearchInput,
+    ResearchNotes,
+    ResearchState,
+    Summary,
+)
+from quorum.tools import default_tools
 
 RESEARCH_PROMPT = """You are a researcher. Collect the key facts about the topic the user gives.
 Look them up with your tools first (search the documents before the web); do not guess.
@@ -48,43 +55,6 @@ summary as short paragraphs or bullets, and a 'Sources' section from the notes. 
 JSON only."""
 
 
-class Finding(BaseModel):
-    """One researched fact."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    claim: str = Field(description="The fact, in one sentence.")
-    source: str = Field(description="Where it comes from.")
-
-
-class ResearchNotes(BaseModel):
-    """Output of the research stage."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    findings: list[Finding] = Field(description="The facts found about the topic.")
-
-
-class Summary(BaseModel):
-    """Output of the summary stage."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    text: str = Field(description="The summary, a few sentences.")
-    claims: list[str] = Field(description="Each factual claim the summary makes.")
-
-
-class FactCheck(BaseModel):
-    """Output of the fact-check stage."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    verdict: Literal["supported", "unsupported"] = Field(
-        description="'supported' if every claim is backed by the notes."
-    )
-    unsupported_claims: list[str] = Field(description="Claims the notes do not back.")
-
-
 class Document(BaseModel):
     """Output of the format stage."""
 
@@ -97,19 +67,29 @@ def _notes(notes: ResearchNotes) -> str:
     return "\n".join(f"- {f.claim} (source: {f.source})" for f in notes.findings)
 
 
-async def research(state: PipelineState, runtime: Runtime[QuorumContext]) -> dict:
-    """Research the topic with tools, then write typed notes."""
-    notes, usage = await use_tools_then_answer(
+async def research_brief(state: ResearchInput, runtime: Runtime[QuorumContext]) -> dict:
+    """Set up the researcher: the topic, and every tool agents are offered."""
+    return {
+        "agent": "research",
+        "tools": [tool.name for tool in default_tools()],
+        "max_rounds": runtime.context.max_tool_calls,
+        "messages": [SystemMessage(RESEARCH_PROMPT), HumanMessage(f"Topic: {state['input']}")],
+    }
+
+
+@metered
+async def research_notes(state: ResearchState, runtime: Runtime[QuorumContext]) -> dict:
+    """Write what the research found as typed notes."""
+    notes = await ask_structured(
         "research",
         runtime.context,
-        [SystemMessage(RESEARCH_PROMPT), HumanMessage(f"Topic: {state['input']}")],
-        default_tools(),
-        NOTES_REQUEST,
+        [*state["messages"], HumanMessage(NOTES_REQUEST)],
         ResearchNotes,
     )
-    return {"notes": notes, "usage": usage}
+    return {"notes": notes}
 
 
+@metered
 async def summarize(state: PipelineState, runtime: Runtime[QuorumContext]) -> dict:
     """Summarize the notes, fixing the claims a fact-check rejected if there was one."""
     messages = [
@@ -120,34 +100,44 @@ async def summarize(state: PipelineState, runtime: Runtime[QuorumContext]) -> di
     if check and check.unsupported_claims:
         claims = "\n".join(f"- {c}" for c in check.unsupported_claims)
         messages.append(HumanMessage(REVISION_NOTE.format(claims=claims)))
-    summary, usage = await ask_structured("summarize", runtime.context, messages, Summary)
-    return {"summary": summary, "revisions": state.get("revisions", -1) + 1, "usage": usage}
+    summary = await ask_structured("summarize", runtime.context, messages, Summary)
+    return {"summary": summary, "revisions": state.get("revisions", -1) + 1}
 
 
-async def fact_check(state: PipelineState, runtime: Runtime[QuorumContext]) -> dict:
-    """Check every claim of the summary against the notes."""
+async def fact_check_brief(state: FactCheckInput, runtime: Runtime[QuorumContext]) -> dict:
+    """Set up the fact-checker: the notes, the summary's claims, and document search."""
     summary = state["summary"]
     claims = "\n".join(f"- {c}" for c in summary.claims)
-    check, usage = await use_tools_then_answer(
-        "fact_check",
-        runtime.context,
-        [
+    return {
+        "agent": "fact_check",
+        "tools": list(FACT_CHECK_TOOLS),
+        "max_rounds": runtime.context.max_tool_calls,
+        "messages": [
             SystemMessage(FACT_CHECK_PROMPT),
             HumanMessage(
                 f"Research notes:\n{_notes(state['notes'])}\n\n"
                 f"Summary:\n{summary.text}\n\nClaims:\n{claims}"
             ),
         ],
-        tools_named(FACT_CHECK_TOOLS),
-        VERDICT_REQUEST,
+    }
+
+
+@metered
+async def fact_check_verdict(state: FactCheckState, runtime: Runtime[QuorumContext]) -> dict:
+    """Give the fact-check's verdict as typed output."""
+    check = await ask_structured(
+        "fact_check",
+        runtime.context,
+        [*state["messages"], HumanMessage(VERDICT_REQUEST)],
         FactCheck,
     )
-    return {"fact_check": check, "usage": usage}
+    return {"fact_check": check}
 
 
+@metered
 async def format_report(state: PipelineState, runtime: Runtime[QuorumContext]) -> dict:
     """Format the checked summary as markdown."""
-    document, usage = await ask_structured(
+    document = await ask_structured(
         "format_report",
         runtime.context,
         [
@@ -159,4 +149,4 @@ async def format_report(state: PipelineState, runtime: Runtime[QuorumContext]) -
         ],
         Document,
     )
-    return {"output": document.markdown, "usage": usage}
+    return {"output": document.markdown}

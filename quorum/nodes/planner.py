@@ -8,19 +8,17 @@ plan goes back to it with the problems listed, a bounded number of times.
 from __future__ import annotations
 
 from graphlib import CycleError, TopologicalSorter
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from langchain_core.messages import HumanMessage, SystemMessage
 from langgraph.runtime import Runtime
-from pydantic import BaseModel, ConfigDict, Field
 
 from quorum.context import QuorumContext
 from quorum.errors import PlanError
+from quorum.metering import metered
 from quorum.models import ask_structured, current_endpoint
 from quorum.nodes.workers import WORKERS
-
-if TYPE_CHECKING:
-    from quorum.graphs.orchestrator import OrchestratorState
+from quorum.state import OrchestratorState, Plan
 
 PLANNER_PROMPT = """You are the planner of a team of agents. Break the user's goal into steps
 and assign each step to one worker. You never do a step yourself.
@@ -44,27 +42,6 @@ Send a corrected plan."""
 
 
 STEP_ID = "^s[0-9]{1,2}$"
-
-
-class PlanStep(BaseModel):
-    """One step of a plan."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    id: str = Field(description="Short unique id for the step, e.g. 's1'.")
-    worker: str = Field(description="The worker that runs this step, by name.")
-    task: str = Field(description="What the worker must do; self-contained.")
-    dependencies: list[str] = Field(
-        description="Ids of the steps whose results this step needs; [] if none."
-    )
-
-
-class Plan(BaseModel):
-    """A plan: steps forming a directed acyclic graph."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    steps: list[PlanStep] = Field(description="The steps, in any order.")
 
 
 def validate_plan(plan: Plan, workers: dict[str, str], max_steps: int) -> list[str]:
@@ -134,6 +111,7 @@ def plan_json_schema(workers: list[str], max_steps: int, *, positional: bool) ->
     return schema
 
 
+@metered
 async def planner(state: OrchestratorState, runtime: Runtime[QuorumContext]) -> dict:
     """Plan the goal; return a valid plan, or the problems for another attempt."""
     context = runtime.context
@@ -148,7 +126,7 @@ async def planner(state: OrchestratorState, runtime: Runtime[QuorumContext]) -> 
         HumanMessage(f"Goal: {state['input']}"),
         *(HumanMessage(feedback) for feedback in state.get("plan_feedback", [])[-1:]),
     ]
-    plan, usage = await ask_structured(
+    plan = await ask_structured(
         "planner",
         context,
         messages,
@@ -161,7 +139,7 @@ async def planner(state: OrchestratorState, runtime: Runtime[QuorumContext]) -> 
     )
     problems = validate_plan(plan, workers, context.max_plan_steps)
     if not problems:
-        return {"plan": plan, "usage": usage}
+        return {"plan": plan}
     repairs = len(state.get("plan_feedback", []))
     if repairs >= context.max_plan_repairs:
         raise PlanError(
@@ -171,4 +149,4 @@ async def planner(state: OrchestratorState, runtime: Runtime[QuorumContext]) -> 
     feedback = REPAIR_TEMPLATE.format(
         plan=plan.model_dump_json(), problems="\n".join(f"- {p}" for p in problems)
     )
-    return {"plan_feedback": [feedback], "usage": usage}
+    return {"plan_feedback": [feedback]}

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from langchain_core.messages import HumanMessage, SystemMessage
 from langgraph.runtime import Runtime
 
 from quorum.context import QuorumContext
+from quorum.metering import metered
 from quorum.models import ask
-
-if TYPE_CHECKING:
-    from quorum.graphs.orchestrator import OrchestratorState
+from quorum.state import OrchestratorState
 
 SYNTHESIZER_PROMPT = """You merge the results of a team's steps into one final answer to the
 user's goal. Use only what the results say; where they disagree, say so. Answer in markdown."""
@@ -22,6 +19,7 @@ Results, step by step:
 {results}"""
 
 
+@metered
 async def synthesizer(state: OrchestratorState, runtime: Runtime[QuorumContext]) -> dict:
     """Write the final answer from the plan's results."""
     plan = state["plan"]
@@ -30,7 +28,7 @@ async def synthesizer(state: OrchestratorState, runtime: Runtime[QuorumContext])
         f"## {step.id} ({step.worker}): {step.task}\n{state['results'][step.id]}"
         for step in plan.steps
     )
-    reply, usage = await ask(
+    reply = await ask(
         "synthesizer",
         runtime.context,
         [
@@ -38,4 +36,4 @@ async def synthesizer(state: OrchestratorState, runtime: Runtime[QuorumContext])
             HumanMessage(RESULTS_TEMPLATE.format(goal=state["input"], results=results)),
         ],
     )
-    return {"output": reply.text, "usage": usage}
+    return {"output": reply.text}

@@ -1,62 +1,64 @@
-"""An agent's bounded turn with tools: call tools, read their results, then answer.
+"""Tool use as graph steps: an agent's model turn is one step, each tool call another.
 
-The researcher worker and the pipeline's research and fact-check stages gather facts this
-way before they answer; the ReAct pattern does the same as a graph loop instead, so each of
-its steps is its own checkpoint.
+`act` is one model turn of an agent that may call tools; `tool` runs one tool call, sent to
+it as its own task. Every pattern whose agents use tools (the ReAct agent, the researcher
+worker, the pipeline's research and fact-check stages) runs them through these steps, so
+each tool call is checkpointed on its own: a crash or a failed model call never runs a
+finished tool call again, and an approval can pause between any two steps.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TypeVar
-
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
-from langchain_core.tools import BaseTool
-from pydantic import BaseModel
+from langchain_core.messages import AIMessage, AnyMessage
+from langgraph.runtime import Runtime
 
 from quorum.context import QuorumContext
-from quorum.models import ask, ask_structured
-from quorum.state import Usage, add_usage
+from quorum.errors import ModelError
+from quorum.metering import metered
+from quorum.models import ask
+from quorum.state import ToolLoopState, ToolTask
+from quorum.tools import offered
 from quorum.tools.contract import call_tool
 
-T = TypeVar("T", bound=BaseModel)
+
+def tool_rounds(messages: list[AnyMessage]) -> int:
+    """Rounds of tool calls in a conversation so far."""
+    return sum(1 for m in messages if isinstance(m, AIMessage) and m.tool_calls)
 
 
-async def use_tools(
-    agent: str,
-    context: QuorumContext,
-    messages: Sequence[BaseMessage],
-    tools: Sequence[BaseTool],
-) -> tuple[list[BaseMessage], AIMessage, dict[str, Usage]]:
-    """Let `agent` call `tools` for at most `context.max_tool_calls` rounds, then answer.
-
-    Returns the conversation (tool calls and results included), the final answer, and the
-    usage of every model call made.
-    """
-    conversation = list(messages)
-    usage: dict[str, Usage] = {}
-    for calls_left in range(context.max_tool_calls, -1, -1):
-        # On the last turn no tools are offered, so the agent must answer.
-        reply, spent = await ask(agent, context, conversation, tools=tools if calls_left else ())
-        usage = add_usage(usage, spent)
-        if not reply.tool_calls:
-            return conversation, reply, usage
-        conversation.append(reply)
-        conversation += [await call_tool(tools, call) for call in reply.tool_calls]
-    raise AssertionError("unreachable: the last turn offers no tools")
+def without_tool_calls(agent: str, reply: AIMessage) -> AIMessage:
+    """A reply to a turn that offered no tools: its text is the answer, its calls never run."""
+    if not reply.tool_calls:
+        return reply
+    if not reply.text.strip():
+        raise ModelError(
+            f"agent '{agent}' asked for tools ({', '.join(c['name'] for c in reply.tool_calls)})"
+            " on its final turn, where none are offered, and gave no answer",
+            hint="use a model that follows tool-use instructions, or raise max_tool_calls",
+        )
+    return AIMessage(reply.text, id=reply.id, usage_metadata=reply.usage_metadata)
 
 
-async def use_tools_then_answer(
-    agent: str,
-    context: QuorumContext,
-    messages: Sequence[BaseMessage],
-    tools: Sequence[BaseTool],
-    request: str,
-    schema: type[T],
-) -> tuple[T, dict[str, Usage]]:
-    """Gather with `tools` as in `use_tools`, then answer `request` as a `schema` instance."""
-    conversation, reply, gathered = await use_tools(agent, context, messages, tools)
-    answer, usage = await ask_structured(
-        agent, context, [*conversation, reply, HumanMessage(request)], schema
-    )
-    return answer, add_usage(gathered, usage)
+@metered
+async def act(state: ToolLoopState, runtime: Runtime[QuorumContext]) -> dict:
+    """One model turn: call tools (while rounds are left), or answer."""
+    agent, messages = state["agent"], state["messages"]
+    names = state.get("tools", []) if tool_rounds(messages) < state["max_rounds"] else []
+    tools = offered(names)
+    reply = await ask(agent, runtime.context, messages, tools=tools)
+    if not tools:
+        reply = without_tool_calls(agent, reply)
+    return {"messages": [reply]}
+
+
+async def tool(state: ToolTask) -> dict:
+    """Run one tool call of the agent's last turn; a tool the agent was not offered fails."""
+    return {"messages": [await call_tool(offered(state["tools"]), state["call"])]}
+
+
+def tool_tasks(messages: list[AnyMessage], tools: list[str], agent: str) -> list[ToolTask]:
+    """One task per tool call of the last message, if it has any."""
+    last = messages[-1]
+    if not isinstance(last, AIMessage):
+        return []
+    return [ToolTask(call=call, tools=tools, agent=agent) for call in last.tool_calls]

@@ -2,7 +2,8 @@
 
 Each worker has its own prompt, its own model (`models` in the run context, keyed by the
 worker's name) and its own tools. A worker sees only its step's task and the results of the
-steps it depends on, never the whole run's state.
+steps it depends on, never the whole run's state. A worker runs as a tool-use subgraph
+(`quorum.graphs.tool_loop`): `brief` sets it up, `report` hands its answer back.
 """
 
 from __future__ import annotations
@@ -10,13 +11,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from langchain_core.messages import AnyMessage, HumanMessage, SystemMessage
+from langchain_core.messages import HumanMessage, SystemMessage
 from langchain_core.tools import BaseTool
 from langgraph.runtime import Runtime
-from typing_extensions import TypedDict
 
 from quorum.context import QuorumContext
-from quorum.nodes.tool_use import use_tools
+from quorum.state import WorkerState, WorkerTask
 from quorum.tools import default_tools
 
 RESEARCHER_PROMPT = """You are the researcher on a team. Gather the facts your task asks for.
@@ -62,25 +62,23 @@ WORKERS: dict[str, Worker] = {
 }
 
 
-class WorkerTask(TypedDict):
-    """What one worker is sent: its step and its dependencies' results, nothing else."""
-
-    step_id: str
-    worker: str
-    task: str
-    inputs: dict[str, str]
-    """Results of the steps this one depends on, by step id."""
-
-
-async def worker(task: WorkerTask, runtime: Runtime[QuorumContext]) -> dict:
-    """Run one plan step on the worker it names."""
+async def brief(task: WorkerTask, runtime: Runtime[QuorumContext]) -> dict:
+    """Set up the worker a plan step names: its prompt, its task and inputs, its tools."""
     spec = WORKERS[task["worker"]]
     inputs = "".join(
         f"\nResult of step {step_id}:\n{result}\n" for step_id, result in task["inputs"].items()
     )
-    messages: list[AnyMessage] = [
-        SystemMessage(spec.prompt),
-        HumanMessage(STEP_TEMPLATE.format(task=task["task"], inputs=inputs)),
-    ]
-    _, reply, usage = await use_tools(spec.name, runtime.context, messages, spec.tools())
-    return {"results": {task["step_id"]: reply.text}, "usage": usage}
+    return {
+        "agent": spec.name,
+        "tools": [tool.name for tool in spec.tools()],
+        "max_rounds": runtime.context.max_tool_calls,
+        "messages": [
+            SystemMessage(spec.prompt),
+            HumanMessage(STEP_TEMPLATE.format(task=task["task"], inputs=inputs)),
+        ],
+    }
+
+
+async def report(state: WorkerState) -> dict:
+    """Hand the worker's answer back as its step's result."""
+    return {"results": {state["step_id"]: state["messages"][-1].text}}

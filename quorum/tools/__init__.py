@@ -40,3 +40,8 @@ def tools_named(names: Iterable[str]) -> list[BaseTool]:
     if unknown:
         raise KeyError(f"no tool named {', '.join(unknown)}; have {', '.join(sorted(registry))}")
     return [registry[name] for name in names]
+
+
+def offered(names: Iterable[str]) -> list[BaseTool]:
+    """The tools with these names that agents may be offered under the current settings."""
+    return [tool for tool in tools_named(names) if may_offer(tool)]

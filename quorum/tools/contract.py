@@ -3,9 +3,11 @@
 A tool is a typed async function whose docstring tells the model what it is for, when to use
 it, when not to and an example call. It returns a pydantic result; it fails by raising
 `ToolError`, which the agent receives as a structured tool message saying whether a retry can
-help and what to try instead. `call_tool` retries only failures a tool marked retryable, and
-only for tools without side effects. Tools declare their side effects and whether they are
-irreversible; until human approval exists, an irreversible tool runs only when the
+help and what to try instead. `call_tool` is the one way a tool runs: it retries only
+failures a tool marked retryable, and only for tools without side effects; a tool with side
+effects runs through the effect ledger (`quorum.effects`), so it happens at most once per
+tool call however often its step runs. Tools declare their side effects and whether they
+are irreversible; until human approval exists, an irreversible tool runs only when the
 `allow_irreversible_tools` setting enables it.
 """
 
@@ -14,12 +16,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from langchain_core.messages import ToolCall, ToolMessage
 from langchain_core.tools import BaseTool, StructuredTool
 from pydantic import BaseModel, Field, ValidationError
 
+from quorum import effects
 from quorum.settings import get_settings
 
 MAX_OUTPUT_CHARS = 4000
@@ -143,11 +146,22 @@ async def call_tool(tools: Sequence[BaseTool], call: ToolCall) -> ToolMessage:
             "QUORUM_ALLOW_IRREVERSIBLE_TOOLS=true",
         )
     else:
-        result = await _run(tool, call.get("args") or {})
-        if not isinstance(result, ToolFailure):
-            return _message(call, _render(tool.name, result), status="success")
-        failure = result
+        args = call.get("args") or {}
+        if has_side_effects(tool):
+            content, status = await effects.run_once(
+                tool.name, args, call.get("id") or "", lambda: _outcome(tool, args)
+            )
+        else:
+            content, status = await _outcome(tool, args)
+        return _message(call, content, status=status)
     return _message(call, failure.model_dump_json(), status="error")
+
+
+async def _outcome(tool: BaseTool, args: dict[str, Any]) -> effects.Outcome:
+    result = await _run(tool, args)
+    if isinstance(result, ToolFailure):
+        return result.model_dump_json(), "error"
+    return _render(tool.name, result), "success"
 
 
 async def _run(tool: BaseTool, args: dict[str, Any]) -> Any:
@@ -206,7 +220,7 @@ def _render(name: str, result: Any) -> str:
     )
 
 
-def _message(call: ToolCall, content: str, *, status: str) -> ToolMessage:
+def _message(call: ToolCall, content: str, *, status: Literal["success", "error"]) -> ToolMessage:
     return ToolMessage(
         content=content, tool_call_id=call.get("id") or "", name=call["name"], status=status
     )

@@ -11,8 +11,11 @@ only when the `allow_irreversible_tools` setting enables it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import os
 import stat
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
@@ -219,24 +222,52 @@ def _write(root: Path, path: str, content: str, overwrite: bool) -> FileWritten:
             retryable=False,
             suggestion="write plain UTF-8 text",
         )
-    # No O_TRUNC: the file is checked before anything in it is lost.
-    flags = os.O_WRONLY | os.O_CREAT | _FILE_FLAGS | (0 if overwrite else os.O_EXCL)
+    name = parts[-1]
     with _folder_fd(root, parts[:-1], create=True) as folder:
-        existed = _exists(parts[-1], folder)
+        existed = _exists(name, folder)
+        if existed:
+            if not overwrite:
+                raise _exists_error(path)
+            _check_plain_file(os.stat(name, dir_fd=folder, follow_symlinks=False), path)
+        # The content goes to a temporary file that replaces the target in one rename: a
+        # crash or a full disk leaves the old file or the new one whole, never a part.
+        temporary = f".{name[:200]}.{uuid.uuid4().hex[:12]}.partial"
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _FILE_FLAGS, 0o644,
+                     dir_fd=folder)  # fmt: skip
         try:
-            fd = os.open(parts[-1], flags, 0o644, dir_fd=folder)
+            with os.fdopen(fd, "w", encoding="utf-8") as file:
+                file.write(content)
+                file.flush()
+                os.fsync(file.fileno())
+            if overwrite:
+                os.rename(temporary, name, src_dir_fd=folder, dst_dir_fd=folder)
+            else:
+                # link() fails if the name appeared meanwhile; rename() would replace it.
+                os.link(temporary, name, src_dir_fd=folder, dst_dir_fd=folder)
+            os.fsync(folder)  # the new name is as durable as the content
         except FileExistsError as error:
-            raise ToolError(
-                f"{path} already exists",
-                retryable=False,
-                suggestion="pass overwrite=true to replace it, or choose another name",
-            ) from error
-    with os.fdopen(fd, "w", encoding="utf-8") as file:
-        _check_plain_file(os.fstat(file.fileno()), path)
-        file.truncate(0)
-        file.write(content)
+            raise _exists_error(path) from error
+        except OSError as error:
+            if error.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise ToolError(
+                    f"cannot write {path[:200]!r}: the disk is full; nothing was written",
+                    retryable=False,
+                    suggestion="tell the user the workspace is out of space; write less",
+                ) from error
+            raise
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temporary, dir_fd=folder)
     return FileWritten(
         path=PurePosixPath(*parts).as_posix(), chars=len(content), created=not existed
+    )
+
+
+def _exists_error(path: str) -> ToolError:
+    return ToolError(
+        f"{path[:200]} already exists",
+        retryable=False,
+        suggestion="pass overwrite=true to replace it, or choose another name",
     )
 
 

@@ -18,7 +18,7 @@ import pytest
 from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
 
 import quorum
-from tests.fakes import Script
+from quorum.testing import Script
 from tests.tools.loopback import LoopbackServer
 
 INJECTION = """# Travel reimbursement update

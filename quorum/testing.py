@@ -1,11 +1,31 @@
-"""A scripted chat model for unit tests, injected at Quorum's one model seam."""
+"""A scripted chat model: run every pattern offline, deterministically, at no cost.
+
+Quorum's tests, benchmarks and evaluations drive the real graphs with it, and so can you:
+it replaces the model at Quorum's one model seam (`quorum.models.load_chat_model`) and
+nothing else, so journaling, metering, tool steps and checkpoints all run for real.
+
+    from quorum import testing
+
+    script = testing.Script().on("judge", lambda agent, messages: {
+        "final_answer": "42", "winner": "a", "rationale": "clearer", "confidence": 0.9})
+    with testing.scripted(script):
+        thread = await quorum.run("debate", "What is 6 x 7?")
+    assert script.count("judge") == 1
+
+A responder gets the agent's name and the messages it was sent and returns the reply: text,
+a dict (sent as JSON, for structured output) or an `AIMessage` (for tool calls). Agents
+without a responder of their own answer with `DEFAULT_RESPONDERS`, a valid reply for every
+agent of every pattern. `Script.delay` makes every call take that long; `Script.calls` logs
+every call with its timing. Every reply reports 10 input and 5 output tokens.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +40,8 @@ Responder = Callable[[str, list[BaseMessage]], Reply]
 
 @dataclass
 class Call:
+    """One call the scripted model answered."""
+
     agent: str
     messages: list[BaseMessage]
     start: float
@@ -35,14 +57,18 @@ class Script:
     calls: list[Call] = field(default_factory=list)
 
     def on(self, agent: str, responder: Responder) -> Script:
+        """Make `agent` answer with `responder`; returns the script, to chain calls."""
         self.responders[agent] = responder
         return self
 
     def count(self, agent: str) -> int:
+        """How many calls `agent` made."""
         return sum(1 for call in self.calls if call.agent == agent)
 
 
 class ScriptedChatModel(BaseChatModel):
+    """A chat model that answers one agent from a `Script`."""
+
     agent: str
     script: Any
 
@@ -51,6 +77,7 @@ class ScriptedChatModel(BaseChatModel):
         return "scripted"
 
     def bind_tools(self, tools: Any, **kwargs: Any) -> Any:
+        """Accept tools (by name): the script decides whether to call them."""
         return self.bind(tools=[getattr(t, "name", t) for t in tools], **kwargs)
 
     def _generate(self, *args: Any, **kwargs: Any) -> ChatResult:
@@ -78,11 +105,29 @@ class ScriptedChatModel(BaseChatModel):
         return ChatResult(generations=[ChatGeneration(message=reply)])
 
 
+@contextmanager
+def scripted(script: Script) -> Iterator[Script]:
+    """Answer every agent's model calls from `script` while the block runs."""
+    from quorum import models
+
+    async def load_scripted(agent: str, context: object) -> ScriptedChatModel:
+        return ScriptedChatModel(agent=agent, script=script)
+
+    original = models.load_chat_model
+    models.load_chat_model = load_scripted
+    try:
+        yield script
+    finally:
+        models.load_chat_model = original
+
+
 def last_human(messages: list[BaseMessage]) -> str:
+    """The text of the last human message."""
     return next(m.text for m in reversed(messages) if isinstance(m, HumanMessage))
 
 
 def plan_of(*steps: tuple[str, str, list[str]]) -> dict:
+    """A plan reply: (id, worker, dependencies) per step."""
     return {
         "steps": [
             {"id": i, "worker": w, "task": f"task {i}", "dependencies": d} for i, w, d in steps
@@ -90,7 +135,8 @@ def plan_of(*steps: tuple[str, str, list[str]]) -> dict:
     }
 
 
-def _debater(agent: str, messages: list[BaseMessage]) -> dict:
+def debater(agent: str, messages: list[BaseMessage]) -> dict:
+    """A debater that answers, critiques and revises, never agreeing."""
     prompt = last_human(messages)
     if prompt.startswith("Question:") and "Critique that answer" in prompt:
         return {"critique": f"{agent} finds a gap"}
@@ -100,6 +146,7 @@ def _debater(agent: str, messages: list[BaseMessage]) -> dict:
 
 
 def _react_agent(agent: str, messages: list[BaseMessage]) -> AIMessage:
+    # Asks the calculator once, then answers with its result.
     if any(isinstance(m, ToolMessage) for m in messages):
         result = json.loads(next(m for m in reversed(messages) if isinstance(m, ToolMessage)).text)
         return AIMessage(f"The answer is {result['value']}.")
@@ -110,6 +157,7 @@ def _react_agent(agent: str, messages: list[BaseMessage]) -> AIMessage:
 
 
 DEFAULT_RESPONDERS: dict[str, Responder] = {
+    # A valid reply for every agent of every pattern.
     "planner": lambda a, m: plan_of(
         ("s1", "researcher", []), ("s2", "analyst", []), ("s3", "writer", ["s1", "s2"])
     ),
@@ -121,8 +169,8 @@ DEFAULT_RESPONDERS: dict[str, Responder] = {
     "summarize": lambda a, m: {"text": "Water boils at 100 C.", "claims": ["boils at 100 C"]},
     "fact_check": lambda a, m: {"verdict": "supported", "unsupported_claims": []},
     "format_report": lambda a, m: {"markdown": "# Water\nWater boils at 100 C."},
-    "debater_a": _debater,
-    "debater_b": _debater,
+    "debater_a": debater,
+    "debater_b": debater,
     "judge": lambda a, m: {
         "final_answer": "debater_a revised",
         "winner": "a",

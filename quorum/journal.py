@@ -1,0 +1,151 @@
+"""The model-call journal: a reply the endpoint delivered is never requested again.
+
+Every model call made inside a graph step is keyed by what identifies it in the run: the
+thread, the checkpoint namespace of the task making it (which ends in the task's id: LangGraph
+derives it from the checkpoint the task starts from, so a task that runs again after a crash,
+a Ctrl-C or a failed resume has the same one), and a digest of the request itself (agent,
+model, settings and messages). Within a task each request is determined by the replies before
+it, and those are replayed too, so the digest also tells a call's place in its task.
+
+The reply is written to the run's LangGraph store (the same database as the checkpoints)
+before the caller sees it; a task that runs again gets the recorded reply and sends nothing.
+Failed attempts are written under the same key, so a call's attempts and errors survive a
+crash as well. Outside a graph run with a store (a node called by hand, a graph compiled
+without one) calls simply go to the model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from langchain_core.messages import (
+    AIMessage,
+    BaseMessage,
+    convert_to_openai_messages,
+    messages_from_dict,
+    messages_to_dict,
+)
+from langchain_core.runnables import RunnableBinding
+from langgraph.config import get_config, get_store
+from langgraph.store.base import BaseStore
+
+NAMESPACE = "quorum_journal"
+
+
+@dataclass
+class CallRecord:
+    """What is known of one model call: its reply once it has one, and every attempt."""
+
+    agent: str
+    model: str
+    reply: AIMessage | None = None
+    attempts: int = 0
+    """Requests sent for this call, over every run of its task."""
+    errors: list[str] = field(default_factory=list)
+    """Why each failed attempt failed (redacted)."""
+    input_tokens: int = 0
+    output_tokens: int = 0
+    seconds: float = 0.0
+    """Time the answered request took."""
+
+    def to_json(self) -> dict[str, Any]:
+        """The record as the store keeps it."""
+        data = asdict(self)
+        data["reply"] = messages_to_dict([self.reply])[0] if self.reply is not None else None
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> CallRecord:
+        """A record read back from the store."""
+        reply = data.get("reply")
+        message = messages_from_dict([reply])[0] if reply else None
+        return cls(**{**data, "reply": message if isinstance(message, AIMessage) else None})
+
+
+@dataclass(frozen=True)
+class JournalEntry:
+    """Where one call is recorded."""
+
+    store: BaseStore
+    namespace: tuple[str, ...]
+    key: str
+
+    async def read(self) -> CallRecord | None:
+        """The record of this call, if an earlier run of its task made it."""
+        item = await self.store.aget(self.namespace, self.key)
+        return CallRecord.from_json(item.value) if item is not None else None
+
+    async def write(self, record: CallRecord) -> None:
+        """Record the call durably (the store commits before this returns)."""
+        await self.store.aput(self.namespace, self.key, record.to_json(), index=False)
+
+
+def entry_for(agent: str, model: Any, messages: Sequence[BaseMessage]) -> JournalEntry | None:
+    """Where the call `agent` is about to make is journaled; None outside a journaled run."""
+    try:
+        config = get_config()
+        store = get_store()
+    except RuntimeError:  # not inside a graph step
+        return None
+    configurable = config.get("configurable", {})
+    thread_id = configurable.get("thread_id")
+    if store is None or not thread_id:
+        return None
+    digest = request_digest(agent, model, messages)
+    task = configurable.get("checkpoint_ns", "")
+    return JournalEntry(store, thread_namespace(NAMESPACE, str(thread_id)), f"{task}#{digest}")
+
+
+def thread_namespace(kind: str, thread_id: str) -> tuple[str, ...]:
+    """The store namespace of one thread's records of `kind` (journal, effects)."""
+    # Store labels may not hold '.', which thread ids may.
+    return (kind, thread_id.replace("%", "%25").replace(".", "%2E"))
+
+
+async def delete_thread(store: BaseStore, kind: str, thread_id: str) -> int:
+    """Delete every record of `kind` a thread has; how many there were."""
+    namespace = thread_namespace(kind, thread_id)
+    deleted = 0
+    while items := await store.asearch(namespace, limit=500):
+        for item in items:
+            await store.adelete(namespace, item.key)
+        deleted += len(items)
+    return deleted
+
+
+def request_digest(agent: str, model: Any, messages: Sequence[BaseMessage]) -> str:
+    """A digest of everything that decides a reply: who asks, which model, how, and what."""
+    request = {
+        "agent": agent,
+        "model": describe_model(model),
+        # The wire form: message ids, which differ between runs, are left out.
+        "messages": convert_to_openai_messages(list(messages)),
+    }
+    encoded = json.dumps(request, sort_keys=True, default=str, ensure_ascii=False)
+    return hashlib.sha256(encoded.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def describe_model(model: Any) -> dict[str, Any]:
+    """The model and every setting bound to it (tools, response format, sampling)."""
+    bound: dict[str, Any] = {}
+    while isinstance(model, RunnableBinding):
+        bound = {**model.kwargs, **bound}
+        model = model.bound
+    return {
+        "name": model_name(model),
+        "temperature": getattr(model, "temperature", None),
+        "seed": getattr(model, "seed", None),
+        "bound": bound,
+    }
+
+
+def model_name(model: Any) -> str:
+    """The model's name, as the endpoint knows it."""
+    while isinstance(model, RunnableBinding):
+        model = model.bound
+    name = getattr(model, "model_name", None) or getattr(model, "model", None)
+    return str(name or type(model).__name__)
