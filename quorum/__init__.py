@@ -10,14 +10,16 @@ threads:
 """
 
 from quorum.context import QuorumContext
-from quorum.errors import QuorumError, RunFailed
-from quorum.runner import ThreadInfo, get_thread, list_threads, resume, run
+from quorum.errors import QuorumError, RunFailed, ThreadBusy
+from quorum.runner import ThreadInfo, delete_thread, get_thread, list_threads, resume, run
 
 __all__ = [
     "QuorumContext",
     "QuorumError",
     "RunFailed",
+    "ThreadBusy",
     "ThreadInfo",
+    "delete_thread",
     "get_thread",
     "list_threads",
     "resume",

@@ -2,15 +2,22 @@
 
 Progress goes to stderr while a run works (which agent is running, steps done, tokens so
 far); the answer goes to stdout, so `quorum run ... > answer.md` keeps only the answer.
-Errors print one line and exit non-zero: 2 for bad input, 1 for anything else.
+Errors print one line and exit non-zero: 2 for bad input, 3 when the thread is busy in
+another run, 4 when a thread waits for a person's decision (`quorum resolve`), 1 for
+anything else. Ctrl-C (130) and SIGTERM (143) stop a run cleanly: every finished step is
+kept, and the message names the thread to resume.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import signal
+import sys
 from collections.abc import Coroutine
-from typing import Annotated, Any, NoReturn, TypeVar
+from pathlib import Path
+from types import FrameType
+from typing import Annotated, Any, Literal, NoReturn, TypeVar
 
 import typer
 from pydantic import ValidationError
@@ -49,16 +56,29 @@ DatabaseOption = Annotated[
 T = TypeVar("T")
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C."""
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise _Terminated()
+
+
 def _run_async(coroutine: Coroutine[Any, Any, T], *, thread: str | None = None) -> T:
+    # A service manager, a container runtime or `kill` stops a run with SIGTERM: stop it
+    # as cleanly as Ctrl-C (asyncio cancels the run, LangGraph keeps every finished step).
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return asyncio.run(coroutine)
     except QuorumError as error:
         _fail(error)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         # Every finished step is already checkpointed; say how to pick the thread up again.
         where = f"; continue with `quorum resume {thread}`" if thread else ""
         err.print(f"[yellow]stopped[/yellow]{escape(where)}")
-        raise typer.Exit(130) from None
+        raise typer.Exit(143 if isinstance(stop, _Terminated) else 130) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _fail(error: QuorumError) -> NoReturn:
@@ -126,14 +146,69 @@ def _summary(info: ThreadInfo) -> None:
 
 
 def _finish(info: ThreadInfo) -> None:
-    out.print(info.output, markup=False)
+    if info.output:
+        out.print(info.output, markup=False)
     _summary(info)
+    if info.status == "needs_reconciliation":
+        _explain_waiting(info)
+        raise typer.Exit(4)
+
+
+def _explain_waiting(info: ThreadInfo) -> None:
+    for waiting in info.waiting:
+        err.print(
+            f"[yellow]needs a decision:[/yellow] {escape(waiting['question'])}\n"
+            f"  call: {escape(waiting['tool'])}({escape(json.dumps(waiting['args']))})\n"
+            f"  idempotency key: {escape(waiting['idempotency_key'])}"
+        )
+    err.print(
+        f"if it took effect: `quorum resolve {info.thread_id} done`; "
+        f"to run it again: `quorum resolve {info.thread_id} retry`"
+    )
+
+
+def _read_input(text: str | None, file: Path | None) -> str:
+    """The run's input: the argument, standard input (`-`), or a file; UTF-8 only."""
+    if file is not None and text is not None:
+        raise UsageError("give the input as an argument or with --file, not both")
+    if file is not None:
+        try:
+            data = file.read_bytes()
+        except OSError as error:
+            raise UsageError(f"cannot read --file {str(file)!r}: {error.strerror}") from None
+        source = f"the file {str(file)!r}"
+    elif text == "-":
+        data = sys.stdin.buffer.read()
+        source = "standard input"
+    elif text is None:
+        raise UsageError(
+            "no input given", hint="pass it as INPUT, as - to read standard input, or --file"
+        )
+    else:
+        # Arguments the terminal could not decode arrive as lone surrogates.
+        data = text.encode("utf-8", "surrogateescape")
+        source = "the input argument"
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise UsageError(
+            f"{source} is not valid UTF-8 (undecodable byte at position {error.start})",
+            hint="pass UTF-8 text; convert other encodings first, e.g. with iconv",
+        ) from None
 
 
 @app.command()
 def run(
     pattern: Annotated[str, typer.Argument(help=PATTERN_HELP)],
-    text: Annotated[str, typer.Argument(metavar="INPUT", help="Goal, topic, question or task.")],
+    text: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="[INPUT]", help="Goal, topic, question or task; - reads standard input."
+        ),
+    ] = None,
+    file: Annotated[
+        Path | None, typer.Option("--file", help="Read the input from this UTF-8 file.")
+    ] = None,
     thread: Annotated[
         str | None, typer.Option("--thread", help="Thread id for the run [default: new id].")
     ] = None,
@@ -147,13 +222,15 @@ def run(
     """Run PATTERN on INPUT, streaming progress, and print the answer and the thread id."""
     try:
         context = _parse_context(model, settings or [])
+        goal = _read_input(text, file)
+        runner.check_input(goal)
     except QuorumError as error:
         _fail(error)
     thread_id = thread or runner.new_thread_id()
     info = _run_async(
         runner.run(
             pattern,
-            text,
+            goal,
             thread_id=thread_id,
             context=context,
             database=db,
@@ -175,11 +252,36 @@ def resume(
 
 
 @app.command()
+def resolve(
+    thread: Annotated[str, typer.Argument(help="The thread waiting for a decision.")],
+    decision: Annotated[
+        Literal["done", "retry"],
+        typer.Argument(help="done: the side effect took place; retry: run it again."),
+    ],
+    db: DatabaseOption = None,
+) -> None:
+    """Decide a side effect of unknown outcome (see `quorum show`), then continue THREAD."""
+    info = _run_async(
+        runner.resume(thread, database=db, on_event=_Progress(), resolution=decision),
+        thread=thread,
+    )
+    _finish(info)
+
+
+@app.command()
 def threads(
     db: DatabaseOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    delete: Annotated[
+        str | None,
+        typer.Option("--delete", metavar="THREAD", help="Delete THREAD, its journal and ledger."),
+    ] = None,
 ) -> None:
     """List threads with their pattern, status and last update."""
+    if delete is not None:
+        _run_async(runner.delete_thread(delete, database=db))
+        err.print(f"deleted thread {escape(delete)}")
+        return
     infos = _run_async(runner.list_threads(database=db))
     if as_json:
         out.print_json(data=[_jsonable(i, full=False) for i in infos])
@@ -224,6 +326,8 @@ def show(
     out.print(usage)
     if info.error:
         out.print(f"[red]error[/red] {escape(info.error)}")
+    if info.waiting:
+        _explain_waiting(info)
     out.print(Markdown(info.output) if info.output else "[dim](no output yet)[/dim]")
 
 
@@ -248,6 +352,7 @@ def _jsonable(info: ThreadInfo, *, full: bool) -> Any:
         "output": info.output,
         "usage": info.usage,
         "error": info.error,
+        "waiting": info.waiting,
     }
     if full:
         data["history"] = info.history

@@ -32,19 +32,20 @@ def is_postgres(target: str) -> bool:
 @asynccontextmanager
 async def open_checkpointer(target: str | None = None) -> AsyncIterator[BaseCheckpointSaver]:
     """Open the checkpoint store `target` (default: the settings' database)."""
-    target = target or get_settings().database_target
-    opener = open_postgres if is_postgres(target) else open_sqlite
-    async with opener(target) as saver:
+    async with _open(target, open_sqlite, open_postgres) as saver:
         yield saver
 
 
 @asynccontextmanager
 async def open_store(target: str | None = None) -> AsyncIterator[BaseStore]:
     """Open the store (call journal, effect ledger) in the database `target`."""
-    target = target or get_settings().database_target
-    opener = open_postgres_store if is_postgres(target) else open_sqlite_store
-    async with opener(target) as store:
+    async with _open(target, open_sqlite_store, open_postgres_store) as store:
         yield store
+
+
+def _open(target: str | None, sqlite: Any, postgres: Any) -> Any:
+    target = target or get_settings().database_target
+    return (postgres if is_postgres(target) else sqlite)(target)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,70 @@
+"""Imports run one way: settings, context, errors -> state -> models, tools -> nodes -> graphs
+-> runner -> cli. A module may import its own layer and the layers before it, never a later one.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "quorum"
+
+LAYERS: list[set[str]] = [
+    {"settings", "context", "errors"},
+    {"state"},
+    {"journal", "metering", "effects", "models", "embedded", "tools"},
+    {"nodes"},
+    {"graphs"},
+    {"checkpoints", "testing", "runner"},
+    {"cli", "__init__"},
+]
+"""Each top-level module or package of `quorum`, by layer."""
+
+
+def layer_of(module: str) -> int:
+    top = module.split(".")[1] if module.count(".") else "__init__"
+    return next(i for i, names in enumerate(LAYERS) if top in names)
+
+
+def quorum_imports(path: Path) -> list[tuple[str, int]]:
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("quorum"):
+            names = [f"{node.module}.{a.name}" if node.module == "quorum" else node.module
+                     for a in node.names]  # fmt: skip
+            found += [(name, node.lineno) for name in names]
+        elif isinstance(node, ast.Import):
+            found += [(a.name, node.lineno) for a in node.names if a.name.startswith("quorum.")]
+    return found
+
+
+def modules() -> list[Path]:
+    return sorted(p for p in PACKAGE.rglob("*.py") if ".venv" not in p.parts)
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" and len(parts) > 2 else parts)
+
+
+def test_every_module_has_a_layer() -> None:
+    for path in modules():
+        layer_of(module_name(path))  # StopIteration names a module missing from LAYERS
+
+
+@pytest.mark.parametrize("path", modules(), ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_imports_run_one_way(path: Path) -> None:
+    own = layer_of(module_name(path))
+    later = [
+        f"line {line}: {name}"
+        for name, line in quorum_imports(path)
+        if name != "quorum" and layer_of(name) > own
+    ]
+    assert not later, f"{module_name(path)} (layer {own}) imports a later layer: {later}"
+
+
+def test_nodes_never_import_graphs() -> None:
+    for path in (PACKAGE / "nodes").glob("*.py"):
+        assert not [n for n, _ in quorum_imports(path) if n.startswith("quorum.graphs")], path
