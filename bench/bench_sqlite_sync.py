@@ -34,8 +34,7 @@ from langgraph.checkpoint.base import Checkpoint, CheckpointMetadata, empty_chec
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
 from quorum.checkpoints.sqlite import open_sqlite
-from quorum.state import Plan, PlanStep
-from quorum.state import Usage
+from quorum.state import Plan, PlanStep, Usage
 
 MODES = {"FULL": 2, "NORMAL": 1}
 """The synchronous modes compared, with the number `PRAGMA synchronous` reads back."""

@@ -141,9 +141,9 @@ def quorum_route(context: QuorumContext) -> Callable[[], Awaitable[Call]]:
 
     async def run() -> Call:
         start = time.perf_counter()
-        reply, usage = await models.ask(AGENT, context, messages)
+        reply = await models.ask(AGENT, context, messages)
         seconds = time.perf_counter() - start
-        spent = usage[AGENT]
+        spent = reply.usage_metadata or {"input_tokens": 0, "output_tokens": 0}
         return Call(seconds, spent["output_tokens"], spent["input_tokens"], reply.text)
 
     return run
