@@ -14,6 +14,7 @@ import asyncio
 import json
 import signal
 import sys
+import threading
 from collections.abc import Coroutine
 from pathlib import Path
 from types import FrameType
@@ -67,7 +68,8 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
 def _run_async(coroutine: Coroutine[Any, Any, T], *, thread: str | None = None) -> T:
     # A service manager, a container runtime or `kill` stops a run with SIGTERM: stop it
     # as cleanly as Ctrl-C (asyncio cancels the run, LangGraph keeps every finished step).
-    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    on_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if on_main else None
     try:
         return asyncio.run(coroutine)
     except QuorumError as error:
@@ -78,7 +80,8 @@ def _run_async(coroutine: Coroutine[Any, Any, T], *, thread: str | None = None) 
         err.print(f"[yellow]stopped[/yellow]{escape(where)}")
         raise typer.Exit(143 if isinstance(stop, _Terminated) else 130) from None
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if on_main:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _fail(error: QuorumError) -> NoReturn:
