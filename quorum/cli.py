@@ -3,7 +3,7 @@
 Progress goes to stderr while a run works (which agent is running, steps done, tokens so
 far); the answer goes to stdout, so `quorum run ... > answer.md` keeps only the answer.
 Errors print one line and exit non-zero: 2 for bad input, 3 when the thread is busy in
-another run, 4 when a thread waits for a person's decision (`quorum resolve`), 1 for
+another run, 5 when a thread waits for a person's decision (`quorum resolve`), 1 for
 anything else. Ctrl-C (130) and SIGTERM (143) stop a run cleanly: every finished step is
 kept, and the message names the thread to resume.
 """
@@ -154,7 +154,7 @@ def _finish(info: ThreadInfo) -> None:
     _summary(info)
     if info.status == "needs_reconciliation":
         _explain_waiting(info)
-        raise typer.Exit(4)
+        raise typer.Exit(5)
 
 
 def _explain_waiting(info: ThreadInfo) -> None:

@@ -7,7 +7,8 @@ change: a JSON instance of the `response_format` schema when one is asked for (w
 overrides, e.g. a valid three-step `Plan`), a tool call when tools are offered and none has
 answered yet, and plain text otherwise. It serves plain JSON and `stream: true` SSE (with the
 final usage chunk ChatOpenAI asks for), records every request, and lets a test script replies,
-slow them down, hold one until released, or fail with an HTTP status.
+slow them down, hold one until released, or fail: with an HTTP status (and headers such as
+Retry-After), a dropped connection, a reply slower than the client waits, or a malformed body.
 
     with OpenAIStub() as stub:                      # or the `openai_stub` fixture
         env["QUORUM_BASE_URL"] = stub.base_url      # http://127.0.0.1:<port>/v1
@@ -18,7 +19,9 @@ slow them down, hold one until released, or fail with an HTTP status.
         held = stub.hold(lambda body: schema_name(body) == "Verdict")
         ...; held.arrived.wait(10); ...; held.release()
         stub.fail(500, times=2)
-        [r.body for r in stub.requests]
+        stub.fail(429, headers={"Retry-After": "1"}, when=lambda body: ...)  # matching ones only
+        stub.drop(); stub.stall(5.0); stub.malformed()
+        [r.body for r in stub.requests]; [r.status for r in stub.chat_requests()]
 
 Run it by hand with `python -m tests.openai_stub --port 8000`.
 """
@@ -31,7 +34,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -56,6 +59,12 @@ class Reply:
     """Anything but 200 answers with an OpenAI-style error body instead."""
     error: str = "scripted error"
     delay: float = 0.0
+    headers: dict[str, str] = field(default_factory=dict)
+    """Extra response headers (e.g. Retry-After on a 429)."""
+    drop: bool = False
+    """Close the connection without answering."""
+    malformed: bool = False
+    """Answer 200 with a body that is not valid JSON."""
 
 
 Responder = Callable[[Json], "Reply | str | Json | None"]
@@ -75,6 +84,8 @@ class Recorded:
     started: float
     """`time.monotonic()` on arrival; `finished` when the reply was written (0 until then)."""
     finished: float = 0.0
+    status: int = 0
+    """The HTTP status answered; 0 until answered, and for a dropped connection."""
 
 
 @dataclass
@@ -243,8 +254,9 @@ class OpenAIStub:
         self._lock = threading.Lock()
         self._requests: list[Recorded] = []
         self._holds: list[Hold] = []
-        self._failures: list[Reply] = []
+        self._failures: list[tuple[Callable[[Json], bool] | None, Reply]] = []
         self._ids = itertools.count(1)
+        self._stopping = threading.Event()
         self._host = host
         self._server = ThreadingHTTPServer((host, port), _handler_for(self))
         self._server.daemon_threads = True
@@ -269,7 +281,8 @@ class OpenAIStub:
         return self
 
     def stop(self) -> None:
-        """Release every held request, stop serving and close the socket."""
+        """Release every held request, cut delays short, stop serving and close the socket."""
+        self._stopping.set()
         self._release_holds()
         self._server.shutdown()
         self._server.server_close()
@@ -311,10 +324,44 @@ class OpenAIStub:
             self._holds.append(held)
         return held
 
-    def fail(self, status: int, *, times: int = 1, message: str = "scripted failure") -> None:
-        """Answer the next `times` chat requests with HTTP `status` (401, 404, 429, 500...)."""
+    def chat_requests(self) -> list[Recorded]:
+        """Every chat-completions request so far, oldest first."""
+        return [r for r in self.requests if r.path == CHAT_PATH and r.body is not None]
+
+    def fail(
+        self,
+        status: int,
+        *,
+        times: int = 1,
+        message: str = "scripted failure",
+        headers: dict[str, str] | None = None,
+        when: Callable[[Json], bool] | None = None,
+    ) -> None:
+        """Answer the next `times` chat requests with HTTP `status` (401, 404, 429, 500...).
+
+        `headers` go with each error reply; `when` limits the failures to requests whose body
+        it accepts (others are answered as usual).
+        """
+        failure = Reply(status=status, error=message, headers=dict(headers or {}))
+        self._fault(failure, times, when)
+
+    def drop(self, *, times: int = 1, when: Callable[[Json], bool] | None = None) -> None:
+        """Close the connection of the next `times` chat requests without a reply."""
+        self._fault(Reply(drop=True), times, when)
+
+    def stall(
+        self, seconds: float, *, times: int = 1, when: Callable[[Json], bool] | None = None
+    ) -> None:
+        """Answer the next `times` chat requests as usual, but only after `seconds`."""
+        self._fault(Reply(delay=seconds), times, when)
+
+    def malformed(self, *, times: int = 1, when: Callable[[Json], bool] | None = None) -> None:
+        """Answer the next `times` chat requests 200 with a body cut off mid-JSON."""
+        self._fault(Reply(malformed=True), times, when)
+
+    def _fault(self, reply: Reply, times: int, when: Callable[[Json], bool] | None) -> None:
         with self._lock:
-            self._failures += [Reply(status=status, error=message) for _ in range(times)]
+            self._failures += [(when, reply) for _ in range(times)]
 
     # --- serving -------------------------------------------------------------------------
 
@@ -337,15 +384,24 @@ class OpenAIStub:
                     return held
         return None
 
-    def _next_failure(self) -> Reply | None:
+    def _next_failure(self, body: Json) -> Reply | None:
         with self._lock:
-            return self._failures.pop(0) if self._failures else None
+            for index, (when, _) in enumerate(self._failures):
+                if when is None or when(body):
+                    return self._failures.pop(index)[1]
+        return None
 
     def reply_to(self, body: Json) -> Reply:
         """The reply to a chat request: a failure, the responder's, or the default."""
-        failure = self._next_failure()
-        if failure is not None:
+        failure = self._next_failure(body)
+        if failure is not None and (failure.status != 200 or failure.drop or failure.malformed):
             return failure
+        reply = self._scripted(body)
+        if failure is not None:  # a stall: the usual reply, late
+            reply = replace(reply, delay=reply.delay + failure.delay)
+        return reply
+
+    def _scripted(self, body: Json) -> Reply:
         scripted = self.responder(body) if self.responder else None
         if scripted is None:
             scripted = self.default_reply(body)
@@ -498,13 +554,13 @@ def _handler_for(stub: OpenAIStub) -> type[BaseHTTPRequestHandler]:
             if not self._authorized():
                 return
             try:
-                self._answer(body)
+                self._answer(body, recorded)
             except (BrokenPipeError, ConnectionResetError):
                 pass  # the client gave up (a timeout, or a server the test killed)
             finally:
                 recorded.finished = time.monotonic()
 
-        def _answer(self, body: Json) -> None:
+        def _answer(self, body: Json, recorded: Recorded) -> None:
             if self.path.rstrip("/") != CHAT_PATH:
                 self._send_error(Reply(status=404, error=f"no route {self.path}"))
                 return
@@ -514,7 +570,16 @@ def _handler_for(stub: OpenAIStub) -> type[BaseHTTPRequestHandler]:
                 held.released.wait()
             reply = stub.reply_to(body)
             if stub.delay or reply.delay:
-                time.sleep(stub.delay + reply.delay)
+                # Not time.sleep: a stalled reply must not keep its thread alive past the test.
+                stub._stopping.wait(stub.delay + reply.delay)
+            if reply.drop:
+                # No status line, no body: the server just closes the connection.
+                self.close_connection = True
+                return
+            recorded.status = reply.status
+            if reply.malformed:
+                self._send_raw(200, b'{"id": "chatcmpl-cut", "object": "chat.completion", "cho')
+                return
             if reply.status != 200:
                 self._send_error(reply)
                 return
@@ -535,18 +600,26 @@ def _handler_for(stub: OpenAIStub) -> type[BaseHTTPRequestHandler]:
             headers = {name.lower(): value for name, value in self.headers.items()}
             return Recorded(self.command, self.path, headers, body, time.monotonic())
 
-        def _send_json(self, status: int, payload: Json) -> None:
-            data = json.dumps(payload).encode()
+        def _send_json(
+            self, status: int, payload: Json, headers: dict[str, str] | None = None
+        ) -> None:
+            self._send_raw(status, json.dumps(payload).encode(), headers)
+
+        def _send_raw(
+            self, status: int, data: bytes, headers: dict[str, str] | None = None
+        ) -> None:
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
             self.end_headers()
             self.wfile.write(data)
 
         def _send_error(self, reply: Reply) -> None:
             kind = HTTPStatus(reply.status).phrase.lower().replace(" ", "_")
             error = {"message": reply.error, "type": kind, "param": None, "code": kind}
-            self._send_json(reply.status, {"error": error})
+            self._send_json(reply.status, {"error": error}, reply.headers)
 
     return Handler
 
