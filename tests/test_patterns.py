@@ -7,8 +7,7 @@ from langchain_core.messages import AIMessage, ToolMessage
 import quorum
 from quorum.checkpoints import open_checkpointer
 from quorum.context import QuorumContext
-from quorum.state import Verdict
-from quorum.state import FactCheck, Summary
+from quorum.state import FactCheck, Summary, Verdict
 from quorum.testing import Script, debater
 
 
@@ -23,7 +22,12 @@ async def test_orchestrator_runs_plan_and_synthesizes(script: Script) -> None:
     assert "Result of step s1" in writer_prompt and "Result of step s2" in writer_prompt
     researcher_prompt = [c for c in script.calls if c.agent == "researcher"][0].messages[-1].text
     assert "Result of step" not in researcher_prompt
-    assert result.usage["planner"] == {"calls": 1, "input_tokens": 10, "output_tokens": 5, "attempts": 1}
+    assert result.usage["planner"] == {
+        "calls": 1,
+        "input_tokens": 10,
+        "output_tokens": 5,
+        "attempts": 1,
+    }
     assert {"researcher", "analyst", "writer", "synthesizer"} <= set(result.usage)
 
 
