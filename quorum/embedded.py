@@ -19,6 +19,7 @@ import atexit
 import importlib.metadata
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -279,3 +280,24 @@ def stop_owned() -> None:
 def forget(settings: Settings) -> None:
     """Remove the record of a served model (after `quorum model serve` stops)."""
     _record(settings).unlink(missing_ok=True)
+
+
+def stop_served(settings: Settings) -> EmbeddedServer | None:
+    """Stop the server `quorum model serve` started, from any process; None if none runs."""
+    served = _served(settings)
+    if served is None:
+        forget(settings)  # a stale record, if any
+        return None
+    port, pid = served
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:  # it ended meanwhile
+        pass
+    deadline = time.monotonic() + STOP_TIMEOUT
+    while answers(port, timeout=0.5):
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            break
+        time.sleep(0.1)
+    forget(settings)
+    return EmbeddedServer(port, None)
