@@ -369,29 +369,35 @@ app.add_typer(model_app, name="model")
 
 @model_app.command("serve")
 def model_serve() -> None:
-    """Serve the embedded model until stopped (Ctrl-C); runs reuse it instead of starting one."""
+    """Serve the embedded model until stopped: Ctrl-C, kill or `quorum model stop`.
+
+    Runs reuse it instead of starting one. Killed outright (SIGKILL, a closed terminal), this
+    command leaves the server running for them; `quorum model stop` stops it.
+    """
     settings = get_settings()
     running = embedded.find_running(settings)
     if running is not None:
         _fail(
             UsageError(
                 f"the embedded model is already served at {running.base_url}",
-                hint="runs use it; stop that process to serve another",
+                hint="runs use it; `quorum model stop` stops it",
             )
         )
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # kill stops it as Ctrl-C does
+    server = None
     try:
-        server = embedded.start(settings, detached=True)
-    except QuorumError as error:
-        _fail(error)
-    err.print(f"serving the embedded model at [bold]{server.base_url}[/bold] (Ctrl-C stops)")
-    try:
+        server = embedded.start(settings, detached=True)  # interrupted, it stops what it started
+        err.print(f"serving the embedded model at [bold]{server.base_url}[/bold] (Ctrl-C stops)")
         assert server.process is not None
         server.process.wait()
+    except QuorumError as error:
+        _fail(error)
     except KeyboardInterrupt:
         pass
     finally:
-        server.stop()
-        embedded.forget(settings)
+        if server is not None:
+            server.stop()
+            embedded.forget(settings)
 
 
 @model_app.command("status")
@@ -399,6 +405,13 @@ def model_status() -> None:
     """Say whether a served embedded model is running, and where."""
     running = embedded.find_running(get_settings())
     out.print(f"running at {running.base_url}" if running else "not running")
+
+
+@model_app.command("stop")
+def model_stop() -> None:
+    """Stop the embedded model that `quorum model serve` started."""
+    stopped = embedded.stop_served(get_settings())
+    out.print(f"stopped the model at {stopped.base_url}" if stopped else "no served model to stop")
 
 
 if __name__ == "__main__":

