@@ -26,10 +26,8 @@ import quorum
 from quorum import embedded
 from quorum.cli import app
 from quorum.context import QuorumContext
-from quorum.state import Verdict
-from quorum.state import FactCheck, ResearchNotes, Summary
-from quorum.state import Plan
 from quorum.settings import Settings, get_settings
+from quorum.state import FactCheck, Plan, ResearchNotes, Summary, Verdict
 from tests.langgraph_dev import REPO, langgraph_dev
 
 pytestmark = pytest.mark.embedded

@@ -13,8 +13,8 @@ from quorum import models
 from quorum.context import QuorumContext
 from quorum.errors import ModelError
 from quorum.metering import metered
-from quorum.state import Verdict
 from quorum.settings import get_settings
+from quorum.state import Verdict
 from tests.openai_stub import STUB_MODEL, OpenAIStub, schema_name
 
 QUESTION = [SystemMessage("You judge."), HumanMessage("Tabs or spaces?")]

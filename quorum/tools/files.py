@@ -4,8 +4,8 @@ The workspace is `QUORUM_WORKSPACE_DIR` (default `<data_dir>/workspace`). A path
 is untrusted: it is resolved, symlinks included, and refused unless it lands inside the
 workspace; the file is then opened one path component at a time from the workspace's own
 directory descriptor with `O_NOFOLLOW`, so a symlink swapped in after the check cannot lead
-outside either. Writing is a side effect that cannot be undone, so `write_file` is offered
-only when the `allow_irreversible_tools` setting enables it.
+outside either. Writing is a side effect that cannot be undone, so each `write_file` call
+waits for a person's approval unless the tool is approved in advance (`approve_tools`).
 """
 
 from __future__ import annotations
