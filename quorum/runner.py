@@ -14,8 +14,9 @@ run or resume of the same thread, from any process, stops at once with `ThreadBu
 from __future__ import annotations
 
 import json
+import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -132,7 +133,7 @@ async def resume(
     database: str | None = None,
     on_event: OnEvent | None = None,
     resolution: Resolution | None = None,
-    decisions: Decision | bool | dict[str, Decision | bool] | None = None,
+    decisions: Decision | bool | Mapping[str, Decision | bool] | None = None,
     settings: dict[str, Any] | None = None,
 ) -> ThreadInfo:
     """Continue an interrupted, crashed, failed or waiting thread from its last checkpoint.
@@ -160,7 +161,7 @@ async def resume(
 def _answers(
     info: ThreadInfo,
     resolution: Resolution | None,
-    decisions: Decision | bool | dict[str, Decision | bool] | None,
+    decisions: Decision | bool | Mapping[str, Decision | bool] | None,
 ) -> dict[str, Any]:
     """The resume value for each waiting interrupt, by interrupt id."""
     thread_id = info.thread_id
@@ -191,7 +192,7 @@ def _answers(
             hint=f"continue it with `quorum resume {thread_id}`",
         )
     answers: dict[str, Any] = {w["interrupt_id"]: resolution for w in unknown}
-    if isinstance(decisions, dict) and "action" not in decisions:
+    if isinstance(decisions, Mapping) and "action" not in decisions:
         by_call: dict[str, Any] = dict(decisions)
         strays = set(by_call) - {w["call_id"] for w in approvals}
         if strays:
@@ -370,7 +371,9 @@ def _status(snapshot: StateSnapshot, lease: Lease | None) -> tuple[Status, str |
     error = next((t.error for t in snapshot.tasks if t.error), None)
     if error is not None:
         if isinstance(error, BudgetExceeded) or str(error).startswith("BudgetExceeded("):
-            return "budget_exceeded", redact(str(error))
+            # Stored as the exception's repr: show its message.
+            message = re.sub(r"^BudgetExceeded\((['\"])(.*)\1\)$", r"\2", str(error))
+            return "budget_exceeded", redact(message)
         return "failed", redact(str(error))
     waiting = {w["type"] for w in _waiting(snapshot)}
     if RECONCILE in waiting:
