@@ -141,8 +141,14 @@ def _list(root: Path, path: str, offset: int) -> FileListing:
         # os.scandir on a descriptor lists without following any symlink in the path.
         with os.scandir(fd) as listing:
             found = sorted((entry.name, entry.stat(follow_symlinks=False)) for entry in listing)
-    # A link may point anywhere; the workspace shows its real files and folders only.
-    shown = [(name, info) for name, info in found if not stat.S_ISLNK(info.st_mode)]
+    # A link may point anywhere; the workspace shows its real files and folders only (and
+    # not a write's temporary file).
+    shown = [
+        (name, info)
+        for name, info in found
+        if not stat.S_ISLNK(info.st_mode)
+        and not (name.startswith(".") and name.endswith(PARTIAL_SUFFIX))
+    ]
     entries: list[FileEntry] = []
     budget = MAX_OUTPUT_CHARS - 400 - len(folder)
     position = offset
@@ -229,21 +235,9 @@ def _write(root: Path, path: str, content: str, overwrite: bool) -> FileWritten:
             if not overwrite:
                 raise _exists_error(path)
             _check_plain_file(os.stat(name, dir_fd=folder, follow_symlinks=False), path)
-        # The content goes to a temporary file that replaces the target in one rename: a
-        # crash or a full disk leaves the old file or the new one whole, never a part.
-        temporary = f".{name[:200]}.{uuid.uuid4().hex[:12]}.partial"
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _FILE_FLAGS, 0o644,
-                     dir_fd=folder)  # fmt: skip
+        _sweep_partials(name, folder)
         try:
-            with os.fdopen(fd, "w", encoding="utf-8") as file:
-                file.write(content)
-                file.flush()
-                os.fsync(file.fileno())
-            if overwrite:
-                os.rename(temporary, name, src_dir_fd=folder, dst_dir_fd=folder)
-            else:
-                # link() fails if the name appeared meanwhile; rename() would replace it.
-                os.link(temporary, name, src_dir_fd=folder, dst_dir_fd=folder)
+            _write_whole(folder, name, content, overwrite)
             os.fsync(folder)  # the new name is as durable as the content
         except FileExistsError as error:
             raise _exists_error(path) from error
@@ -255,12 +249,69 @@ def _write(root: Path, path: str, content: str, overwrite: bool) -> FileWritten:
                     suggestion="tell the user the workspace is out of space; write less",
                 ) from error
             raise
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(temporary, dir_fd=folder)
     return FileWritten(
         path=PurePosixPath(*parts).as_posix(), chars=len(content), created=not existed
     )
+
+
+PARTIAL_SUFFIX = ".partial"
+
+
+def _write_whole(folder: int, name: str, content: str, overwrite: bool) -> None:
+    """Put `content` at `name` in one step: the old file or the new one, never a part.
+
+    The content is written to a file with no name (O_TMPFILE: if the process dies, the
+    kernel frees it) and given its name only once it is complete and on disk. Replacing a
+    file takes a link to a temporary name, then a rename over the target; that name lives
+    for microseconds and holds the whole content. File systems without O_TMPFILE get a
+    named temporary file instead, removed on any error.
+    """
+    temporary = f".{name[:200]}.{uuid.uuid4().hex[:12]}{PARTIAL_SUFFIX}"
+    try:
+        fd = os.open(".", os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, 0o644, dir_fd=folder)
+        unnamed = True
+    except (AttributeError, IsADirectoryError, OSError) as error:
+        if isinstance(error, OSError) and error.errno not in (
+            errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL, errno.ENOENT,
+        ):  # fmt: skip
+            raise
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _FILE_FLAGS, 0o644,
+                     dir_fd=folder)  # fmt: skip
+        unnamed = False
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", closefd=False) as file:
+            file.write(content)
+            file.flush()
+            os.fsync(fd)
+        if unnamed:
+            source = f"/proc/self/fd/{fd}"
+            if not overwrite:
+                # link() fails if the name appeared meanwhile; rename() would replace it.
+                os.link(source, name, dst_dir_fd=folder, follow_symlinks=True)
+                return
+            os.link(source, temporary, dst_dir_fd=folder, follow_symlinks=True)
+        if overwrite:
+            os.rename(temporary, name, src_dir_fd=folder, dst_dir_fd=folder)
+        else:
+            os.link(temporary, name, src_dir_fd=folder, dst_dir_fd=folder)
+    finally:
+        os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary, dir_fd=folder)
+
+
+def _sweep_partials(name: str, folder: int) -> None:
+    """Remove temporary files an earlier write of `name` left when its process was killed."""
+    prefix = f".{name[:200]}."
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if (
+                entry.name.startswith(prefix)
+                and entry.name.endswith(PARTIAL_SUFFIX)
+                and len(entry.name) == len(prefix) + 12 + len(PARTIAL_SUFFIX)
+            ):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.name, dir_fd=folder)
 
 
 def _exists_error(path: str) -> ToolError:
