@@ -177,32 +177,40 @@ class RunMeter:
         self.total.add(call)
         self.agents.setdefault(agent, Spent()).add(call)
 
-    def check(self, agent: str, context: QuorumContext, *, estimate: int = 0) -> None:
-        """Raise `BudgetExceeded` if a call of `agent` would go over a budget of the run."""
-        limits: list[tuple[str, Spent, Any]] = [("run", self.total, context)]
+    def check(
+        self, agent: str, context: QuorumContext, *, estimate: int = 0, before: bool = True
+    ) -> None:
+        """Raise `BudgetExceeded` if `agent` went over a budget, or would with one more call.
+
+        `before` a call, one more call and an `estimate` of its input tokens are counted.
+        """
+        limits: list[tuple[str | None, Spent, Any]] = [(None, self.total, context)]
         if agent in context.agent_budgets:
             own = self.agents.get(agent, Spent())
-            limits.append((f"agent '{agent}'", own, context.agent_budgets[agent]))
+            limits.append((agent, own, context.agent_budgets[agent]))
+        one = 1 if before else 0
         for who, spent, budget in limits:
             calls, tokens, cost = budget.max_model_calls, budget.max_tokens, budget.max_cost_usd
-            if calls is not None and spent.calls + 1 > calls:
+            if calls is not None and spent.calls + one > calls:
                 raise _exceeded(who, "max_model_calls", calls, spent.calls, "calls")
-            if tokens is not None and spent.tokens + estimate > tokens:
-                more = f" (+{estimate} estimated for the next call)" if estimate else ""
+            if tokens is not None and spent.tokens + (estimate if before else 0) > tokens:
+                more = f" (+{estimate} estimated for the next call)" if before else ""
                 raise _exceeded(who, "max_tokens", tokens, spent.tokens, "tokens", extra=more)
             if cost is not None and spent.cost_usd > cost:
                 raise _exceeded(who, "max_cost_usd", cost, round(spent.cost_usd, 6), "USD")
         if context.max_seconds is not None and self.seconds > context.max_seconds:
-            raise _exceeded("run", "max_seconds", context.max_seconds, round(self.seconds, 1), "s")
+            raise _exceeded(None, "max_seconds", context.max_seconds, round(self.seconds, 1), "s")
 
 
 def _exceeded(
-    who: str, name: str, limit: float, spent: float, unit: str, *, extra: str = ""
+    agent: str | None, name: str, limit: float, spent: float, unit: str, *, extra: str = ""
 ) -> BudgetExceeded:
+    who = f"agent '{agent}'" if agent else "run"
+    setting = f"""'agent_budgets={{"{agent}": {{"{name}": ...}}}}'""" if agent else f"{name}=..."
     return BudgetExceeded(
         f"budget exceeded: {who} {name}={limit:g}, spent {spent:g} {unit}{extra}",
         budget=name,
-        hint=f"continue with a larger budget: `quorum resume THREAD --set {name}=...`",
+        hint=f"continue with a larger budget: `quorum resume THREAD --set {setting}`",
     )
 
 
@@ -220,6 +228,23 @@ async def run_meter(store: BaseStore, thread_id: str, run: str) -> RunMeter:
                 meter.seconds_before = max(meter.seconds_before, call.run_seconds)
         _meters[key] = meter
     return _meters[key]
+
+
+async def journal_usage(store: BaseStore, thread_id: str) -> dict[str, Usage]:
+    """Usage per agent over every call a thread has journaled (failed attempts included)."""
+    usage: dict[str, Usage] = {}
+    for call in await journal.records(store, thread_id):
+        answered = call.reply is not None
+        spent = Usage(
+            calls=int(answered),
+            input_tokens=call.input_tokens if answered else 0,
+            output_tokens=call.output_tokens if answered else 0,
+            attempts=call.attempts,
+            cost_usd=call.cost_usd if answered else 0.0,
+            seconds=call.seconds if answered else 0.0,
+        )
+        usage = add_usage(usage, {call.agent: spent})
+    return usage
 
 
 def forget(thread_id: str) -> None:

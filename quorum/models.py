@@ -448,6 +448,9 @@ async def _invoke(
         record = await _request(model, messages, record, entry, meter)
         if meter is not None:
             meter.add(agent, record)
+            # Over budget now: stop here. The reply is journaled, so a resume with a larger
+            # budget gets it back without paying for it again.
+            meter.check(agent, context, before=False)
     metering.record(agent, record)
     assert record.reply is not None
     return record.reply

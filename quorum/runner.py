@@ -148,11 +148,20 @@ async def resume(
         if info.status == "completed":
             return info
         answers = _answers(info, resolution, decisions)
+        if info.waiting and not answers:
+            return info  # still waiting for a person: nothing can run yet
         metadata = await _metadata(kept, thread_id)
         stored = json.loads(metadata.get("quorum_context", "{}"))
         context = _context({**stored, **(settings or {})})
-        await models.preflight(context)
         graph = _compile(kept, info.pattern)
+        if info.status == "step_limit":
+            if context.max_steps <= int(info.values.get("steps", 0)):
+                return info  # no more steps given: it stays where it stopped
+            # The run ended at its limit; with a higher one the agent takes its turn again.
+            await graph.aupdate_state(
+                _config(thread_id), {"status": "running", "output": ""}, as_node="tool"
+            )
+        await models.preflight(context)
         payload: Command[Any] | None = Command(resume=answers) if answers else None
         await _drive(graph, payload, info.pattern, thread_id, context, on_event)
         return await _thread_info(kept, thread_id, ignore_lease=True)
@@ -167,20 +176,6 @@ def _answers(
     thread_id = info.thread_id
     approvals = [w for w in info.waiting if w["type"] == APPROVAL]
     unknown = [w for w in info.waiting if w["type"] == RECONCILE]
-    if unknown and resolution is None:
-        raise UsageError(
-            f"thread {thread_id!r} needs a decision before it can go on: "
-            + "; ".join(w["question"] for w in unknown),
-            hint=f"see `quorum show {thread_id}`, then `quorum resolve {thread_id} done` "
-            f"if it took effect, or `quorum resolve {thread_id} retry` to run it again",
-        )
-    if approvals and decisions is None:
-        raise UsageError(
-            f"thread {thread_id!r} waits for approval of "
-            + ", ".join(f"{w['tool']} (call {w['call_id']})" for w in approvals),
-            hint=f"see `quorum show {thread_id}`, then `quorum approve {thread_id}` "
-            "(or --reject --reason ...)",
-        )
     if resolution is not None and not unknown:
         raise UsageError(
             f"thread {thread_id!r} has no side effect of unknown outcome (it is {info.status})",
@@ -191,7 +186,9 @@ def _answers(
             f"thread {thread_id!r} waits for no approval (it is {info.status})",
             hint=f"continue it with `quorum resume {thread_id}`",
         )
-    answers: dict[str, Any] = {w["interrupt_id"]: resolution for w in unknown}
+    answers: dict[str, Any] = (
+        {w["interrupt_id"]: resolution for w in unknown} if resolution is not None else {}
+    )
     if isinstance(decisions, Mapping) and "action" not in decisions:
         by_call: dict[str, Any] = dict(decisions)
         strays = set(by_call) - {w["call_id"] for w in approvals}
@@ -429,6 +426,9 @@ async def _thread_info(
                 )
         history.reverse()
     values = dict(snapshot.values)
+    # The journal knows every answered call, also those of a step that has not finished
+    # (a budget stopped it, or the process died): the checkpoint's usage does not yet.
+    usage = await metering.journal_usage(kept.store, thread_id) or values.get("usage", {})
     return ThreadInfo(
         thread_id=thread_id,
         pattern=pattern,
@@ -436,7 +436,7 @@ async def _thread_info(
         updated_at=snapshot.created_at or datetime.min.isoformat(),
         input=values.get("input", ""),
         output=values.get("output", ""),
-        usage=values.get("usage", {}),
+        usage=usage,
         error=error,
         values=values,
         history=history,
