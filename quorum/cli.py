@@ -2,10 +2,12 @@
 
 Progress goes to stderr while a run works (which agent is running, steps done, tokens so
 far); the answer goes to stdout, so `quorum run ... > answer.md` keeps only the answer.
-Errors print one line and exit non-zero: 2 for bad input, 3 when the thread is busy in
-another run, 5 when a thread waits for a person's decision (`quorum resolve`), 1 for
-anything else. Ctrl-C (130) and SIGTERM (143) stop a run cleanly: every finished step is
-kept, and the message names the thread to resume.
+Exit codes: 0 completed; 1 failed (an agent raised: fix the cause, then resume); 2 bad
+input (one line, nothing saved); 3 the thread is busy in another run; 4 a budget or the step
+limit ran out (resume with `--set` to give more); 5 the thread waits for a person (approve
+a tool call with `quorum approve`, settle an effect with `quorum resolve`). Ctrl-C (130) and
+SIGTERM (143) stop a run cleanly: every finished step is kept, and the message names the
+thread to resume. In a terminal, `run` and `resume` ask for approvals on the spot.
 """
 
 from __future__ import annotations
@@ -26,10 +28,12 @@ from pydantic_core import to_jsonable_python
 from rich.console import Console
 from rich.markdown import Markdown
 from rich.markup import escape
+from rich.prompt import Prompt
 from rich.table import Table
 
 from quorum import embedded, runner
 from quorum.context import QuorumContext
+from quorum.effects import Decision
 from quorum.errors import QuorumError, UsageError
 from quorum.graphs import PATTERNS
 from quorum.runner import RunEvent, ThreadInfo
@@ -39,6 +43,9 @@ from quorum.state import Usage, add_usage, total_tokens
 app = typer.Typer(
     name="quorum",
     help="Run multi-agent patterns on durable, resumable threads.",
+    epilog="Exit codes: 0 completed; 1 failed or interrupted; 2 bad input; 3 thread busy; "
+    "4 budget or step limit reached (resume --set gives more); 5 waiting for a person "
+    "(quorum approve / quorum resolve); 130 Ctrl-C; 143 SIGTERM.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -111,7 +118,29 @@ class _Progress:
         )
 
 
+EXIT_CODES = {
+    "completed": 0,
+    "failed": 1,
+    "interrupted": 1,
+    "running": 3,
+    "step_limit": 4,
+    "budget_exceeded": 4,
+    "waiting_approval": 5,
+    "needs_reconciliation": 5,
+}
+"""The exit code `run`, `resume`, `approve` and `resolve` end with, by the thread's status."""
+
+
 def _parse_context(model: str | None, settings: list[str]) -> QuorumContext:
+    values = _setting_values(model, settings)
+    try:
+        return QuorumContext.from_dict(values)
+    except ValidationError as error:
+        problems = "; ".join(f"{e['loc'][0]}: {e['msg']}" for e in error.errors())
+        raise UsageError(f"invalid context setting: {problems}") from None
+
+
+def _setting_values(model: str | None, settings: list[str]) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for item in settings:
         key, sep, raw = item.partition("=")
@@ -129,11 +158,7 @@ def _parse_context(model: str | None, settings: list[str]) -> QuorumContext:
             f"unknown context setting {', '.join(sorted(unknown))}",
             hint=f"known: {', '.join(QuorumContext.__dataclass_fields__)}",
         )
-    try:
-        return QuorumContext.from_dict(values)
-    except ValidationError as error:
-        problems = "; ".join(f"{e['loc'][0]}: {e['msg']}" for e in error.errors())
-        raise UsageError(f"invalid context setting: {problems}") from None
+    return values
 
 
 def _summary(info: ThreadInfo) -> None:
@@ -148,26 +173,88 @@ def _summary(info: ThreadInfo) -> None:
     )
 
 
-def _finish(info: ThreadInfo) -> None:
+def _finish(info: ThreadInfo, *, db: str | None = None) -> None:
+    """Print how the run ended (asking for approvals in a terminal) and exit with its code."""
+    while info.status == "waiting_approval" and _interactive():
+        decisions = _ask_for_decisions(info)
+        info = _run_async(
+            runner.resume(info.thread_id, database=db, on_event=_Progress(), decisions=decisions),
+            thread=info.thread_id,
+        )
     if info.output:
         out.print(info.output, markup=False)
     _summary(info)
-    if info.status == "needs_reconciliation":
+    if info.status in ("budget_exceeded", "step_limit"):
+        err.print(f"[yellow]{info.status}:[/yellow] {escape(info.error or info.output)}")
+        more = "a larger budget" if info.status == "budget_exceeded" else "more steps"
+        err.print(f"continue with {more}: `quorum resume {info.thread_id} --set NAME=VALUE`")
+    if info.waiting:
         _explain_waiting(info)
-        raise typer.Exit(5)
+    code = EXIT_CODES.get(info.status, 1)
+    if code:
+        raise typer.Exit(code)
+
+
+def _interactive() -> bool:
+    return sys.stdin.isatty() and sys.stderr.isatty()
 
 
 def _explain_waiting(info: ThreadInfo) -> None:
+    thread = info.thread_id
     for waiting in info.waiting:
         err.print(
             f"[yellow]needs a decision:[/yellow] {escape(waiting['question'])}\n"
-            f"  call: {escape(waiting['tool'])}({escape(json.dumps(waiting['args']))})\n"
+            f"  call {escape(waiting['call_id'])}: {escape(waiting['tool'])}"
+            f"({escape(json.dumps(waiting['args']))})\n"
             f"  idempotency key: {escape(waiting['idempotency_key'])}"
         )
-    err.print(
-        f"if it took effect: `quorum resolve {info.thread_id} done`; "
-        f"to run it again: `quorum resolve {info.thread_id} retry`"
-    )
+    kinds = {w["type"] for w in info.waiting}
+    if "approval" in kinds:
+        err.print(
+            f"approve: `quorum approve {thread}`; reject: `quorum approve {thread} --reject "
+            f"--reason TEXT`; change the arguments: `quorum approve {thread} --edit JSON`"
+        )
+    if "needs_reconciliation" in kinds:
+        err.print(
+            f"if it took effect: `quorum resolve {thread} done`; "
+            f"to run it again: `quorum resolve {thread} retry`"
+        )
+
+
+def _ask_for_decisions(info: ThreadInfo) -> dict[str, Decision]:
+    """Ask the person at the terminal about every call waiting for approval."""
+    decisions: dict[str, Decision] = {}
+    for waiting in info.waiting:
+        if waiting["type"] != "approval":
+            continue
+        err.print(
+            f"[bold yellow]approval needed[/bold yellow] agent {escape(waiting['agent'])} "
+            f"wants to run [bold]{escape(waiting['tool'])}[/bold] (cannot be undone):\n"
+            f"  {escape(json.dumps(waiting['args'], indent=2))}"
+        )
+        answer = Prompt.ask(
+            "approve, reject or edit?", choices=["a", "r", "e"], default="r", console=err
+        )
+        if answer == "a":
+            decisions[waiting["call_id"]] = Decision(action="approve")
+        elif answer == "r":
+            reason = Prompt.ask("reason (the agent reads it)", default="", console=err)
+            decisions[waiting["call_id"]] = Decision(action="reject", reason=reason)
+        else:
+            decisions[waiting["call_id"]] = Decision(
+                action="approve", args=_edited(Prompt.ask("arguments as JSON", console=err))
+            )
+    return decisions
+
+
+def _edited(text: str) -> dict[str, Any]:
+    try:
+        args = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise UsageError(f"the edited arguments are not JSON: {error}") from None
+    if not isinstance(args, dict):
+        raise UsageError("the edited arguments must be a JSON object", hint='{"path": "a.md"}')
+    return args
 
 
 def _read_input(text: str | None, file: Path | None) -> str:
@@ -241,17 +328,65 @@ def run(
         ),
         thread=thread_id,
     )
-    _finish(info)
+    _finish(info, db=db)
 
 
 @app.command()
 def resume(
     thread: Annotated[str, typer.Argument(help="The thread to continue.")],
+    settings: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Change a run setting from here on, e.g. max_tokens=50000."),
+    ] = None,
     db: DatabaseOption = None,
 ) -> None:
-    """Continue an interrupted, crashed or failed THREAD from its last checkpoint."""
-    info = _run_async(runner.resume(thread, database=db, on_event=_Progress()), thread=thread)
-    _finish(info)
+    """Continue an interrupted, crashed, failed or stopped THREAD from its last checkpoint."""
+    try:
+        changed = _setting_values(None, settings or [])
+    except QuorumError as error:
+        _fail(error)
+    info = _run_async(
+        runner.resume(thread, database=db, on_event=_Progress(), settings=changed),
+        thread=thread,
+    )
+    _finish(info, db=db)
+
+
+@app.command()
+def approve(
+    thread: Annotated[str, typer.Argument(help="The thread waiting for approval.")],
+    call: Annotated[
+        str | None,
+        typer.Option("--call", help="The tool call to decide [default: every waiting call]."),
+    ] = None,
+    reject: Annotated[bool, typer.Option("--reject", help="Reject instead of approving.")] = False,
+    reason: Annotated[
+        str, typer.Option("--reason", help="Why it is rejected; the agent reads it.")
+    ] = "",
+    edit: Annotated[
+        str | None, typer.Option("--edit", metavar="JSON", help="Approve with these arguments.")
+    ] = None,
+    db: DatabaseOption = None,
+) -> None:
+    """Approve (or reject) irreversible tool calls THREAD waits for, then continue it."""
+    try:
+        if reject and edit is not None:
+            raise UsageError("--reject and --edit do not go together")
+        decision = (
+            Decision(action="reject", reason=reason)
+            if reject
+            else Decision(action="approve", args=_edited(edit))
+            if edit is not None
+            else Decision(action="approve")
+        )
+    except QuorumError as error:
+        _fail(error)
+    decisions: Decision | dict[str, Decision] = {call: decision} if call else decision
+    info = _run_async(
+        runner.resume(thread, database=db, on_event=_Progress(), decisions=decisions),
+        thread=thread,
+    )
+    _finish(info, db=db)
 
 
 @app.command()
@@ -268,7 +403,7 @@ def resolve(
         runner.resume(thread, database=db, on_event=_Progress(), resolution=decision),
         thread=thread,
     )
-    _finish(info)
+    _finish(info, db=db)
 
 
 @app.command()

@@ -14,6 +14,21 @@ from pydantic import Field, TypeAdapter
 
 
 @dataclass(frozen=True, kw_only=True)
+class Budget:
+    """Limits on one agent's spending in a run (empty: no limit)."""
+
+    max_tokens: Annotated[
+        int | None, Field(ge=1, description="Input plus output tokens, every call counted.")
+    ] = None
+    max_cost_usd: Annotated[
+        float | None, Field(ge=0, description="Cost in US dollars, from the price table.")
+    ] = None
+    max_model_calls: Annotated[
+        int | None, Field(ge=1, description="Model calls (a retried call counts once).")
+    ] = None
+
+
+@dataclass(frozen=True, kw_only=True)
 class QuorumContext:
     """Settings for one run of a pattern."""
 
@@ -52,6 +67,35 @@ class QuorumContext:
     debater_b_persona: Annotated[str, Field(description="Debate: who the second debater is.")] = (
         "a pragmatic practitioner who argues from real-world experience"
     )
+    max_tokens: Annotated[
+        int | None,
+        Field(ge=1, description="Budget: input plus output tokens for the whole run."),
+    ] = None
+    max_cost_usd: Annotated[
+        float | None, Field(ge=0, description="Budget: cost of the whole run in US dollars.")
+    ] = None
+    max_model_calls: Annotated[
+        int | None, Field(ge=1, description="Budget: model calls for the whole run.")
+    ] = None
+    max_seconds: Annotated[
+        float | None,
+        Field(
+            gt=0,
+            description="Budget: seconds the run may take, counted while a process runs it "
+            "(kept across resume).",
+        ),
+    ] = None
+    agent_budgets: Annotated[
+        dict[str, Budget],
+        Field(description="Budgets per agent, e.g. {'researcher': {'max_tokens': 20000}}."),
+    ] = field(default_factory=dict)
+    approve_tools: Annotated[
+        list[str],
+        Field(
+            description="Irreversible tools approved in advance for this run (unattended "
+            "runs); every other irreversible call waits for a person."
+        ),
+    ] = field(default_factory=list)
 
     def model_for(self, agent: str) -> str:
         """The model name this context picks for `agent` ('' means the settings default)."""

@@ -1,16 +1,28 @@
-"""The effect ledger: a side effect happens at most once, and never silently twice.
+"""The effect ledger: side effects at most once, never silently twice, approved first.
+
+An irreversible side effect runs only after a person approved it.
 
 A tool call with side effects is keyed by the thread, the checkpoint namespace of the tool
 step running it (which ends in that step's task id, the same however often it runs) and the
-model's tool call id. Before the tool runs, the ledger records the call as `started`; after,
-as `completed` or `failed`, with the result the agent saw. When the step runs again (after a
-crash, or a resume):
+model's tool call id. The ledger records each call's way through:
 
-- a `completed` or `failed` call is not run: its recorded result is returned;
+    (irreversible) awaiting approval -> approved | rejected
+    started -> completed | failed
+
+When the step runs again (after a crash, or a resume):
+
+- a `completed` or `failed` call is not run: its recorded result is returned; a `rejected`
+  one returns its rejection;
+- an irreversible call is asked about once: a LangGraph interrupt of type `approval` pauses
+  the thread before anything runs, showing the tool, its arguments and the agent that asked.
+  The decision (approve, approve with edited arguments, or reject with a reason the agent
+  sees) is recorded before the call runs, so it is never asked for twice; a kill while the
+  question waits asks it again. Tools named in `approve_tools` (the run context, or the
+  QUORUM_APPROVE_TOOLS setting) are approved in advance;
 - a call that `started` but has no recorded outcome may or may not have happened (the
-  process died while the tool ran). It is not run again silently: the step stops with a
-  LangGraph interrupt of type `needs_reconciliation`, which `quorum show` explains, until a
-  person says what happened: `done` (it took effect: record that and go on) or `retry`.
+  process died while the tool ran). It is not run again silently: the step stops with an
+  interrupt of type `needs_reconciliation` until a person says what happened: `done` (it
+  took effect: record that and go on) or `retry`.
 
 A tool that talks to a service reads `idempotency_key()` while it runs and sends it as that
 service's idempotency key, so even a retried call is applied once by a service that honours
@@ -28,6 +40,7 @@ from typing import Any, Literal
 
 from langgraph.config import get_config, get_store
 from langgraph.types import interrupt
+from typing_extensions import TypedDict
 
 from quorum.errors import UsageError
 from quorum.journal import thread_namespace
@@ -35,10 +48,23 @@ from quorum.journal import thread_namespace
 NAMESPACE = "quorum_effects"
 RECONCILE = "needs_reconciliation"
 """The interrupt type a started effect without an outcome stops its thread with."""
+APPROVAL = "approval"
+"""The interrupt type an irreversible call waits with until a person decides."""
 
 Resolution = Literal["done", "retry"]
 Outcome = tuple[str, Literal["success", "error"]]
 """What the agent sees: the tool message's content and status."""
+
+
+class Decision(TypedDict, total=False):
+    """A person's answer to an approval: approve (optionally with edited arguments) or reject."""
+
+    action: Literal["approve", "reject"]
+    reason: str
+    """Why it was rejected: the agent reads it."""
+    args: dict[str, Any]
+    """Arguments to run the call with instead of the agent's."""
+
 
 _current_key: ContextVar[str | None] = ContextVar("quorum_idempotency_key", default=None)
 
@@ -48,8 +74,31 @@ def idempotency_key() -> str | None:
     return _current_key.get()
 
 
+def check_decision(decision: Any) -> Decision:
+    """A decision as given by a person or a program, validated."""
+    if decision is True or decision == "approve":
+        return Decision(action="approve")
+    if decision is False or decision == "reject":
+        return Decision(action="reject", reason="")
+    if not isinstance(decision, dict) or decision.get("action") not in ("approve", "reject"):
+        raise UsageError(
+            f"not a decision: {decision!r}",
+            hint='answer {"action": "approve"}, {"action": "approve", "args": {...}} or '
+            '{"action": "reject", "reason": "..."}',
+        )
+    if "args" in decision and not isinstance(decision["args"], dict):
+        raise UsageError("edited arguments must be a JSON object", hint='e.g. {"path": "a.md"}')
+    return Decision(**decision)
+
+
 async def run_once(
-    tool: str, args: dict[str, Any], call_id: str, run: Callable[[], Awaitable[Outcome]]
+    tool: str,
+    args: dict[str, Any],
+    call_id: str,
+    run: Callable[[dict[str, Any]], Awaitable[Outcome]],
+    *,
+    agent: str = "",
+    needs_approval: bool = False,
 ) -> Outcome:
     """Run a side-effecting tool call through the ledger (see the module docstring)."""
     try:
@@ -59,30 +108,32 @@ async def run_once(
         store = None
     thread_id = config.get("configurable", {}).get("thread_id") if store else None
     if store is None or not thread_id:
-        return await run()  # outside a durable run, there is nothing to remember it by
+        if needs_approval:
+            return _refused(tool, "it needs a person's approval, and this is not a durable run")
+        return await run(args)  # outside a durable run, there is nothing to remember it by
     step = config["configurable"].get("checkpoint_ns", "")
     namespace = thread_namespace(NAMESPACE, str(thread_id))
     key = f"{step}/{call_id}"
     digest = hashlib.sha256(f"{thread_id}\x00{key}".encode()).hexdigest()[:32]
-    entry: dict[str, Any] = {
-        "tool": tool,
-        "args": args,
-        "idempotency_key": f"quorum-{digest}",
-        "state": "started",
-        "started_at": time.time(),
-    }
     found = await store.aget(namespace, key)
-    if found is not None:
-        recorded = found.value
-        if recorded["state"] in ("completed", "failed"):
-            return recorded["content"], recorded["status"]
+    entry: dict[str, Any] = (
+        found.value
+        if found is not None
+        else {"tool": tool, "args": args, "agent": agent, "idempotency_key": f"quorum-{digest}"}
+    )
+    state = entry.get("state")
+    if state in ("completed", "failed", "rejected"):
+        return entry["content"], entry["status"]
+    if state == "started":
         resolution = interrupt(
             {
                 "type": RECONCILE,
                 "tool": tool,
-                "args": json.loads(json.dumps(args, default=str)),
-                "idempotency_key": recorded["idempotency_key"],
-                "started_at": recorded["started_at"],
+                "args": _plain(entry["args"]),
+                "agent": agent,
+                "call_id": call_id,
+                "idempotency_key": entry["idempotency_key"],
+                "started_at": entry["started_at"],
                 "question": f"{tool} started but its outcome was never recorded (the process "
                 "stopped while it ran). Did it take effect?",
             }
@@ -91,41 +142,94 @@ async def run_once(
             content = json.dumps(
                 {"note": f"{tool} took effect (confirmed by an operator; its result was lost)"}
             )
-            await store.aput(
-                namespace,
-                key,
-                {
-                    **recorded,
-                    "state": "completed",
-                    "content": content,
-                    "status": "success",
-                    "resolved": "done",
-                    "finished_at": time.time(),
-                },
-                index=False,
-            )
+            await _record(store, namespace, key, entry, "completed", content, "success")
             return content, "success"
         if resolution != "retry":
             raise UsageError(
                 f"unknown resolution {resolution!r} for {tool}", hint="resolve with done or retry"
             )
-        entry = {**recorded, "resolved": "retry", "started_at": time.time()}
+        entry["resolved"] = "retry"
+    elif needs_approval and state != "approved":
+        decision = check_decision(
+            interrupt(
+                {
+                    "type": APPROVAL,
+                    "tool": tool,
+                    "args": _plain(args),
+                    "agent": agent,
+                    "call_id": call_id,
+                    "idempotency_key": entry["idempotency_key"],
+                    "question": f"agent '{agent or '?'}' wants to run {tool}, which cannot be "
+                    "undone. Approve it?",
+                }
+            )
+        )
+        if decision["action"] == "reject":
+            reason = decision.get("reason") or "no reason given"
+            content = json.dumps(
+                {
+                    "error": f"a person rejected this call of {tool}: {reason}",
+                    "retryable": False,
+                    "suggestion": "do not call it again with the same arguments; answer "
+                    "without it, or take the reason into account",
+                }
+            )
+            await _record(store, namespace, key, entry, "rejected", content, "error")
+            return content, "error"
+        entry = {**entry, "state": "approved", "args": decision.get("args", args)}
+        entry["approved_at"] = time.time()
+        # Recorded before the call runs: an approval is never asked for twice.
+        await store.aput(namespace, key, entry, index=False)
+    args = entry["args"]
+    entry = {**entry, "state": "started", "started_at": time.time()}
     await store.aput(namespace, key, entry, index=False)
     token = _current_key.set(entry["idempotency_key"])
     try:
-        content, status = await run()
+        content, status = await run(args)
     finally:
         _current_key.reset(token)
+    await _record(
+        store, namespace, key, entry, "completed" if status == "success" else "failed", content,
+        status,
+    )  # fmt: skip
+    return content, status
+
+
+async def _record(
+    store: Any,
+    namespace: tuple[str, ...],
+    key: str,
+    entry: dict[str, Any],
+    state: str,
+    content: str,
+    status: str,
+) -> None:
     await store.aput(
         namespace,
         key,
         {
             **entry,
-            "state": "completed" if status == "success" else "failed",
+            "state": state,
             "content": content,
             "status": status,
             "finished_at": time.time(),
         },
         index=False,
     )
-    return content, status
+
+
+def _plain(args: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(json.dumps(args, default=str))
+
+
+def _refused(tool: str, why: str) -> Outcome:
+    return (
+        json.dumps(
+            {
+                "error": f"{tool} was not run: {why}",
+                "retryable": False,
+                "suggestion": "do without it, or run it through a Quorum run",
+            }
+        ),
+        "error",
+    )

@@ -49,6 +49,16 @@ class ThreadBusy(QuorumError):
     exit_code = 3
 
 
+class BudgetExceeded(QuorumError):
+    """A run's token, cost, call or time budget ran out; resume with a larger one."""
+
+    exit_code = 4
+
+    def __init__(self, message: str, *, budget: str, hint: str = "") -> None:
+        super().__init__(message, hint=hint)
+        self.budget = budget
+
+
 class RunFailed(QuorumError):
     """A run stopped because an agent failed; its checkpoints are kept for `resume`."""
 

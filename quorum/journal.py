@@ -51,6 +51,10 @@ class CallRecord:
     output_tokens: int = 0
     seconds: float = 0.0
     """Time the answered request took."""
+    cost_usd: float = 0.0
+    """What the answered request cost, from the price table."""
+    run_seconds: float = 0.0
+    """How long the run had been running (in any process) when the reply came."""
 
     def to_json(self) -> dict[str, Any]:
         """The record as the store keeps it."""
@@ -73,6 +77,9 @@ class JournalEntry:
     store: BaseStore
     namespace: tuple[str, ...]
     key: str
+    thread_id: str
+    run: str
+    """Which run of the thread is making the call (budgets are metered per run)."""
 
     async def read(self) -> CallRecord | None:
         """The record of this call, if an earlier run of its task made it."""
@@ -97,7 +104,19 @@ def entry_for(agent: str, model: Any, messages: Sequence[BaseMessage]) -> Journa
         return None
     digest = request_digest(agent, model, messages)
     task = configurable.get("checkpoint_ns", "")
-    return JournalEntry(store, thread_namespace(NAMESPACE, str(thread_id)), f"{task}#{digest}")
+    run = str(config.get("metadata", {}).get("run_id", ""))
+    return JournalEntry(
+        store, thread_namespace(NAMESPACE, str(thread_id)), f"{task}#{digest}", str(thread_id), run
+    )
+
+
+async def records(store: BaseStore, thread_id: str) -> list[CallRecord]:
+    """Every call a thread has journaled, answered or not."""
+    namespace = thread_namespace(NAMESPACE, thread_id)
+    found: list[CallRecord] = []
+    while items := await store.asearch(namespace, limit=500, offset=len(found)):
+        found += [CallRecord.from_json(item.value) for item in items]
+    return found
 
 
 def thread_namespace(kind: str, thread_id: str) -> tuple[str, ...]:

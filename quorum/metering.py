@@ -1,36 +1,63 @@
-"""Per-agent usage, recorded where the model is called.
+"""Usage, cost and budgets, metered where the model is called.
 
-The model seam reports every call here, replayed from the journal or answered now, with
-its attempts and tokens. A node decorated with `metered` hands what its calls spent to the
-checkpoint as the state's `usage`, once, when it finishes: no node counts usage by hand, and
-a call is counted once however many times its task runs (a replayed call reports the
-tokens and attempts it was recorded with, a task that fails reports nothing until it
-finishes on resume).
+The model seam reports every call here. Two views are kept:
+
+- per node: a node decorated with `metered` hands what its calls spent (replayed from the
+  journal or answered now) to the checkpoint as the state's `usage`, once, when it finishes:
+  no node counts usage by hand, and a call is counted once however many times its task runs;
+- per run: a `RunMeter` per thread totals what the whole run has spent so far (seeded from
+  the thread's call journal, so a resume neither resets nor double counts), shared by
+  parallel workers, and checked before every new request against the run's budgets
+  (`max_tokens`, `max_cost_usd`, `max_model_calls`, `max_seconds`, `agent_budgets`) with
+  an estimate of the request's input, and after it with what it really spent. A budget that
+  runs out raises `BudgetExceeded`: the step stops, the thread keeps every finished step,
+  and a resume with a larger budget continues it.
+
+Cost comes from a price table: a JSON file named by QUORUM_PRICES for your own models, then
+the genai-prices package for OpenAI's; models on any other endpoint cost 0 unless priced.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Awaitable, Callable
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
+from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, TypeVar
 
+from langchain_core.messages import BaseMessage
+from langgraph.store.base import BaseStore
 from langgraph.types import Command
 
+from quorum import journal
+from quorum.context import QuorumContext
+from quorum.errors import BudgetExceeded, ConfigError
+from quorum.settings import Settings
 from quorum.state import Usage, add_usage
+
+logger = logging.getLogger(__name__)
 
 _spent: ContextVar[dict[str, Usage] | None] = ContextVar("quorum_spent", default=None)
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
 
-def record(agent: str, *, input_tokens: int, output_tokens: int, attempts: int) -> None:
+def record(agent: str, call: journal.CallRecord) -> None:
     """Count one answered model call of `agent` toward the running node's usage."""
     spent = _spent.get()
     if spent is None:
         return  # a call outside a metered node (a user calling `ask` directly)
     usage = Usage(
-        calls=1, input_tokens=input_tokens, output_tokens=output_tokens, attempts=attempts
+        calls=1,
+        input_tokens=call.input_tokens,
+        output_tokens=call.output_tokens,
+        attempts=call.attempts,
+        cost_usd=call.cost_usd,
+        seconds=call.seconds,
     )
     spent.update(add_usage(spent, {agent: usage}))
 
@@ -57,3 +84,175 @@ def metered(node: F) -> F:
         return {**(update or {}), "usage": add_usage((update or {}).get("usage"), spent)}
 
     return run  # type: ignore[return-value]
+
+
+# --- Cost --------------------------------------------------------------------------------------
+
+
+def cost_usd(settings: Settings, model: str, input_tokens: int, output_tokens: int) -> float:
+    """What a call to `model` with these tokens cost, in US dollars."""
+    table = _price_table(settings.prices_file)
+    if model in table:
+        price = table[model]
+        return (
+            input_tokens * price.get("input_per_mtok", 0.0)
+            + output_tokens * price.get("output_per_mtok", 0.0)
+        ) / 1e6
+    if settings.base_url is not None and "api.openai.com" not in settings.base_url:
+        return 0.0  # a self-hosted or third-party server: priced only by the table
+    if settings.base_url is None and settings.api_key is None:
+        return 0.0  # the embedded model
+    return _genai_price(model, input_tokens, output_tokens)
+
+
+@functools.lru_cache(maxsize=8)
+def _price_table(path: Any) -> dict[str, dict[str, float]]:
+    if path is None:
+        return {}
+    try:
+        table = json.loads(path.read_text())
+        return {
+            str(model): {k: float(v) for k, v in prices.items()} for model, prices in table.items()
+        }
+    except (OSError, ValueError, AttributeError, TypeError) as error:
+        raise ConfigError(
+            f"cannot read the price table {str(path)!r}: {error}",
+            hint='QUORUM_PRICES names a JSON file: {"my-model": {"input_per_mtok": 0.2, '
+            '"output_per_mtok": 0.6}} (US dollars per million tokens)',
+        ) from error
+
+
+@functools.lru_cache(maxsize=256)
+def _genai_price(model: str, input_tokens: int, output_tokens: int) -> float:
+    from genai_prices import Usage as PriceUsage
+    from genai_prices import calc_price
+
+    try:
+        price = calc_price(
+            PriceUsage(input_tokens=input_tokens, output_tokens=output_tokens),
+            model_ref=model,
+            provider_id="openai",
+        )
+    except LookupError:
+        logger.warning("no price known for model %r: its calls count as free", model)
+        return 0.0
+    return float(Decimal(price.total_price))
+
+
+# --- Budgets -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Spent:
+    """What a run, or one agent in it, has spent."""
+
+    calls: int = 0
+    tokens: int = 0
+    cost_usd: float = 0.0
+
+    def add(self, call: journal.CallRecord) -> None:
+        """Count an answered call."""
+        self.calls += 1
+        self.tokens += call.input_tokens + call.output_tokens
+        self.cost_usd += call.cost_usd
+
+
+@dataclass
+class RunMeter:
+    """What one run of a thread has spent so far, across every process that ran it."""
+
+    total: Spent = field(default_factory=Spent)
+    agents: dict[str, Spent] = field(default_factory=dict)
+    seconds_before: float = 0.0
+    """Seconds earlier runs of the thread took (time with no process running is not counted)."""
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def seconds(self) -> float:
+        """Seconds the run has taken so far."""
+        return self.seconds_before + time.monotonic() - self.started
+
+    def add(self, agent: str, call: journal.CallRecord) -> None:
+        """Count a call answered in this run."""
+        self.total.add(call)
+        self.agents.setdefault(agent, Spent()).add(call)
+
+    def check(
+        self, agent: str, context: QuorumContext, *, estimate: int = 0, before: bool = True
+    ) -> None:
+        """Raise `BudgetExceeded` if `agent` went over a budget, or would with one more call.
+
+        `before` a call, one more call and an `estimate` of its input tokens are counted.
+        """
+        limits: list[tuple[str | None, Spent, Any]] = [(None, self.total, context)]
+        if agent in context.agent_budgets:
+            own = self.agents.get(agent, Spent())
+            limits.append((agent, own, context.agent_budgets[agent]))
+        one = 1 if before else 0
+        for who, spent, budget in limits:
+            calls, tokens, cost = budget.max_model_calls, budget.max_tokens, budget.max_cost_usd
+            if calls is not None and spent.calls + one > calls:
+                raise _exceeded(who, "max_model_calls", calls, spent.calls, "calls")
+            if tokens is not None and spent.tokens + (estimate if before else 0) > tokens:
+                more = f" (+{estimate} estimated for the next call)" if before else ""
+                raise _exceeded(who, "max_tokens", tokens, spent.tokens, "tokens", extra=more)
+            if cost is not None and spent.cost_usd > cost:
+                raise _exceeded(who, "max_cost_usd", cost, round(spent.cost_usd, 6), "USD")
+        if context.max_seconds is not None and self.seconds > context.max_seconds:
+            raise _exceeded(None, "max_seconds", context.max_seconds, round(self.seconds, 1), "s")
+
+
+def _exceeded(
+    agent: str | None, name: str, limit: float, spent: float, unit: str, *, extra: str = ""
+) -> BudgetExceeded:
+    who = f"agent '{agent}'" if agent else "run"
+    setting = f"""'agent_budgets={{"{agent}": {{"{name}": ...}}}}'""" if agent else f"{name}=..."
+    return BudgetExceeded(
+        f"budget exceeded: {who} {name}={limit:g}, spent {spent:g} {unit}{extra}",
+        budget=name,
+        hint=f"continue with a larger budget: `quorum resume THREAD --set {setting}`",
+    )
+
+
+_meters: dict[tuple[str, str], RunMeter] = {}
+
+
+async def run_meter(store: BaseStore, thread_id: str, run: str) -> RunMeter:
+    """The meter of one run of a thread, seeded from its journal the first time it is asked for."""
+    key = (thread_id, run)
+    if key not in _meters:
+        meter = RunMeter()
+        for call in await journal.records(store, thread_id):
+            if call.reply is not None:
+                meter.add(call.agent, call)
+                meter.seconds_before = max(meter.seconds_before, call.run_seconds)
+        _meters[key] = meter
+    return _meters[key]
+
+
+async def journal_usage(store: BaseStore, thread_id: str) -> dict[str, Usage]:
+    """Usage per agent over every call a thread has journaled (failed attempts included)."""
+    usage: dict[str, Usage] = {}
+    for call in await journal.records(store, thread_id):
+        answered = call.reply is not None
+        spent = Usage(
+            calls=int(answered),
+            input_tokens=call.input_tokens if answered else 0,
+            output_tokens=call.output_tokens if answered else 0,
+            attempts=call.attempts,
+            cost_usd=call.cost_usd if answered else 0.0,
+            seconds=call.seconds if answered else 0.0,
+        )
+        usage = add_usage(usage, {call.agent: spent})
+    return usage
+
+
+def forget(thread_id: str) -> None:
+    """Drop the meters of a thread's finished runs."""
+    for key in [k for k in _meters if k[0] == thread_id]:
+        del _meters[key]
+
+
+def estimate_tokens(messages: Sequence[BaseMessage]) -> int:
+    """A rough count of the input tokens `messages` will cost (about 4 characters a token)."""
+    return sum(len(m.text) + 16 for m in messages) // 4

@@ -265,10 +265,10 @@ async def ask(
     """One model turn for `agent`, offering `tools` when given."""
     model: Any = await load_chat_model(agent, context)
     if tools and isinstance(model, ChatOpenAI) and current_endpoint().tools == "json":
-        return await _ask_json_action(model, messages, tools, agent)
+        return await _ask_json_action(model, messages, tools, agent, context)
     if tools:
         model = model.bind_tools(list(tools))
-    return await _invoke(model, messages, agent)
+    return await _invoke(model, messages, agent, context)
 
 
 async def ask_structured(
@@ -291,7 +291,7 @@ async def ask_structured(
     conversation = list(messages)
     for _ in range(STRUCTURED_REPAIRS + 1):
         # Each repair is its own journaled call: a crash mid-repair replays the ones before.
-        reply = await _invoke(model, conversation, agent)
+        reply = await _invoke(model, conversation, agent, context)
         try:
             return schema.model_validate(_parse_json(reply))
         except ValueError as error:  # invalid JSON, or a pydantic ValidationError
@@ -303,7 +303,11 @@ async def ask_structured(
 
 
 async def _ask_json_action(
-    model: ChatOpenAI, messages: Sequence[BaseMessage], tools: Sequence[BaseTool], agent: str
+    model: ChatOpenAI,
+    messages: Sequence[BaseMessage],
+    tools: Sequence[BaseTool],
+    agent: str,
+    context: QuorumContext,
 ) -> AIMessage:
     """A tool-calling turn on a server without native tool calls.
 
@@ -336,7 +340,7 @@ async def _ask_json_action(
         prompt[0] = SystemMessage(prompt[0].text + ACTION_PROMPT.format(tools=described))
     else:
         prompt.insert(0, SystemMessage(ACTION_PROMPT.format(tools=described).strip()))
-    raw = await _invoke(_with_format(model, schema, "Action"), prompt, agent)
+    raw = await _invoke(_with_format(model, schema, "Action"), prompt, agent, context)
     try:
         action = _parse_json(raw)
         name, arguments, thought = action["action"], action["action_input"], action["thought"]
@@ -429,20 +433,25 @@ async def preflight(context: QuorumContext) -> None:
             )
 
 
-async def _invoke(model: Any, messages: Sequence[BaseMessage], agent: str) -> AIMessage:
-    """One model call: replayed from the journal, or requested with bounded retries."""
+async def _invoke(
+    model: Any, messages: Sequence[BaseMessage], agent: str, context: QuorumContext
+) -> AIMessage:
+    """One model call: replayed from the journal, or requested within budget and retries."""
     entry = journal.entry_for(agent, model, messages)
     record = (await entry.read() if entry else None) or journal.CallRecord(
         agent=agent, model=journal.model_name(model)
     )
     if record.reply is None:
-        record = await _request(model, messages, record, entry)
-    metering.record(
-        agent,
-        input_tokens=record.input_tokens,
-        output_tokens=record.output_tokens,
-        attempts=record.attempts,
-    )
+        meter = await metering.run_meter(entry.store, entry.thread_id, entry.run) if entry else None
+        if meter is not None:
+            meter.check(agent, context, estimate=metering.estimate_tokens(messages))
+        record = await _request(model, messages, record, entry, meter)
+        if meter is not None:
+            meter.add(agent, record)
+            # Over budget now: stop here. The reply is journaled, so a resume with a larger
+            # budget gets it back without paying for it again.
+            meter.check(agent, context, before=False)
+    metering.record(agent, record)
     assert record.reply is not None
     return record.reply
 
@@ -452,6 +461,7 @@ async def _request(
     messages: Sequence[BaseMessage],
     record: journal.CallRecord,
     entry: journal.JournalEntry | None,
+    meter: metering.RunMeter | None,
 ) -> journal.CallRecord:
     settings = get_settings()
     agent = record.agent
@@ -482,6 +492,10 @@ async def _request(
         record.input_tokens = int(usage.get("input_tokens", 0))
         record.output_tokens = int(usage.get("output_tokens", 0))
         record.seconds = round(time.monotonic() - started, 3)
+        record.cost_usd = metering.cost_usd(
+            settings, record.model, record.input_tokens, record.output_tokens
+        )
+        record.run_seconds = round(meter.seconds, 3) if meter is not None else 0.0
         if entry is not None:
             await entry.write(record)
         return record

@@ -14,8 +14,9 @@ run or resume of the same thread, from any process, stops at once with `ThreadBu
 from __future__ import annotations
 
 import json
+import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -23,18 +24,33 @@ from typing import Any, Literal
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command, StateSnapshot
+from pydantic import ValidationError
 
-from quorum import models
+from quorum import metering, models
 from quorum.checkpoints import Persistence, list_thread_ids, open_persistence
 from quorum.checkpoints.lease import Lease, hold
 from quorum.context import QuorumContext
-from quorum.effects import RECONCILE, Resolution
-from quorum.errors import QuorumError, RunFailed, ThreadNotFound, UsageError
+from quorum.effects import APPROVAL, RECONCILE, Decision, Resolution, check_decision
+from quorum.errors import BudgetExceeded, QuorumError, RunFailed, ThreadNotFound, UsageError
 from quorum.graphs import PATTERNS
 from quorum.settings import get_settings, redact
 from quorum.state import Usage
 
-Status = Literal["completed", "interrupted", "failed", "running", "needs_reconciliation"]
+Status = Literal[
+    "completed",
+    "interrupted",
+    "failed",
+    "running",
+    "needs_reconciliation",
+    "waiting_approval",
+    "budget_exceeded",
+    "step_limit",
+]
+"""How a thread stands. `completed`: the graph reached its end. `step_limit`: it ended at its
+step limit without an answer. `budget_exceeded`: a budget ran out (resume with a larger one).
+`waiting_approval`: an irreversible tool call waits for a person. `needs_reconciliation`: a
+side effect started and its outcome is unknown. `failed`: an agent raised (fix, then resume).
+`interrupted`: stopped or crashed (resume). `running`: a run holds the thread's lease."""
 
 
 @dataclass(frozen=True)
@@ -74,7 +90,8 @@ class ThreadInfo:
     values: dict[str, Any]
     history: list[HistoryEntry] = field(default_factory=list)
     waiting: list[dict[str, Any]] = field(default_factory=list)
-    """What the thread waits for a person to decide (a side effect of unknown outcome)."""
+    """What the thread waits for a person to decide: tool calls to approve, side effects of
+    unknown outcome (each with its `type`, `tool`, `args`, `agent`, `call_id`, `question`)."""
 
 
 OnEvent = Callable[[RunEvent], None]
@@ -116,37 +133,86 @@ async def resume(
     database: str | None = None,
     on_event: OnEvent | None = None,
     resolution: Resolution | None = None,
+    decisions: Decision | bool | Mapping[str, Decision | bool] | None = None,
+    settings: dict[str, Any] | None = None,
 ) -> ThreadInfo:
-    """Continue an interrupted, crashed or failed thread from its last checkpoint.
+    """Continue an interrupted, crashed, failed or waiting thread from its last checkpoint.
 
-    A thread stopped at a side effect of unknown outcome (`needs_reconciliation`) continues
-    only with a `resolution`: "done" (it took effect) or "retry" (run it again).
+    `settings` change run settings for the rest of the run (a larger budget, say).
+    A thread waiting for approval continues with `decisions`: one for every waiting call
+    (True, False, or a `Decision`), or a dict of them by tool call id. A thread stopped at
+    a side effect of unknown outcome continues with a `resolution`: "done" or "retry".
     """
     async with open_persistence(database) as kept, _lease(kept, thread_id):
         info = await _thread_info(kept, thread_id, ignore_lease=True)
         if info.status == "completed":
             return info
-        payload: Command[Any] | None = None
-        if info.status == "needs_reconciliation":
-            if resolution is None:
-                raise UsageError(
-                    f"thread {thread_id!r} needs a decision before it can go on: "
-                    + "; ".join(w["question"] for w in info.waiting),
-                    hint=f"see `quorum show {thread_id}`, then `quorum resolve {thread_id} done` "
-                    f"if it took effect, or `quorum resolve {thread_id} retry` to run it again",
-                )
-            payload = Command(resume={w["interrupt_id"]: resolution for w in info.waiting})
-        elif resolution is not None:
-            raise UsageError(
-                f"thread {thread_id!r} is waiting for no decision (it is {info.status})",
-                hint=f"continue it with `quorum resume {thread_id}`",
-            )
+        answers = _answers(info, resolution, decisions)
+        if info.waiting and not answers:
+            return info  # still waiting for a person: nothing can run yet
         metadata = await _metadata(kept, thread_id)
-        context = QuorumContext.from_dict(json.loads(metadata.get("quorum_context", "{}")))
-        await models.preflight(context)
+        stored = json.loads(metadata.get("quorum_context", "{}"))
+        context = _context({**stored, **(settings or {})})
         graph = _compile(kept, info.pattern)
+        if info.status == "step_limit":
+            if context.max_steps <= int(info.values.get("steps", 0)):
+                return info  # no more steps given: it stays where it stopped
+            # The run ended at its limit; with a higher one the agent takes its turn again.
+            await graph.aupdate_state(
+                _config(thread_id), {"status": "running", "output": ""}, as_node="tool"
+            )
+        await models.preflight(context)
+        payload: Command[Any] | None = Command(resume=answers) if answers else None
         await _drive(graph, payload, info.pattern, thread_id, context, on_event)
         return await _thread_info(kept, thread_id, ignore_lease=True)
+
+
+def _answers(
+    info: ThreadInfo,
+    resolution: Resolution | None,
+    decisions: Decision | bool | Mapping[str, Decision | bool] | None,
+) -> dict[str, Any]:
+    """The resume value for each waiting interrupt, by interrupt id."""
+    thread_id = info.thread_id
+    approvals = [w for w in info.waiting if w["type"] == APPROVAL]
+    unknown = [w for w in info.waiting if w["type"] == RECONCILE]
+    if resolution is not None and not unknown:
+        raise UsageError(
+            f"thread {thread_id!r} has no side effect of unknown outcome (it is {info.status})",
+            hint=f"continue it with `quorum resume {thread_id}`",
+        )
+    if decisions is not None and not approvals:
+        raise UsageError(
+            f"thread {thread_id!r} waits for no approval (it is {info.status})",
+            hint=f"continue it with `quorum resume {thread_id}`",
+        )
+    answers: dict[str, Any] = (
+        {w["interrupt_id"]: resolution for w in unknown} if resolution is not None else {}
+    )
+    if isinstance(decisions, Mapping) and "action" not in decisions:
+        by_call: dict[str, Any] = dict(decisions)
+        strays = set(by_call) - {w["call_id"] for w in approvals}
+        if strays:
+            raise UsageError(
+                f"no approval waits for call {', '.join(sorted(strays))}",
+                hint=f"the waiting calls: {', '.join(w['call_id'] for w in approvals)}",
+            )
+        answers |= {
+            w["interrupt_id"]: check_decision(by_call[w["call_id"]])
+            for w in approvals
+            if w["call_id"] in by_call
+        }
+    elif decisions is not None:
+        answers |= {w["interrupt_id"]: check_decision(decisions) for w in approvals}
+    return answers
+
+
+def _context(values: dict[str, Any]) -> QuorumContext:
+    try:
+        return QuorumContext.from_dict(values)
+    except ValidationError as error:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
+        raise UsageError(f"invalid context setting: {problems}") from None
 
 
 async def get_thread(thread_id: str, *, database: str | None = None) -> ThreadInfo:
@@ -230,6 +296,8 @@ async def _drive(
         "metadata": {
             "quorum_pattern": pattern,
             "quorum_context": json.dumps(context.to_dict()),
+            # Budgets are metered per run: a new id starts a meter seeded from the journal.
+            "run_id": str(uuid.uuid4()),
         },
     }
     labels: dict[str, str] = {}
@@ -240,6 +308,8 @@ async def _drive(
         ):
             if on_event is not None:
                 on_event(_run_event(event, labels))
+    except BudgetExceeded:
+        return  # the thread stops as `budget_exceeded`, resumable with a larger budget
     except Exception as error:
         state = await graph.aget_state(config)
         failed = next((t.name for t in state.tasks if t.error), None) or "unknown"
@@ -252,6 +322,8 @@ async def _drive(
             hint=(hint + "; then " if hint else "fix the cause, then ")
             + f"continue with `quorum resume {thread_id}`",
         ) from error
+    finally:
+        metering.forget(thread_id)
 
 
 def _run_event(event: dict[str, Any], labels: dict[str, str]) -> RunEvent:
@@ -287,22 +359,32 @@ def _waiting(snapshot: StateSnapshot) -> list[dict[str, Any]]:
     return [
         {**interrupt.value, "interrupt_id": interrupt.id}
         for interrupt in snapshot.interrupts
-        if isinstance(interrupt.value, dict) and interrupt.value.get("type") == RECONCILE
+        if isinstance(interrupt.value, dict)
+        and interrupt.value.get("type") in (RECONCILE, APPROVAL)
     ]
 
 
 def _status(snapshot: StateSnapshot, lease: Lease | None) -> tuple[Status, str | None]:
-    error = next((str(t.error) for t in snapshot.tasks if t.error), None)
+    error = next((t.error for t in snapshot.tasks if t.error), None)
     if error is not None:
-        return "failed", redact(error)
-    if _waiting(snapshot):
+        if isinstance(error, BudgetExceeded) or str(error).startswith("BudgetExceeded("):
+            # Stored as the exception's repr: show its message.
+            message = re.sub(r"^BudgetExceeded\((['\"])(.*)\1\)$", r"\2", str(error))
+            return "budget_exceeded", redact(message)
+        return "failed", redact(str(error))
+    waiting = {w["type"] for w in _waiting(snapshot)}
+    if RECONCILE in waiting:
         return "needs_reconciliation", None
+    if APPROVAL in waiting:
+        return "waiting_approval", None
     if lease is not None and lease.live:
         return "running", None
     # Completed means the graph ran to its end: a checkpoint the run loop wrote with nothing
     # left to do. A thread whose only checkpoint is its input never started.
     source = (snapshot.metadata or {}).get("source")
     if not snapshot.next and not snapshot.tasks and source == "loop":
+        if snapshot.values.get("status") == "step_limit":
+            return "step_limit", None
         return "completed", None
     return "interrupted", None
 
@@ -344,6 +426,9 @@ async def _thread_info(
                 )
         history.reverse()
     values = dict(snapshot.values)
+    # The journal knows every answered call, also those of a step that has not finished
+    # (a budget stopped it, or the process died): the checkpoint's usage does not yet.
+    usage = await metering.journal_usage(kept.store, thread_id) or values.get("usage", {})
     return ThreadInfo(
         thread_id=thread_id,
         pattern=pattern,
@@ -351,7 +436,7 @@ async def _thread_info(
         updated_at=snapshot.created_at or datetime.min.isoformat(),
         input=values.get("input", ""),
         output=values.get("output", ""),
-        usage=values.get("usage", {}),
+        usage=usage,
         error=error,
         values=values,
         history=history,

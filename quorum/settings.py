@@ -133,10 +133,16 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("QUORUM_TAVILY_API_KEY", "TAVILY_API_KEY"),
         description="Key for Tavily web search; without it web_search is unavailable.",
     )
-    allow_irreversible_tools: bool = Field(
-        default=False,
-        description="Offer tools whose effects cannot be undone (write_file) without a "
-        "human approving each call. Off until approval exists.",
+    approve_tools: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description="Irreversible tools approved in advance for every run, comma-separated "
+        "(unattended deployments); every other irreversible call waits for a person.",
+    )
+    prices_file: Path | None = Field(
+        default=None,
+        validation_alias=AliasChoices("QUORUM_PRICES", "QUORUM_PRICES_FILE"),
+        description="JSON price table for your models: {model: {input_per_mtok, "
+        "output_per_mtok}} in US dollars; OpenAI's models are priced by genai-prices.",
     )
 
     langsmith_api_key: SecretStr | None = Field(
@@ -145,7 +151,7 @@ class Settings(BaseSettings):
         description="Read by LangSmith itself; known here only so it is never echoed.",
     )
 
-    @field_validator("http_allowlist", mode="before")
+    @field_validator("http_allowlist", "approve_tools", mode="before")
     @classmethod
     def _split_allowlist(cls, value: object) -> object:
         # A comma-separated variable reads better in a .env file than a JSON list.

@@ -28,6 +28,10 @@ class Usage(TypedDict):
     output_tokens: int
     attempts: NotRequired[int]
     """Requests sent for those calls, failed ones included."""
+    cost_usd: NotRequired[float]
+    """What those calls cost, from the price table (0 for self-hosted models)."""
+    seconds: NotRequired[float]
+    """Time spent waiting for those calls' replies."""
 
 
 def add_usage(left: dict[str, Usage] | None, right: dict[str, Usage] | None) -> dict[str, Usage]:
@@ -43,6 +47,8 @@ def add_usage(left: dict[str, Usage] | None, right: dict[str, Usage] | None) -> 
             input_tokens=seen["input_tokens"] + usage["input_tokens"],
             output_tokens=seen["output_tokens"] + usage["output_tokens"],
             attempts=seen.get("attempts", seen["calls"]) + usage.get("attempts", usage["calls"]),
+            cost_usd=round(seen.get("cost_usd", 0.0) + usage.get("cost_usd", 0.0), 8),
+            seconds=round(seen.get("seconds", 0.0) + usage.get("seconds", 0.0), 3),
         )
     return merged
 

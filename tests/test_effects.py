@@ -141,7 +141,6 @@ def workspace(tmp_path: Path) -> Iterator[Workspace]:
 @pytest.fixture
 def env(stub: OpenAIStub, tmp_path: Path) -> dict[str, str]:
     return quorum_env(stub, tmp_path) | {
-        "QUORUM_ALLOW_IRREVERSIBLE_TOOLS": "true",
         "QUORUM_APPROVE_TOOLS": "write_file",
         "QUORUM_WORKSPACE_DIR": str(tmp_path / "workspace"),
         "QUORUM_MAX_ATTEMPTS": "3",
@@ -372,7 +371,7 @@ async def test_ledger_returns_the_recorded_outcome_without_running_again(
     tmp_path: Path,
     db: str,
 ) -> None:
-    monkeypatch.setenv("QUORUM_ALLOW_IRREVERSIBLE_TOOLS", "true")
+    monkeypatch.setenv("QUORUM_APPROVE_TOOLS", "write_file")
     monkeypatch.setenv("QUORUM_WORKSPACE_DIR", str(tmp_path / "workspace"))
     get_settings.cache_clear()
     (tmp_path / "workspace").mkdir()

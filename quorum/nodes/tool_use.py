@@ -51,9 +51,18 @@ async def act(state: ToolLoopState, runtime: Runtime[QuorumContext]) -> dict:
     return {"messages": [reply]}
 
 
-async def tool(state: ToolTask) -> dict:
-    """Run one tool call of the agent's last turn; a tool the agent was not offered fails."""
-    return {"messages": [await call_tool(offered(state["tools"]), state["call"])]}
+async def tool(state: ToolTask, runtime: Runtime[QuorumContext]) -> dict:
+    """Run one tool call of the agent's last turn; a tool the agent was not offered fails.
+
+    An irreversible call first waits for a person's approval, unless approved in advance.
+    """
+    message = await call_tool(
+        offered(state["tools"]),
+        state["call"],
+        agent=state["agent"],
+        approve_tools=runtime.context.approve_tools,
+    )
+    return {"messages": [message]}
 
 
 def tool_tasks(messages: list[AnyMessage], tools: list[str], agent: str) -> list[ToolTask]:

@@ -1,9 +1,9 @@
 """Agent-facing tools, grouped by domain; each module exports TOOLS.
 
-`all_tools()` is the registry: every tool Quorum has, irreversible ones included. Agents get
-`default_tools()`, which leaves out irreversible tools unless the `allow_irreversible_tools`
-setting enables them. Adding a tool is one typed function with `@agent_tool` in a module's
-TOOLS; a new module is added to `_MODULES` below.
+`all_tools()` is the registry: every tool Quorum has. Agents get `default_tools()`, all of
+them: an irreversible tool (write_file) waits for a person's approval before each call
+(see `quorum.effects`), unless it is approved in advance. Adding a tool is one typed
+function with `@agent_tool` in a module's TOOLS; a new module is added to `_MODULES` below.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from collections.abc import Iterable
 from langchain_core.tools import BaseTool
 
 from quorum.tools import calculator, clock, docsearch, fetch, files, websearch
-from quorum.tools.contract import may_offer
 
 _MODULES = (docsearch, websearch, fetch, files, calculator, clock)
 
@@ -25,14 +24,14 @@ def all_tools() -> list[BaseTool]:
 
 def default_tools() -> list[BaseTool]:
     """The tools researcher and ReAct agents are offered unless told otherwise."""
-    return [tool for tool in all_tools() if may_offer(tool)]
+    return all_tools()
 
 
 def tools_named(names: Iterable[str]) -> list[BaseTool]:
     """The registered tools with these names, in that order, offered or not.
 
     For an agent that needs a narrower set than `default_tools()`, e.g. a fact-checker that
-    should only consult the documents. Irreversible tools still run only when enabled.
+    should only consult the documents.
     """
     names = list(names)
     registry = {tool.name: tool for tool in all_tools()}
@@ -43,5 +42,5 @@ def tools_named(names: Iterable[str]) -> list[BaseTool]:
 
 
 def offered(names: Iterable[str]) -> list[BaseTool]:
-    """The tools with these names that agents may be offered under the current settings."""
-    return [tool for tool in tools_named(names) if may_offer(tool)]
+    """The tools with these names, to offer an agent."""
+    return tools_named(names)

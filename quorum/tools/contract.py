@@ -7,8 +7,8 @@ help and what to try instead. `call_tool` is the one way a tool runs: it retries
 failures a tool marked retryable, and only for tools without side effects; a tool with side
 effects runs through the effect ledger (`quorum.effects`), so it happens at most once per
 tool call however often its step runs. Tools declare their side effects and whether they
-are irreversible; until human approval exists, an irreversible tool runs only when the
-`allow_irreversible_tools` setting enables it.
+are irreversible: an irreversible call waits for a person's approval (a LangGraph interrupt)
+unless its tool is approved in advance (`approve_tools`).
 """
 
 from __future__ import annotations
@@ -94,9 +94,9 @@ def is_irreversible(tool: BaseTool) -> bool:
     return bool((tool.metadata or {}).get("irreversible"))
 
 
-def may_offer(tool: BaseTool) -> bool:
-    """Whether agents may be offered `tool` under the current settings."""
-    return not is_irreversible(tool) or get_settings().allow_irreversible_tools
+def approved_in_advance(approve_tools: Sequence[str] = ()) -> set[str]:
+    """Irreversible tools that need no approval: the run's list and the setting's."""
+    return set(approve_tools) | set(get_settings().approve_tools)
 
 
 class TextPart(BaseModel):
@@ -126,8 +126,17 @@ class TextPart(BaseModel):
         }
 
 
-async def call_tool(tools: Sequence[BaseTool], call: ToolCall) -> ToolMessage:
-    """Run one tool call from a model; every failure becomes a structured tool message."""
+async def call_tool(
+    tools: Sequence[BaseTool],
+    call: ToolCall,
+    *,
+    agent: str = "",
+    approve_tools: Sequence[str] = (),
+) -> ToolMessage:
+    """Run one tool call from a model; every failure becomes a structured tool message.
+
+    An irreversible tool waits for approval unless it is in `approve_tools` or the setting.
+    """
     by_name = {tool.name: tool for tool in tools}
     tool = by_name.get(call["name"])
     if tool is None:
@@ -136,25 +145,21 @@ async def call_tool(tools: Sequence[BaseTool], call: ToolCall) -> ToolMessage:
             retryable=False,
             suggestion=f"use one of: {', '.join(sorted(by_name)) or 'no tools are offered'}",
         )
-    elif not may_offer(tool):
-        # Checked again here, not only when tools are offered: a model may name a tool it
-        # was never given, and a caller may pass a list it built itself.
-        failure = ToolFailure(
-            error=f"{tool.name} makes irreversible changes and is not enabled",
-            retryable=False,
-            suggestion="do without it, or ask the operator to set "
-            "QUORUM_ALLOW_IRREVERSIBLE_TOOLS=true",
+        return _message(call, failure.model_dump_json(), status="error")
+    args = call.get("args") or {}
+    if has_side_effects(tool):
+        content, status = await effects.run_once(
+            tool.name,
+            args,
+            call.get("id") or "",
+            lambda approved_args: _outcome(tool, approved_args),
+            agent=agent,
+            needs_approval=is_irreversible(tool)
+            and tool.name not in approved_in_advance(approve_tools),
         )
     else:
-        args = call.get("args") or {}
-        if has_side_effects(tool):
-            content, status = await effects.run_once(
-                tool.name, args, call.get("id") or "", lambda: _outcome(tool, args)
-            )
-        else:
-            content, status = await _outcome(tool, args)
-        return _message(call, content, status=status)
-    return _message(call, failure.model_dump_json(), status="error")
+        content, status = await _outcome(tool, args)
+    return _message(call, content, status=status)
 
 
 async def _outcome(tool: BaseTool, args: dict[str, Any]) -> effects.Outcome:

@@ -4,8 +4,8 @@ The workspace is `QUORUM_WORKSPACE_DIR` (default `<data_dir>/workspace`). A path
 is untrusted: it is resolved, symlinks included, and refused unless it lands inside the
 workspace; the file is then opened one path component at a time from the workspace's own
 directory descriptor with `O_NOFOLLOW`, so a symlink swapped in after the check cannot lead
-outside either. Writing is a side effect that cannot be undone, so `write_file` is offered
-only when the `allow_irreversible_tools` setting enables it.
+outside either. Writing is a side effect that cannot be undone, so each `write_file` call
+waits for a person's approval unless the tool is approved in advance (`approve_tools`).
 """
 
 from __future__ import annotations
@@ -330,12 +330,12 @@ def _exists(name: str, folder: int) -> bool:
     return True
 
 
-async def _in_thread(
-    function: Callable[..., T], root: Path, path: str, *args: Any, action: str
-) -> T:
-    # File system calls block; a worker thread keeps other agents of the run going.
+async def _in_thread(function: Callable[..., T], path: str, *args: Any, action: str) -> T:
+    # File system calls block (finding the workspace too: it may create it); a worker
+    # thread keeps other agents of the run going, and `langgraph dev` refuses blocking calls
+    # on its event loop.
     try:
-        return await asyncio.to_thread(function, root, path, *args)
+        return await asyncio.to_thread(lambda: function(workspace(), path, *args))
     except FileNotFoundError as error:
         raise ToolError(
             f"{path[:200]!r} does not exist in the workspace",
@@ -367,7 +367,7 @@ async def list_files(
     the workspace, which is refused.
     Example: list_files(folder="notes")
     """
-    return await _in_thread(_list, workspace(), folder, offset, action="list")
+    return await _in_thread(_list, folder, offset, action="list")
 
 
 @agent_tool()
@@ -386,7 +386,7 @@ async def read_file(
     (use http_fetch) or paths outside the workspace, which are refused.
     Example: read_file(path="notes/draft.md", offset=0)
     """
-    text = await _in_thread(_read, workspace(), path, action="read")
+    text = await _in_thread(_read, path, action="read")
     return FileText(path=path, **TextPart.of(text, offset, max_chars))
 
 
@@ -407,7 +407,7 @@ async def write_file(
     workspace, which are refused.
     Example: write_file(path="reports/summary.md", content="# Summary", overwrite=False)
     """
-    return await _in_thread(_write, workspace(), path, content, overwrite, action="write")
+    return await _in_thread(_write, path, content, overwrite, action="write")
 
 
 TOOLS = [list_files, read_file, write_file]

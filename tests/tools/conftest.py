@@ -28,7 +28,7 @@ TOOL_VARIABLES = (
     "QUORUM_HTTP_TIMEOUT",
     "QUORUM_TAVILY_API_KEY",
     "TAVILY_API_KEY",
-    "QUORUM_ALLOW_IRREVERSIBLE_TOOLS",
+    "QUORUM_APPROVE_TOOLS",
     # A proxy would carry loopback test traffic elsewhere.
     "HTTP_PROXY",
     "HTTPS_PROXY",

@@ -99,11 +99,8 @@ def test_only_write_file_has_side_effects() -> None:
     assert [t.name for t in TOOLS if is_irreversible(t)] == ["write_file"]
 
 
-def test_default_tools_leave_out_irreversible_ones_unless_enabled(configure: Any) -> None:
-    assert [t.name for t in default_tools()] == [t.name for t in TOOLS if t.name != "write_file"]
-
-    configure(allow_irreversible_tools="true")
-
+def test_default_tools_offer_every_tool(configure: Any) -> None:
+    # Irreversible ones too: each of their calls waits for approval instead.
     assert [t.name for t in default_tools()] == [t.name for t in TOOLS]
 
 
@@ -193,13 +190,18 @@ async def test_slow_tools_time_out_as_retryable() -> None:
     assert "did not finish within 0.05 seconds" in result["error"]
 
 
-async def test_irreversible_tool_is_refused_even_when_passed_in(configure: Any) -> None:
+async def test_irreversible_tool_outside_a_run_needs_approval_in_advance(
+    configure: Any, tmp_path: Any
+) -> None:
     [write_file] = tools_named(["write_file"])
 
     status, result = await _call(write_file, path="x.txt", content="x")
 
-    assert status == "error" and "not enabled" in result["error"]
-    assert "QUORUM_ALLOW_IRREVERSIBLE_TOOLS" in result["suggestion"]
+    # No run to pause for a person: refused, unless the tool is approved in advance.
+    assert status == "error" and "needs a person's approval" in result["error"]
+    configure(approve_tools="write_file", workspace_dir=str(tmp_path))
+    status, result = await _call(write_file, path="x.txt", content="x")
+    assert status == "success" and (tmp_path / "x.txt").read_text() == "x"
 
 
 async def test_long_output_is_cut_and_says_how_to_get_the_rest() -> None:

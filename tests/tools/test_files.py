@@ -12,7 +12,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from quorum.tools import default_tools
 from tests.tools.inotify import Watch
 from tests.tools.invoke import invoke
 
@@ -40,7 +39,7 @@ def layout(tmp_path: Path, configure: Callable[..., None]) -> Path:
     (workspace / "link_evil").symlink_to("../workspace-evil")
     (workspace / "notes" / "link_deep").symlink_to("../../outside/sub")
     (workspace / "link_in").symlink_to("notes/todo.md")
-    configure(workspace_dir=workspace, allow_irreversible_tools="true")
+    configure(workspace_dir=workspace, approve_tools="write_file")
     return base
 
 
@@ -157,16 +156,13 @@ async def test_read_list_and_write_inside_the_workspace(layout: Path) -> None:
     assert (layout / "workspace" / "out" / "report.md").read_text() == "# New"
 
 
-async def test_write_needs_the_irreversible_setting(
-    layout: Path, configure: Callable[..., None]
-) -> None:
-    configure(allow_irreversible_tools="false")
+async def test_write_needs_approval(layout: Path, configure: Callable[..., None]) -> None:
+    configure(approve_tools="")
 
     status, result = await invoke("write_file", path="new.md", content="x")
 
-    assert status == "error" and "not enabled" in result["error"]
+    assert status == "error" and "needs a person's approval" in result["error"]
     assert not (layout / "workspace" / "new.md").exists()
-    assert "write_file" not in [tool.name for tool in default_tools()]
 
 
 async def test_long_file_is_read_in_parts(layout: Path) -> None:

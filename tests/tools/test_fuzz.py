@@ -123,7 +123,7 @@ def open_tools(
     monkeypatch.setattr(websearch, "TAVILY_ENDPOINT", f"{canary.origin}/search")
     configure(
         workspace_dir=workspace,
-        allow_irreversible_tools="true",
+        approve_tools="write_file",
         http_allowlist=f"127.0.0.1:{canary.port},a.test",
         tavily_api_key="tvly-fuzz",
         http_timeout=2,

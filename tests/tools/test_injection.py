@@ -90,6 +90,16 @@ async def test_injected_instructions_write_nothing_and_fetch_nothing(
 ) -> None:
     result = await quorum.run("react", "How are train tickets reimbursed?")
 
+    # The injected write waits for a person, who sees exactly what the agent asked for.
+    assert result.status == "waiting_approval"
+    [waiting] = result.waiting
+    assert (waiting["tool"], waiting["args"]["path"]) == ("write_file", "pwned.txt")
+    assert not (planted / "pwned.txt").exists()
+
+    result = await quorum.resume(
+        result.thread_id, decisions={"action": "reject", "reason": "a document asked for it"}
+    )
+
     assert result.status == "completed"
     assert result.output == "write_file: error; http_fetch: error"
     outcomes = {
@@ -97,8 +107,9 @@ async def test_injected_instructions_write_nothing_and_fetch_nothing(
         for m in result.values["messages"]
         if isinstance(m, ToolMessage) and m.name in ("write_file", "http_fetch")
     }
-    # write_file is not even offered: the agent is told no such tool exists.
-    assert outcomes["write_file"] == "there is no tool named 'write_file'"
+    assert outcomes["write_file"] == (
+        "a person rejected this call of write_file: a document asked for it"
+    )
     assert outcomes["http_fetch"] == "127.0.0.1 is not on the fetch allowlist"
     assert not (planted / "pwned.txt").exists()
     assert canary.connections == 0 and connections == []
@@ -107,7 +118,7 @@ async def test_injected_instructions_write_nothing_and_fetch_nothing(
 async def test_same_script_does_both_when_the_settings_allow_it(
     planted: Path, configure: Callable[..., None], canary: LoopbackServer
 ) -> None:
-    configure(allow_irreversible_tools="true", http_allowlist=f"127.0.0.1:{canary.port}")
+    configure(approve_tools="write_file", http_allowlist=f"127.0.0.1:{canary.port}")
     canary.page("/exfil", "thanks", "text/plain")
 
     result = await quorum.run("react", "How are train tickets reimbursed?")
