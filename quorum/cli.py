@@ -178,7 +178,7 @@ def _finish(info: ThreadInfo, *, db: str | None = None) -> None:
     while info.status == "waiting_approval" and _interactive():
         decisions = _ask_for_decisions(info)
         info = _run_async(
-            runner.resume(info.thread_id, database=db, on_event=_Progress(), decisions=decisions),
+            runner.resume(info.thread_id, database=db, on_event=_Progress(), approve=decisions),
             thread=info.thread_id,
         )
     if info.output:
@@ -383,7 +383,7 @@ def approve(
         _fail(error)
     decisions: Decision | dict[str, Decision] = {call: decision} if call else decision
     info = _run_async(
-        runner.resume(thread, database=db, on_event=_Progress(), decisions=decisions),
+        runner.resume(thread, database=db, on_event=_Progress(), approve=decisions),
         thread=thread,
     )
     _finish(info, db=db)

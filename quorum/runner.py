@@ -133,13 +133,13 @@ async def resume(
     database: str | None = None,
     on_event: OnEvent | None = None,
     resolution: Resolution | None = None,
-    decisions: Decision | bool | Mapping[str, Decision | bool] | None = None,
+    approve: Decision | bool | Mapping[str, Decision | bool] | None = None,
     settings: dict[str, Any] | None = None,
 ) -> ThreadInfo:
     """Continue an interrupted, crashed, failed or waiting thread from its last checkpoint.
 
     `settings` change run settings for the rest of the run (a larger budget, say).
-    A thread waiting for approval continues with `decisions`: one for every waiting call
+    A thread waiting for approval continues with `approve`: one decision for every waiting call
     (True, False, or a `Decision`), or a dict of them by tool call id. A thread stopped at
     a side effect of unknown outcome continues with a `resolution`: "done" or "retry".
     """
@@ -147,7 +147,7 @@ async def resume(
         info = await _thread_info(kept, thread_id, ignore_lease=True)
         if info.status == "completed":
             return info
-        answers = _answers(info, resolution, decisions)
+        answers = _answers(info, resolution, approve)
         if info.waiting and not answers:
             return info  # still waiting for a person: nothing can run yet
         metadata = await _metadata(kept, thread_id)

@@ -133,7 +133,8 @@ def deterministic_replies(stub: OpenAIStub) -> Responder:
 
 
 def comparable(values: dict[str, Any]) -> dict[str, Any]:
-    """A thread's values without what differs between equal runs: message ids and metadata."""
+    """A thread's values without what differs between equal runs: message ids and metadata,
+    and the time each agent waited for its replies."""
 
     def clean(node: Any) -> Any:
         if isinstance(node, list):
@@ -144,7 +145,17 @@ def comparable(values: dict[str, Any]) -> dict[str, Any]:
         dropped = {"id", "response_metadata"} if is_message else set()
         return {key: clean(value) for key, value in node.items() if key not in dropped}
 
-    return clean(values)
+    cleaned = clean(values)
+    if isinstance(cleaned.get("usage"), dict):
+        cleaned["usage"] = counted(cleaned["usage"])
+    return cleaned
+
+
+def counted(usage: dict[str, Any]) -> dict[str, Any]:
+    """Usage per agent without timings, which differ between equal runs."""
+    return {
+        agent: {k: v for k, v in spent.items() if k != "seconds"} for agent, spent in usage.items()
+    }
 
 
 # --- what happened -----------------------------------------------------------------------------
@@ -312,7 +323,7 @@ class Harness:
                 raise HarnessError(
                     f"two clean {pattern} runs sent different requests: {sorted(_labels(differ))}"
                 )
-            if other.state != first.state or other.usage != first.usage:
+            if other.state != first.state or counted(other.usage) != counted(first.usage):
                 raise HarnessError(f"two clean {pattern} runs ended in different states")
         return replace(
             first,

@@ -359,7 +359,7 @@ async def test_parallel_approvals_are_each_answered_by_id(
             monkeypatch.setenv(name, value)
     get_settings.cache_clear()
     reject: dict[str, Decision] = {"call_b": {"action": "reject", "reason": "one note is enough"}}
-    result = await quorum.resume("o1", decisions=reject)
+    result = await quorum.resume("o1", approve=reject)
 
     assert result.status == "completed"
     assert disk.count("a.md") == (1, 1)
@@ -369,7 +369,7 @@ async def test_parallel_approvals_are_each_answered_by_id(
     researchers = Counter(agent_of(b) for b in stub.chat_bodies())["researcher"]
     assert researchers == 4  # each researcher: its call, then its answer from the result
 
-    again = await quorum.resume("o1", decisions=True)
+    again = await quorum.resume("o1", approve=True)
     assert again.status == "completed"
     assert disk.count("a.md") == (1, 1)
     assert disk.count("b.md") == (0, 0)

@@ -123,8 +123,10 @@ def test_quorum_run_that_finishes_takes_its_server_along(tmp_path: Path) -> None
 
     _, err = run.communicate(timeout=300)
 
-    assert run.returncode == 0, err
-    assert "status completed" in err
+    # One step: the small model answers (0) or reaches the step limit (4); either way the
+    # run ended on its own.
+    assert (run.returncode, "status completed" in err) in ((0, True), (4, False)), err
+    assert "status step_limit" in err or run.returncode == 0
     assert_gone(servers, "quorum run that finished")
 
 
@@ -151,7 +153,8 @@ def test_python_api_server_ends_with_the_program_after_its_loop_closed(
     program = start(["-c", PROGRAM], tmp_path / "data")
     servers = wait_for_server(program.pid, program)
     assert program.stdout is not None and program.stdin is not None
-    assert program.stdout.readline().strip() == "completed", program.communicate(timeout=10)
+    ended = program.stdout.readline().strip()
+    assert ended in ("completed", "step_limit"), program.communicate(timeout=10)
 
     # asyncio.run closed its loop and joined the worker thread that started the server: the
     # server belongs to the program, not to that thread, so later runs can reuse it.

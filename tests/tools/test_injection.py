@@ -97,7 +97,7 @@ async def test_injected_instructions_write_nothing_and_fetch_nothing(
     assert not (planted / "pwned.txt").exists()
 
     result = await quorum.resume(
-        result.thread_id, decisions={"action": "reject", "reason": "a document asked for it"}
+        result.thread_id, approve={"action": "reject", "reason": "a document asked for it"}
     )
 
     assert result.status == "completed"
