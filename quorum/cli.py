@@ -510,11 +510,11 @@ def model_serve() -> None:
     command leaves the server running for them; `quorum model stop` stops it.
     """
     settings = get_settings()
-    running = embedded.find_running(settings)
+    running = embedded.find_running(settings, any_model=True)
     if running is not None:
         _fail(
             UsageError(
-                f"the embedded model is already served at {running.base_url}",
+                f"{running.model} is already served at {running.base_url}",
                 hint="runs use it; `quorum model stop` stops it",
             )
         )
@@ -522,7 +522,7 @@ def model_serve() -> None:
     server = None
     try:
         server = embedded.start(settings, detached=True)  # interrupted, it stops what it started
-        err.print(f"serving the embedded model at [bold]{server.base_url}[/bold] (Ctrl-C stops)")
+        err.print(f"serving {server.model} at [bold]{server.base_url}[/bold] (Ctrl-C stops)")
         assert server.process is not None
         server.process.wait()
     except QuorumError as error:
@@ -538,8 +538,8 @@ def model_serve() -> None:
 @model_app.command("status")
 def model_status() -> None:
     """Say whether a served embedded model is running, and where."""
-    running = embedded.find_running(get_settings())
-    out.print(f"running at {running.base_url}" if running else "not running")
+    running = embedded.find_running(get_settings(), any_model=True)
+    out.print(f"running {running.model} at {running.base_url}" if running else "not running")
 
 
 @model_app.command("stop")

@@ -94,6 +94,8 @@ class Endpoint:
     structured: Literal["json_schema", "json_object"]
     tools: Literal["native", "json"]
     max_tokens: int
+    timeout: float
+    """Seconds per request."""
 
 
 def endpoint(settings: Settings) -> Endpoint:
@@ -113,6 +115,13 @@ def endpoint(settings: Settings) -> Endpoint:
             settings.embedded_max_output_tokens
             if is_embedded and "max_output_tokens" not in settings.model_fields_set
             else settings.max_output_tokens
+        ),
+        # The embedded model answers one request at a time at a few tokens per second on a
+        # small CPU: parallel workers' requests wait in its queue for minutes, not seconds.
+        timeout=(
+            settings.embedded_timeout
+            if is_embedded and "timeout" not in settings.model_fields_set
+            else settings.timeout
         ),
     )
 
@@ -145,7 +154,7 @@ def _chat_openai(
     target = endpoint(settings)
     is_openai = target.structured == "json_schema"
     return ChatOpenAI(
-        model=embedded.MODEL_ALIAS if target.embedded else model or settings.model,
+        model=embedded.model_alias(settings) if target.embedded else model or settings.model,
         base_url=base_url,
         # Local servers accept any key, but the client insists on one.
         api_key=settings.api_key or SecretStr("not-needed"),
@@ -153,7 +162,7 @@ def _chat_openai(
         seed=settings.seed,
         # An httpx.Timeout (unhashable) keeps langchain-openai from sharing one process-wide
         # client, whose connections would be bound to the first event loop that used them.
-        timeout=httpx.Timeout(settings.timeout),
+        timeout=httpx.Timeout(target.timeout),
         # Retries happen in `_invoke`, once per call, each attempt journaled: never here too.
         max_retries=0,
         http_async_client=openai.DefaultAsyncHttpxClient(
@@ -530,7 +539,7 @@ def _classify(
     if isinstance(error, openai.APIStatusError):
         what = f"HTTP {error.status_code}: {_said(error)}"
     elif isinstance(error, openai.APITimeoutError):
-        what = f"no answer within {settings.timeout:g} s"
+        what = f"no answer within {endpoint(settings).timeout:g} s"
     elif isinstance(error, openai.APIConnectionError):
         what = f"connection failed ({type(error.__cause__ or error).__name__})"
     elif isinstance(error, json.JSONDecodeError | openai.APIResponseValidationError):
