@@ -28,7 +28,7 @@ from quorum.cli import app
 from quorum.context import QuorumContext
 from quorum.settings import Settings, get_settings
 from quorum.state import FactCheck, Plan, ResearchNotes, Summary, Verdict
-from tests.langgraph_dev import REPO, langgraph_dev
+from tests.langgraph_dev import langgraph_dev
 
 pytestmark = pytest.mark.embedded
 
@@ -139,23 +139,6 @@ def test_command_line(data_dir: Path, pattern: str) -> None:
         env=env, cwd=data_dir, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert shown.returncode == 0 and f"{pattern} thread {thread}: completed" in shown.stdout
-
-
-def test_readme_main_command(data_dir: Path) -> None:
-    """`make run`, as the README says, with no endpoint and no key: the embedded model."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("QUORUM_", "OPENAI_"))}
-    env |= {"QUORUM_DATA_DIR": str(data_dir), "LANGSMITH_TRACING": "false", **SMALL}
-
-    run = subprocess.run(
-        ["make", "--no-print-directory", "-C", str(REPO), "run", f"PYTHON={sys.executable}",
-         "GOAL=Plan a short tea tasting for three friends"],
-        env=env, capture_output=True, text=True, timeout=1200,
-    )  # fmt: skip
-
-    assert run.returncode == 0, run.stderr[-3000:]
-    assert run.stdout.strip()
-    assert "status completed  tokens " in run.stderr
-    assert "over " in run.stderr and " model calls" in run.stderr
 
 
 async def test_over_http(data_dir: Path, tmp_path: Path) -> None:
