@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from quorum import embedded, model_files
+from quorum import embedded, model_files, models
 from quorum.errors import ConfigError
 from quorum.model_files import EmbeddedModel
 from quorum.settings import Settings
@@ -224,3 +224,17 @@ def test_the_default_model_is_joined_from_installed_parts_without_importing_them
         "False",
     ], found.stderr
     assert (tmp_path / "models" / "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf.verified").is_file()
+
+
+def test_the_embedded_endpoint_waits_longer_for_its_queued_requests(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    embedded_default = models.endpoint(Settings())
+    monkeypatch.setenv("QUORUM_BASE_URL", "http://127.0.0.1:9/v1")
+    configured = models.endpoint(Settings())
+    monkeypatch.delenv("QUORUM_BASE_URL")
+    overridden = models.endpoint(Settings(timeout=30))
+
+    assert (embedded_default.embedded, embedded_default.tools) == (True, "json")
+    assert embedded_default.timeout == 900 and configured.timeout == 120
+    assert overridden.timeout == 30  # QUORUM_TIMEOUT set by hand wins
