@@ -225,7 +225,9 @@ def start(settings: Settings, *, detached: bool = False) -> EmbeddedServer:
         # orphaned by its supervisor; the server then goes with the supervisor too.
         pipes.append(supervisor.sentinel)
     command = [sys.executable, "-c", _WATCHED, ",".join(map(str, pipes)), "llama_cpp.server"]
-    command += ["--host", HOST, "--port", str(port)]
+    # By default the server ends a streamed reply early as soon as another request waits: with
+    # parallel workers on one model, requests must queue instead, each answered in full.
+    command += ["--host", HOST, "--port", str(port), "--interrupt_requests", "False"]
     for option, value in options.items():
         command += [f"--{option}", str(value)]
     settings.data_dir.mkdir(parents=True, exist_ok=True)

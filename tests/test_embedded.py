@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -128,3 +129,32 @@ def test_text_reaches_the_model_as_written(tmp_path: Path) -> None:
 
     assert reply["usage"]["prompt_tokens"] == as_written
     assert as_written != escaped
+
+
+def test_parallel_streamed_requests_queue_and_each_is_answered_in_full(tmp_path: Path) -> None:
+    """Two workers' requests on one model: the second waits, neither is cut short."""
+    server = embedded.start(Settings(data_dir=tmp_path, embedded_model="smollm2-135m"))
+
+    def stream(_: int) -> list[str | None]:
+        body = {
+            "model": server.model,
+            "messages": [{"role": "user", "content": "Write a long essay about bicycles."}],
+            "max_tokens": 48,
+            "temperature": 0,
+            "stream": True,
+        }
+        reasons = []
+        url = f"{server.base_url}/chat/completions"
+        with httpx.stream("POST", url, json=body, timeout=120) as reply:
+            for line in reply.iter_lines():
+                if line.startswith("data: {"):
+                    reasons.append(json.loads(line[6:])["choices"][0]["finish_reason"])
+        return reasons
+
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            streams = list(pool.map(stream, range(2)))
+    finally:
+        server.stop()
+
+    assert [reasons[-1] for reasons in streams] == ["length", "length"]
