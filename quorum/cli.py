@@ -345,11 +345,7 @@ def resume(
         changed = _setting_values(None, settings or [])
     except QuorumError as error:
         _fail(error)
-    info = _run_async(
-        runner.resume(thread, database=db, on_event=_Progress(), settings=changed),
-        thread=thread,
-    )
-    _finish(info, db=db)
+    _continue(thread, db, settings=changed)
 
 
 @app.command()
@@ -382,11 +378,7 @@ def approve(
     except QuorumError as error:
         _fail(error)
     decisions: Decision | dict[str, Decision] = {call: decision} if call else decision
-    info = _run_async(
-        runner.resume(thread, database=db, on_event=_Progress(), approve=decisions),
-        thread=thread,
-    )
-    _finish(info, db=db)
+    _continue(thread, db, approve=decisions)
 
 
 @app.command()
@@ -399,9 +391,13 @@ def resolve(
     db: DatabaseOption = None,
 ) -> None:
     """Decide a side effect of unknown outcome (see `quorum show`), then continue THREAD."""
+    _continue(thread, db, resolution=decision)
+
+
+def _continue(thread: str, db: str | None, **answers: Any) -> None:
+    """Resume THREAD (with a person's answers or new settings) and finish as `run` does."""
     info = _run_async(
-        runner.resume(thread, database=db, on_event=_Progress(), resolution=decision),
-        thread=thread,
+        runner.resume(thread, database=db, on_event=_Progress(), **answers), thread=thread
     )
     _finish(info, db=db)
 

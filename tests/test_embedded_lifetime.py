@@ -41,9 +41,17 @@ SMALL_MODEL, SMALL_ALIAS = "smollm2-135m", "smollm2-135m-instruct"
 
 @pytest.fixture(autouse=True)
 def nothing_left_by_the_test() -> Iterator[None]:
-    """Each test ends everything it started, so a leftover is blamed on the right test."""
+    """Each test ends everything it started, so a leftover is blamed on the right test.
+
+    What ran before the test (PostgreSQL the session started for earlier tests) is not its.
+    """
+    before = {process.pid for process in descendants()}
     yield
-    left = wait_for_none(descendants, 30)
+
+    def started_by_the_test() -> list:
+        return [process for process in descendants() if process.pid not in before]
+
+    left = wait_for_none(started_by_the_test, 30)
     kill(left)
     assert not left, "left running: " + "; ".join(map(str, left))
 

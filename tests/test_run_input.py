@@ -21,7 +21,8 @@ from quorum.checkpoints import open_persistence
 from quorum.cli import app
 from quorum.graphs import PATTERNS
 from quorum.testing import Script
-from tests.openai_stub import STUB_MODEL, OpenAIStub
+from tests.openai_stub import OpenAIStub
+from tests.test_crash import quorum_env
 
 runner = CliRunner()
 
@@ -158,20 +159,9 @@ async def test_final_turn_with_only_tool_calls_is_a_named_error(script: Script) 
             max_tool_calls=0))  # fmt: skip
 
 
-def _stub_env(stub: OpenAIStub, tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("QUORUM_", "OPENAI_"))}
-    return env | {
-        "QUORUM_BASE_URL": stub.base_url,
-        "QUORUM_API_KEY": "test-key",
-        "QUORUM_MODEL": STUB_MODEL,
-        "QUORUM_DATA_DIR": str(tmp_path / "data"),
-        "LANGSMITH_TRACING": "false",
-    }
-
-
 def test_sigterm_stops_like_ctrl_c_and_names_the_thread(tmp_path: Path) -> None:
     with OpenAIStub() as stub:
-        env = _stub_env(stub, tmp_path)
+        env = quorum_env(stub, tmp_path)
         held = stub.hold(lambda body: "You are the analyst" in json.dumps(body["messages"][0]))
         run = subprocess.Popen(
             [sys.executable, "-m", "quorum.cli", "run", "orchestrator", "Plan", "--thread", "st"],

@@ -49,7 +49,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StubServed]:
             "QUORUM_BASE_URL": stub.base_url,
             "QUORUM_API_KEY": "test",
             "QUORUM_MODEL": "stub-model",
-            "QUORUM_MAX_RETRIES": "0",
+            "QUORUM_MAX_ATTEMPTS": "1",
         }
         with langgraph_dev(folder, settings) as served:
             yield StubServed(served, stub)

@@ -12,6 +12,9 @@ live in the same file, on two connections: each component runs its own transacti
 
 from __future__ import annotations
 
+import asyncio
+import fcntl
+import os
 import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -86,7 +89,21 @@ async def open_sqlite_store(path: str | Path) -> AsyncIterator[AsyncSqliteStore]
     async with _connect(path, autocommit=True) as conn:
         store = AsyncSqliteStore(conn)
         try:
-            await store.setup()
+            # The store's migrations read their version, then alter tables: processes that
+            # open a new file at once would each apply them. One at a time, across processes.
+            async with _exclusive(Path(f"{path}.setup-lock")):
+                await store.setup()
         except sqlite3.DatabaseError as error:
             raise _unusable(path, error) from error
         yield store
+
+
+@asynccontextmanager
+async def _exclusive(lock: Path) -> AsyncIterator[None]:
+    """Hold an exclusive advisory lock on the file `lock` (created if missing)."""
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        await asyncio.to_thread(fcntl.flock, fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
