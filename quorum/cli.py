@@ -31,7 +31,7 @@ from rich.markup import escape
 from rich.prompt import Prompt
 from rich.table import Table
 
-from quorum import embedded, runner
+from quorum import embedded, models, runner
 from quorum.context import QuorumContext
 from quorum.effects import Decision
 from quorum.errors import QuorumError, UsageError
@@ -102,11 +102,22 @@ class _Progress:
     def __init__(self) -> None:
         self.usage: dict[str, Usage] = {}
         self.done = 0
+        self.running = 0
+        # The embedded model answers one request at a time: parallel agents queue for it.
+        self.one_at_a_time = models.current_endpoint().embedded
 
     def __call__(self, event: RunEvent) -> None:
         if event.kind == "started":
-            err.print(f"  [cyan]▶[/cyan] {event.agent}")
+            self.running += 1
+            queued = (
+                f"  [dim]queued: {self.running} agents share the embedded model, "
+                "which answers one request at a time[/dim]"
+                if self.one_at_a_time and self.running > 1
+                else ""
+            )
+            err.print(f"  [cyan]▶[/cyan] {event.agent}{queued}")
             return
+        self.running = max(self.running - 1, 0)
         if event.error:
             err.print(f"  [red]✗[/red] {event.agent}: {escape(event.error)}")
             return

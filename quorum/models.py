@@ -84,6 +84,8 @@ MAX_STRING = 160
 MAX_ITEMS = 4
 MAX_GRAMMAR_STRING = 256
 """The longest length bound sent to any grammar-constrained server."""
+NUMBER_STEPS = 20
+"""A bounded number is asked for as one of this many steps (plus one) across its range."""
 
 
 @dataclass(frozen=True)
@@ -258,10 +260,32 @@ def _for_grammar(node: Any, *, small: bool) -> Any:
             fitted["maxLength"] = longest
     if fitted.get("type") == "array" and small:
         fitted.setdefault("maxItems", MAX_ITEMS)
+    if fitted.get("type") in ("number", "integer") and "enum" not in fitted:
+        fitted = _bounded_number(fitted)
     if fitted.get("type") == "object" and "properties" in fitted:
         # llama.cpp lets any extra key into an object unless told not to.
         fitted.setdefault("additionalProperties", False)
     return fitted
+
+
+def _bounded_number(node: dict[str, Any]) -> dict[str, Any]:
+    """A number with both bounds, asked for as one of its range's steps.
+
+    llama.cpp's grammars ignore `minimum` and `maximum`, and a model then writes a confidence
+    of 85 or 1e15 where 0 to 1 is asked, the same on every repair: an `enum` of values in
+    range is a grammar it must follow. Unbounded numbers stay as they are.
+    """
+    low, high = node.get("minimum"), node.get("maximum")
+    if low is None or high is None or high < low:
+        return node
+    if node["type"] == "integer":
+        if high - low > NUMBER_STEPS * 5:
+            return node
+        values: list[float] = list(range(int(low), int(high) + 1))
+    else:
+        steps = range(NUMBER_STEPS + 1)
+        values = sorted({round(low + (high - low) * i / NUMBER_STEPS, 6) for i in steps})
+    return {key: value for key, value in node.items() if key != "type"} | {"enum": values}
 
 
 async def ask(
