@@ -6,6 +6,8 @@ keeps its traceback.
 
 from __future__ import annotations
 
+from pydantic import ValidationError
+
 
 class QuorumError(Exception):
     """An error a user can act on; `hint` says how."""
@@ -66,3 +68,10 @@ class RunFailed(QuorumError):
         super().__init__(message, hint=hint)
         self.agent = agent
         self.thread_id = thread_id
+
+
+def problems(error: ValidationError) -> str:
+    """Each problem pydantic found, as `where: what`, on one line."""
+    return "; ".join(
+        f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in error.errors()
+    )
