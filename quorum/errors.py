@@ -23,8 +23,12 @@ class QuorumError(Exception):
         return f"{self.message} ({self.hint})" if self.hint else self.message
 
 
-class UsageError(QuorumError):
-    """The command or call was given bad input."""
+class UsageError(QuorumError, ValueError):
+    """The command or call was given bad input.
+
+    A `ValueError` too: servers such as `langgraph dev` show a ValueError's message to the
+    caller (Studio, langgraph-sdk) and hide other errors' as internal.
+    """
 
     exit_code = 2
 

@@ -22,7 +22,7 @@ import pytest
 from langgraph_sdk import get_client
 from langgraph_sdk.schema import GraphSchema
 
-from quorum.context import context_json_schema
+from quorum.context import QuorumContext, context_json_schema
 from tests.langgraph_dev import REPO, RUN_TIMEOUT, langgraph_dev
 from tests.openai_stub import OpenAIStub, schema_name
 
@@ -214,8 +214,59 @@ async def test_assistants_publish_input_and_output_schemas(served: StubServed) -
             f"{graph} has no input or output schema\n"
             f"--- server log ---\n{served.log_text('schema')}"
         )
-        assert "input" in inputs["properties"], graph
+        assert inputs["required"] == ["input"], graph
+        assert list(inputs["properties"]) == ["input"], graph
         assert "output" in outputs["properties"], graph
+        # The run settings appear once: as the context schema, not again as configurable.
+        assert not published["config_schema"], (graph, published["config_schema"])
+
+
+async def run_refused(served: StubServed, graph: str, **run: Any) -> tuple[dict, dict]:
+    """Run `graph` over HTTP; the finished run and what `join` returned."""
+    async with get_client(url=served.url, api_key=None, timeout=RUN_TIMEOUT) as client:
+        thread = await client.threads.create()
+        created = await client.runs.create(thread["thread_id"], graph, **run)
+        joined = await client.runs.join(thread["thread_id"], created["run_id"])
+        finished = await client.runs.get(thread["thread_id"], created["run_id"])
+    return finished, joined
+
+
+@pytest.mark.parametrize(
+    ("run", "message"),
+    [
+        (
+            {"input": {"goal": "Plan a garden."}},
+            "invalid input for the orchestrator pattern: input: Field required; "
+            "goal: Extra inputs are not permitted",
+        ),
+        (
+            {"input": {"input": "Plan a garden."}, "context": {"max_plan_steps": 0}},
+            "invalid context setting: max_plan_steps: Input should be greater than or equal to 1",
+        ),
+    ],
+    ids=["bad-key", "bad-setting"],
+)
+async def test_a_bad_key_or_setting_is_refused_over_http_with_a_clear_error(
+    served: StubServed, stub: OpenAIStub, run: dict[str, Any], message: str
+) -> None:
+    finished, joined = await run_refused(served, "orchestrator", **run)
+
+    assert finished["status"] == "error", (finished, joined)
+    assert joined["__error__"]["error"] == "UsageError", joined
+    assert message in joined["__error__"]["message"], joined
+    assert stub.chat_bodies() == [], "a refused run must not reach the model"
+
+
+async def test_a_run_without_context_completes_with_the_defaults(
+    served: StubServed, stub: OpenAIStub
+) -> None:
+    async with get_client(url=served.url, api_key=None, timeout=RUN_TIMEOUT) as client:
+        thread = await client.threads.create()
+        values = await client.runs.wait(thread["thread_id"], "react", input={"input": "6*7?"})
+        state = await client.threads.get_state(thread["thread_id"])
+
+    assert values["status"] == "answered" and "42" in values["output"], values
+    assert state["metadata"]["quorum_context"] == json.dumps(QuorumContext().to_dict())
 
 
 async def test_studio_threads_show_up_in_the_command_line(
