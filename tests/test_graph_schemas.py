@@ -139,3 +139,25 @@ async def test_your_own_checkpointer_with_quorums_serializer_makes_quorum_thread
     assert (listed.thread_id, listed.pattern, listed.status) == ("mine", "debate", "completed")
     shown = await quorum.get_thread("mine", database=db)
     assert shown.values["round"] == 2 and shown.output == saved.values["output"]
+
+
+async def test_a_thread_continued_without_settings_keeps_those_it_ran_with(
+    script: Script,
+) -> None:
+    """As a Studio or langgraph-sdk resume does: input None (or a Command), no context."""
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    from quorum.graphs.debate import builder
+
+    graph = builder.compile(
+        checkpointer=InMemorySaver(serde=quorum.serializer()), interrupt_before=["judge"]
+    )
+    config: Any = {"configurable": {"thread_id": "t"}}
+    await graph.ainvoke({"input": "Tabs or spaces?"}, config, context={"max_rounds": 2})
+    paused = await graph.aget_state(config)
+    values = await graph.ainvoke(None, config)
+
+    assert paused.next == ("judge",) and paused.values["round"] == 2
+    assert values["verdict"].winner == "a"
+    final = await graph.aget_state(config)
+    assert '"max_rounds": 2' in final.metadata["quorum_context"]

@@ -8,8 +8,8 @@ in an agent, and `max_steps=0` ran. A `Pattern` builder compiles into a `Pattern
 
 - validate the input against the pattern's input schema (`quorum.state`), naming the wrong
   key or the missing one;
-- validate the run settings into a `QuorumContext`, with the message `--set` gives, or use
-  the defaults when none are given;
+- validate the run settings into a `QuorumContext`, with the message `--set` gives; without
+  settings, a thread being continued keeps those it ran with, and a new run gets defaults;
 - name the pattern and its settings in the checkpoint metadata, so a thread made by a graph
   compiled with your own checkpointer is listed, shown and resumed like any other.
 
@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
 from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from pydantic import BaseModel, TypeAdapter, ValidationError, create_model
@@ -98,7 +99,7 @@ class PatternGraph(CompiledStateGraph[Any, QuorumContext, Any, Any]):
         input, config, checked = self.builder.admit(input, config, context)
         return super().stream(input, config, context=checked, **kwargs)
 
-    def astream(
+    async def astream(
         self,
         input: Any,
         config: RunnableConfig | None = None,
@@ -106,9 +107,23 @@ class PatternGraph(CompiledStateGraph[Any, QuorumContext, Any, Any]):
         context: Any = None,
         **kwargs: Any,
     ) -> AsyncIterator[Any]:
-        """LangGraph's `astream`, after checking the input and settings."""
+        """LangGraph's `astream`, after checking the input and settings.
+
+        A thread continued without settings (a Studio or langgraph-sdk resume of an
+        interrupt) continues with those it ran with.
+        """
+        if context is None and not isinstance(input, dict):
+            context = await self._stored_context(config)
         input, config, checked = self.builder.admit(input, config, context)
-        return super().astream(input, config, context=checked, **kwargs)
+        async for chunk in super().astream(input, config, context=checked, **kwargs):
+            yield chunk
+
+    async def _stored_context(self, config: RunnableConfig | None) -> dict[str, Any] | None:
+        if not isinstance(self.checkpointer, BaseCheckpointSaver) or not config:
+            return None
+        saved = await self.checkpointer.aget_tuple(config)
+        stored = (saved.metadata or {}).get("quorum_context") if saved else None
+        return json.loads(stored) if isinstance(stored, str) else None
 
     def config_schema(self, *, include: Sequence[str] | None = None) -> type[BaseModel]:
         """No `configurable` copy of the run settings: they are the context schema."""
