@@ -24,7 +24,7 @@ from langgraph_sdk.schema import GraphSchema
 
 from quorum.context import QuorumContext, context_json_schema
 from tests.langgraph_dev import REPO, RUN_TIMEOUT, langgraph_dev
-from tests.openai_stub import OpenAIStub, schema_name
+from tests.openai_stub import OpenAIStub, Reply, schema_name
 
 pytestmark = pytest.mark.server
 
@@ -44,12 +44,23 @@ class StubServed:
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StubServed]:
     """One `langgraph dev` for the module, backed by one OpenAI stub."""
     folder = tmp_path_factory.mktemp("langgraph-dev")
+    # Agents are offered the tools of the test MCP server too (started over stdio per call).
+    mcp = {
+        "transport": "stdio",
+        "command": sys.executable,
+        "args": ["-m", "tests.mcp_server"],
+        "cwd": str(REPO),
+        "env": {"MCP_CALLS": str(folder / "mcp-calls.jsonl")},
+        "tools": {"add": {"side_effects": False}},
+    }
+    (folder / "mcp.json").write_text(json.dumps({"servers": {"numbers": mcp}}))
     with OpenAIStub() as stub:
         settings = {
             "QUORUM_BASE_URL": stub.base_url,
             "QUORUM_API_KEY": "test",
             "QUORUM_MODEL": "stub-model",
             "QUORUM_MAX_ATTEMPTS": "1",
+            "QUORUM_MCP_CONFIG": str(folder / "mcp.json"),
         }
         with langgraph_dev(folder, settings) as served:
             yield StubServed(served, stub)
@@ -303,3 +314,21 @@ async def test_studio_threads_show_up_in_the_command_line(
         shown.stdout
     )
     assert resumed.returncode == 0, resumed.stderr
+
+
+async def test_a_studio_run_calls_a_tool_of_an_mcp_server(
+    served: StubServed, stub: OpenAIStub
+) -> None:
+    def add_once(body: dict[str, Any]) -> Reply | None:
+        answered = any(m.get("role") == "tool" for m in body.get("messages", []))
+        return None if answered else Reply(tool_calls=[{"name": "add", "args": {"a": 2, "b": 40}}])
+
+    stub.responder = add_once
+    async with get_client(url=served.url, api_key=None, timeout=RUN_TIMEOUT) as client:
+        thread = await client.threads.create()
+        values = await client.runs.wait(thread["thread_id"], "react", input={"input": "2+40?"})
+
+    assert values["status"] == "answered", f"{values}\n{served.log_text()}"
+    assert "2 + 40 = 42" in values["output"]
+    calls = (served.database.parent / "mcp-calls.jsonl").read_text().splitlines()
+    assert [json.loads(line) for line in calls] == [{"tool": "add", "args": {"a": 2, "b": 40}}]

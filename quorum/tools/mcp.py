@@ -24,6 +24,7 @@ per process (restart to see a server's new tools).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import tomllib
 from pathlib import Path
@@ -96,7 +97,7 @@ class McpConfig(BaseModel):
 
 
 _CONFIG = TypeAdapter(McpConfig)
-_LOADED: dict[tuple[str, float], list[BaseTool]] = {}
+_LOADED: dict[Path, list[BaseTool]] = {}
 
 
 def read_config(path: Path) -> McpConfig:
@@ -121,14 +122,12 @@ async def mcp_tools() -> list[BaseTool]:
     path = get_settings().mcp_config
     if path is None:
         return []
-    try:
-        key = (str(path.resolve()), path.stat().st_mtime)
-    except OSError:
-        key = (str(path), 0.0)  # read_config says what is wrong
-    if key not in _LOADED:
-        # Two runs starting at once may both list the tools; the second listing is the same.
-        _LOADED[key] = await _load(read_config(path))
-    return _LOADED[key]
+    if path not in _LOADED:
+        # Off the event loop: `langgraph dev` refuses blocking file reads on it. Two runs
+        # starting at once may both list the tools; the second listing is the same.
+        config = await asyncio.to_thread(read_config, path)
+        _LOADED[path] = await _load(config)
+    return _LOADED[path]
 
 
 async def _load(config: McpConfig) -> list[BaseTool]:
