@@ -243,24 +243,31 @@ async def run_refused(served: StubServed, graph: str, **run: Any) -> tuple[dict,
 
 
 @pytest.mark.parametrize(
-    ("run", "message"),
+    ("graph", "run", "message"),
     [
         (
+            "orchestrator",
             {"input": {"goal": "Plan a garden."}},
             "invalid input for the orchestrator pattern: input: Field required; "
             "goal: Extra inputs are not permitted",
         ),
         (
+            "orchestrator",
             {"input": {"input": "Plan a garden."}, "context": {"max_plan_steps": 0}},
             "invalid context setting: max_plan_steps: Input should be greater than or equal to 1",
         ),
+        (
+            "react",
+            {"input": {"input": "6*7?"}, "context": {"max_steps": 0}},
+            "invalid context setting: max_steps: Input should be greater than or equal to 1",
+        ),
     ],
-    ids=["bad-key", "bad-setting"],
+    ids=["bad-key", "bad-setting", "react-max-steps-0"],
 )
 async def test_a_bad_key_or_setting_is_refused_over_http_with_a_clear_error(
-    served: StubServed, stub: OpenAIStub, run: dict[str, Any], message: str
+    served: StubServed, stub: OpenAIStub, graph: str, run: dict[str, Any], message: str
 ) -> None:
-    finished, joined = await run_refused(served, "orchestrator", **run)
+    finished, joined = await run_refused(served, graph, **run)
 
     assert finished["status"] == "error", (finished, joined)
     assert joined["__error__"]["error"] == "UsageError", joined
