@@ -52,8 +52,8 @@ class Pattern(StateGraph[Any, QuorumContext, Any, Any]):
         """Compile as LangGraph does, named after the pattern unless named otherwise."""
         kwargs["name"] = kwargs.get("name") or self.name
         graph = super().compile(*args, **kwargs)
-        # LangGraph's compile builds its own class; the checks above are a specialisation
-        # of it, with no state of their own.
+        # LangGraph's compile builds its own class: PatternGraph only adds checks to it,
+        # with no state of its own, so the compiled graph can take that class as it is.
         graph.__class__ = PatternGraph
         return graph  # type: ignore[return-value]
 
