@@ -18,7 +18,10 @@ Every request goes through `_invoke`, the one place that:
   retry policy, so nothing else retries a model call;
 - turns every other failure into a `ModelError` that says what to change, with the
   endpoint's words redacted of every configured secret;
-- meters the call for its agent (`quorum.metering`).
+- meters the call for its agent (`quorum.metering`);
+- waits for the endpoint's rate limiter and a free request slot before each request
+  (`QUORUM_REQUESTS_PER_SECOND`, `QUORUM_MAX_CONCURRENT_REQUESTS`): one limiter per endpoint,
+  shared by every agent and parallel worker, so a wide plan does not trip a provider's 429s.
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ import random
 import re
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 from weakref import WeakKeyDictionary
@@ -47,6 +51,7 @@ from langchain_core.messages import (
     ToolCall,
     ToolMessage,
 )
+from langchain_core.rate_limiters import InMemoryRateLimiter
 from langchain_core.tools import BaseTool
 from langchain_openai import ChatOpenAI
 from pydantic import BaseModel, SecretStr, ValidationError
@@ -350,7 +355,9 @@ async def _ask_json_action(
     """
     options, definitions = [], {}
     for tool in tools:
-        arguments = tool.tool_call_schema.model_json_schema()  # type: ignore[union-attr]
+        given: Any = tool.tool_call_schema
+        # An MCP server's tool comes with a JSON schema; Quorum's own with a pydantic model.
+        arguments = dict(given) if isinstance(given, dict) else given.model_json_schema()
         definitions.update(arguments.pop("$defs", {}))
         options.append(_action_schema(tool.name, arguments))
     options.append(
@@ -502,9 +509,10 @@ async def _request(
         started = time.monotonic()
         record.attempts += 1
         try:
-            reply = await model.ainvoke(
-                list(messages), config={"metadata": {"quorum_agent": agent}}
-            )
+            async with _request_slot(settings):
+                reply = await model.ainvoke(
+                    list(messages), config={"metadata": {"quorum_agent": agent}}
+                )
         except Exception as error:
             failure, wait = _classify(error, agent, attempt, settings)
             record.errors.append(failure.message)
@@ -533,6 +541,42 @@ async def _request(
             await entry.write(record)
         return record
     raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+_RATES: dict[tuple[str, float], InMemoryRateLimiter] = {}
+_SLOTS: WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, int], asyncio.Semaphore]] = (
+    WeakKeyDictionary()
+)
+
+
+@asynccontextmanager
+async def _request_slot(settings: Settings) -> AsyncIterator[None]:
+    """Hold one of the endpoint's request slots, once its rate limiter lets a request go.
+
+    Keyed by endpoint: every agent and worker of the process shares them. The rate limiter
+    (LangChain's token bucket) is thread-safe and shared by every event loop; a semaphore
+    belongs to one loop, so each loop has its own.
+    """
+    where = settings.base_url or ""
+    slots = None
+    if settings.max_concurrent_requests is not None:
+        per_loop = _SLOTS.setdefault(asyncio.get_running_loop(), {})
+        key = (where, settings.max_concurrent_requests)
+        slots = per_loop.setdefault(key, asyncio.Semaphore(settings.max_concurrent_requests))
+    rate = None
+    if settings.requests_per_second is not None:
+        rate = _RATES.setdefault(
+            (where, settings.requests_per_second),
+            InMemoryRateLimiter(
+                requests_per_second=settings.requests_per_second, check_every_n_seconds=0.05
+            ),
+        )
+    # The slot first: a request waiting for its turn at the rate limit must not let more
+    # than the allowed number go the moment it passes.
+    async with slots if slots is not None else nullcontext():
+        if rate is not None:
+            await rate.aacquire()
+        yield
 
 
 RETRIED_STATUSES = frozenset({408, 409, 429}) | frozenset(range(500, 600))

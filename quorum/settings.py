@@ -52,6 +52,18 @@ class Settings(BaseSettings):
         ge=0,
         description="Longest wait before a retry; a server's Retry-After beyond it fails the call.",
     )
+    requests_per_second: float | None = Field(
+        default=None,
+        gt=0,
+        description="Most model requests per second this process sends to the endpoint, "
+        "shared by every agent and parallel worker (retries included); empty: no limit.",
+    )
+    max_concurrent_requests: int | None = Field(
+        default=None,
+        ge=1,
+        description="Most model requests in flight at once to the endpoint, shared by every "
+        "agent and parallel worker of a run; empty: no limit.",
+    )
     max_output_tokens: int = Field(default=1024, gt=0, description="Cap on one reply.")
     structured_output: Literal["auto", "json_schema", "json_object"] = Field(
         default="auto",
@@ -152,6 +164,11 @@ class Settings(BaseSettings):
         default=None,
         validation_alias=AliasChoices("QUORUM_TAVILY_API_KEY", "TAVILY_API_KEY"),
         description="Key for Tavily web search; without it web_search is unavailable.",
+    )
+    mcp_config: Path | None = Field(
+        default=None,
+        description="JSON or TOML file listing MCP servers (stdio or streamable HTTP) whose "
+        "tools agents are offered, with each tool's side effects; see README.md.",
     )
     approve_tools: Annotated[tuple[str, ...], NoDecode] = Field(
         default=(),
