@@ -7,13 +7,25 @@ threads:
     import quorum
     result = await quorum.run("orchestrator", "Compare SQLite and PostgreSQL for a CLI tool")
     print(result.output, result.thread_id)
+    spent = await quorum.ledger(result.thread_id)  # calls, tokens, cost, latency per agent
 """
 
 from quorum.context import QuorumContext
 from quorum.errors import QuorumError, RunFailed, ThreadBusy
-from quorum.runner import ThreadInfo, delete_thread, get_thread, list_threads, resume, run
+from quorum.metering import Ledger, LedgerRow
+from quorum.runner import (
+    ThreadInfo,
+    delete_thread,
+    get_thread,
+    ledger,
+    list_threads,
+    resume,
+    run,
+)
 
 __all__ = [
+    "Ledger",
+    "LedgerRow",
     "QuorumContext",
     "QuorumError",
     "RunFailed",
@@ -21,6 +33,7 @@ __all__ = [
     "ThreadInfo",
     "delete_thread",
     "get_thread",
+    "ledger",
     "list_threads",
     "resume",
     "run",

@@ -33,6 +33,7 @@ from quorum.context import QuorumContext
 from quorum.effects import APPROVAL, RECONCILE, Decision, Resolution, check_decision
 from quorum.errors import BudgetExceeded, QuorumError, RunFailed, ThreadNotFound, UsageError
 from quorum.graphs import PATTERNS
+from quorum.metering import Ledger
 from quorum.settings import get_settings, redact
 from quorum.state import Usage
 
@@ -92,6 +93,8 @@ class ThreadInfo:
     waiting: list[dict[str, Any]] = field(default_factory=list)
     """What the thread waits for a person to decide: tool calls to approve, side effects of
     unknown outcome (each with its `type`, `tool`, `args`, `agent`, `call_id`, `question`)."""
+    ledger: Ledger = field(default_factory=Ledger)
+    """What its model calls spent, per agent and per run, with latencies and errors."""
 
 
 OnEvent = Callable[[RunEvent], None]
@@ -219,6 +222,17 @@ async def get_thread(thread_id: str, *, database: str | None = None) -> ThreadIn
     """The state, status and step history of one thread."""
     async with open_persistence(database) as kept:
         return await _thread_info(kept, thread_id, with_history=True)
+
+
+async def ledger(thread_id: str, *, database: str | None = None) -> Ledger:
+    """What a thread's model calls spent: in total, per agent and per run.
+
+    Calls, tokens, cost, latency (total, p50 and p95 per call), attempts and errors, from the
+    thread's call journal: each call counted once, across crashes and resumes.
+    """
+    async with open_persistence(database) as kept:
+        await _metadata(kept, thread_id)  # ThreadNotFound if there is none
+        return await metering.journal_ledger(kept.store, thread_id)
 
 
 async def list_threads(*, database: str | None = None) -> list[ThreadInfo]:
@@ -428,7 +442,8 @@ async def _thread_info(
     values = dict(snapshot.values)
     # The journal knows every answered call, also those of a step that has not finished
     # (a budget stopped it, or the process died): the checkpoint's usage does not yet.
-    usage = await metering.journal_usage(kept.store, thread_id) or values.get("usage", {})
+    ledger = await metering.journal_ledger(kept.store, thread_id)
+    usage = ledger.usage() or values.get("usage", {})
     return ThreadInfo(
         thread_id=thread_id,
         pattern=pattern,
@@ -441,4 +456,5 @@ async def _thread_info(
         values=values,
         history=history,
         waiting=_waiting(snapshot),
+        ledger=ledger,
     )
