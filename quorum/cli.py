@@ -151,7 +151,7 @@ class _Progress:
         calls = sum(u["calls"] for u in self.usage.values())
         tokens = total_tokens(self.usage)
         cost = sum(u.get("cost_usd", 0.0) for u in self.usage.values())
-        parts = [f"steps done {self.done}", f"tokens {tokens:,}", f"cost ${cost:.4f}"]
+        parts = [f"steps done {self.done}", f"tokens so far {tokens:,}", f"cost ${cost:.4f}"]
         context = self.context
         if context is not None:
             for name, used, limit in (
@@ -621,6 +621,7 @@ def _jsonable(info: ThreadInfo, *, full: bool) -> Any:
         "input": info.input,
         "output": info.output,
         "usage": info.usage,
+        "ledger": info.ledger,
         "error": info.error,
         "waiting": info.waiting,
     }

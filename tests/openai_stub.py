@@ -86,6 +86,10 @@ class Recorded:
     finished: float = 0.0
     status: int = 0
     """The HTTP status answered; 0 until answered, and for a dropped connection."""
+    usage: Json | None = None
+    """The token usage the reply reported (a 200 reply only)."""
+    tool_calls: int = 0
+    """Tool calls the reply asked for."""
 
 
 @dataclass
@@ -584,6 +588,8 @@ def _handler_for(stub: OpenAIStub) -> type[BaseHTTPRequestHandler]:
                 self._send_error(reply)
                 return
             completion, calls = stub.completion(body, reply)
+            recorded.usage = completion["usage"]
+            recorded.tool_calls = len(calls)
             if not body.get("stream"):
                 self._send_json(200, completion)
                 return

@@ -1,0 +1,114 @@
+"""The ledger: what a thread's model calls spent, checked against what the endpoint served.
+
+Counts come from the scripted OpenAI-compatible server (every request it received, the
+status it answered and the usage it reported), never from Quorum's own report.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+import quorum
+from quorum.cli import app
+from quorum.settings import get_settings
+from tests.crash_harness import Harness, Plan, canonical, describe, judge
+from tests.openai_stub import CHAT_PATH, STUB_MODEL, OpenAIStub, Recorded
+
+
+@pytest.fixture
+def stub(monkeypatch: pytest.MonkeyPatch) -> Iterator[OpenAIStub]:
+    with OpenAIStub() as running:
+        monkeypatch.setenv("QUORUM_BASE_URL", running.base_url)
+        monkeypatch.setenv("QUORUM_API_KEY", "test-key")
+        monkeypatch.setenv("QUORUM_MODEL", STUB_MODEL)
+        monkeypatch.setenv("QUORUM_RETRY_WAIT", "0.05")
+        get_settings.cache_clear()
+        yield running
+
+
+def chat(requests: list[Recorded]) -> list[Recorded]:
+    return [r for r in requests if r.path == CHAT_PATH and r.body is not None]
+
+
+async def test_ledger_totals_equal_the_calls_the_endpoint_served(stub: OpenAIStub, db: str) -> None:
+    stub.fail(500, times=2)  # two failed attempts, retried
+    info = await quorum.run("orchestrator", "Plan a product launch", database=db)
+    ledger = await quorum.ledger(info.thread_id, database=db)
+    served = chat(stub.requests)
+    answered = [r for r in served if r.status == 200]
+
+    assert info.status == "completed"
+    assert ledger == info.ledger
+    assert ledger.total.calls == len(answered) >= 6
+    assert ledger.total.attempts == len(served) == len(answered) + 2
+    assert ledger.total.errors == 2
+    assert ledger.total.input_tokens == sum(r.usage["prompt_tokens"] for r in answered if r.usage)
+    assert ledger.total.output_tokens == sum(
+        r.usage["completion_tokens"] for r in answered if r.usage
+    )
+    # Per agent adds up to the total; one run made every call.
+    assert {"planner", "synthesizer"} <= set(ledger.agents)
+    assert sum(row.calls for row in ledger.agents.values()) == ledger.total.calls
+    assert sum(row.attempts for row in ledger.agents.values()) == ledger.total.attempts
+    assert [row.calls for row in ledger.runs] == [ledger.total.calls]
+    assert 0 < ledger.total.p50_seconds <= ledger.total.p95_seconds <= ledger.total.seconds
+    # The checkpoint's usage, counted at the nodes, agrees with the journal's ledger.
+    counted = info.values["usage"]
+    assert sum(u["calls"] for u in counted.values()) == ledger.total.calls
+
+
+async def test_show_and_run_print_the_ledger(stub: OpenAIStub, db: str) -> None:
+    result = await asyncio.to_thread(
+        CliRunner().invoke, app, ["run", "react", "What is 6*7?", "--thread", "r1", "--db", db]
+    )
+    ledger = await quorum.ledger("r1", database=db)
+    shown = await asyncio.to_thread(CliRunner().invoke, app, ["show", "r1", "--db", db])
+
+    assert result.exit_code == 0, result.output
+    assert shown.exit_code == 0, shown.output
+    for printed in (result.stderr, shown.stdout):
+        total = next(line for line in printed.splitlines() if line.strip().startswith("total"))
+        cells = total.split()
+        assert cells[1:4] == [
+            str(ledger.total.calls),
+            f"{ledger.total.input_tokens:,}",
+            f"{ledger.total.output_tokens:,}",
+        ]
+        assert cells[-2:] == [str(ledger.total.attempts), str(ledger.total.errors)]
+    assert ledger.total.calls == len(chat(stub.requests))
+
+
+async def test_ledger_of_an_unknown_thread_says_so(db: str) -> None:
+    with pytest.raises(quorum.QuorumError, match="no thread 'nope'"):
+        await quorum.ledger("nope", database=db)
+
+
+def test_ledger_counts_each_call_once_across_a_kill_and_resume(tmp_path: Path) -> None:
+    with Harness(tmp_path) as harness:
+        baseline = harness.measure_baseline("orchestrator", runs=1)
+        since = len(harness.stub.requests)
+        trial = harness.trial(Plan("orchestrator", "killed", (0.5,)), baseline)
+        served = chat(harness.stub.requests[since:])
+        ledger = asyncio.run(quorum.ledger("killed", database=harness.database))
+    verdict = judge(trial, baseline)
+
+    assert verdict.ok, describe(verdict)
+    assert trial.kills == 1 and verdict.completed_at_kill > 0, describe(verdict)
+    # Each call once, whatever was asked twice; attempts are the requests whose outcome
+    # reached the journal (a request the kill cut off lived only in the dead process).
+    asked_again = len(verdict.rerequested_completed) + len(verdict.rerequested_near_kill)
+    assert ledger.total.calls == baseline.requests
+    assert ledger.total.attempts == len(served) - verdict.cut_off - asked_again
+    # Tokens as the server reported them, once per distinct request.
+    reported = {canonical(r.body): r.usage for r in served if r.body and r.usage}
+    assert len(reported) == baseline.requests
+    assert ledger.total.input_tokens == sum(u["prompt_tokens"] for u in reported.values())
+    assert ledger.total.output_tokens == sum(u["completion_tokens"] for u in reported.values())
+    # The killed run and the resume each got replies: one ledger row per run.
+    assert len(ledger.runs) == 2
+    assert sum(row.calls for row in ledger.runs) == ledger.total.calls
