@@ -135,3 +135,50 @@ async def test_report_draws_a_bar_per_call_and_parallel_workers_overlap(
     # Some instant of the axis has both workers' calls in flight.
     overlaps = max(sum(1 for b in calls if b.left <= x <= b.right) for x in range(image.width))
     assert overlaps == 2
+
+
+@pytest.mark.parametrize(
+    ("pattern", "text", "section"),
+    [
+        ("pipeline", "Quantum error correction", "Calls, in order"),
+        ("debate", "Should a small team self-host its LLM?", "Verdict"),
+        ("react", "What is 6*7?", "Calls, in order"),
+    ],
+)
+async def test_report_of_each_pattern(
+    stub: OpenAIStub, db: str, tmp_path: Path, pattern: str, text: str, section: str
+) -> None:
+    info = await quorum.run(pattern, text, thread_id="t", database=db)
+    page = tmp_path / "t.html"
+    result = await asyncio.to_thread(CliRunner().invoke, app, ["report", "t", "--db", db])
+    html = page.read_text()  # the default file name is the thread's
+
+    assert result.exit_code == 0, result.output
+    assert f"<h2>{section}" in html
+    assert html.count('class="span call"') == info.ledger.total.calls
+    assert 'class="span failed"' not in html
+
+
+async def test_report_shows_a_failed_call_and_why(
+    stub: OpenAIStub, db: str, tmp_path: Path
+) -> None:
+    stub.fail(400, times=1)  # not retried: the run fails at its first call
+    with pytest.raises(quorum.RunFailed):
+        await quorum.run("react", "What is 6*7?", thread_id="t", database=db)
+    result = await asyncio.to_thread(CliRunner().invoke, app, ["report", "t", "--db", db])
+    html = (tmp_path / "t.html").read_text()
+
+    assert result.exit_code == 0, result.output
+    assert html.count('class="span failed"') == 1
+    assert 'class="span call"' not in html
+    assert (
+        '<span class="status-failed">failed</span>' in html
+        and "(HTTP 400): scripted failure" in html
+    )
+
+
+def test_report_of_an_unknown_thread_says_so(db: str) -> None:
+    result = CliRunner().invoke(app, ["report", "nope", "--db", db])
+
+    assert result.exit_code == 1  # as `quorum show` of an unknown thread
+    assert "no thread 'nope'" in result.stderr
