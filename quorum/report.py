@@ -220,10 +220,19 @@ def _transcript_entry(record: journal.CallRecord) -> dict[str, Any]:
 
 
 def _effect_entry(entry: dict[str, Any]) -> dict[str, Any]:
+    state = entry.get("state", "?")
+    approval = (
+        "rejected by a person"
+        if state == "rejected"
+        else "approved by a person"
+        if "approved_at" in entry
+        else "not needed"
+    )
     return {
         "tool": entry.get("tool", "?"),
         "agent": entry.get("agent", ""),
-        "state": entry.get("state", "?"),
+        "state": state,
+        "approval": approval,
         "args": _shorten(json.dumps(entry.get("args", {}), default=str), 300),
         "result": _shorten(str(entry.get("content", "")), 300),
     }

@@ -7,6 +7,7 @@ status it answered and the usage it reported), never from Quorum's own report.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,9 +20,17 @@ from quorum.settings import get_settings
 from tests.crash_harness import Harness, Plan, canonical, describe, judge
 from tests.openai_stub import CHAT_PATH, STUB_MODEL, OpenAIStub, Recorded
 
+PRICE_IN, PRICE_OUT = 10_000.0, 40_000.0
+"""US dollars per million input and output tokens of the stub's model."""
+
 
 @pytest.fixture
-def stub(monkeypatch: pytest.MonkeyPatch) -> Iterator[OpenAIStub]:
+def stub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[OpenAIStub]:
+    prices = tmp_path / "prices.json"
+    prices.write_text(
+        json.dumps({STUB_MODEL: {"input_per_mtok": PRICE_IN, "output_per_mtok": PRICE_OUT}})
+    )
+    monkeypatch.setenv("QUORUM_PRICES", str(prices))
     with OpenAIStub() as running:
         monkeypatch.setenv("QUORUM_BASE_URL", running.base_url)
         monkeypatch.setenv("QUORUM_API_KEY", "test-key")
@@ -51,6 +60,12 @@ async def test_ledger_totals_equal_the_calls_the_endpoint_served(stub: OpenAIStu
     assert ledger.total.output_tokens == sum(
         r.usage["completion_tokens"] for r in answered if r.usage
     )
+    billed = sum(
+        r.usage["prompt_tokens"] * PRICE_IN + r.usage["completion_tokens"] * PRICE_OUT
+        for r in answered
+        if r.usage
+    )
+    assert ledger.total.cost_usd == pytest.approx(billed / 1e6)
     # Per agent adds up to the total; one run made every call.
     assert {"planner", "synthesizer"} <= set(ledger.agents)
     assert sum(row.calls for row in ledger.agents.values()) == ledger.total.calls

@@ -27,6 +27,7 @@ from quorum.report import COLOURS, ROW_HEIGHT
 from quorum.settings import get_settings
 from tests import processes
 from tests.openai_stub import CHAT_PATH, STUB_MODEL, OpenAIStub
+from tests.test_approvals import saving
 
 BAR_HEIGHT = ROW_HEIGHT - 6
 """Pixels: a timeline bar's height (the legend's squares are smaller)."""
@@ -182,3 +183,29 @@ def test_report_of_an_unknown_thread_says_so(db: str) -> None:
 
     assert result.exit_code == 1  # as `quorum show` of an unknown thread
     assert "no thread 'nope'" in result.stderr
+
+
+async def test_report_lists_approvals_and_what_waits(
+    stub: OpenAIStub, db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("QUORUM_WORKSPACE_DIR", str(tmp_path / "workspace"))
+    (tmp_path / "workspace").mkdir()
+    get_settings.cache_clear()
+    stub.responder = saving("note.md")
+    waiting = await quorum.run("react", "Save a note", thread_id="t", database=db)
+    before = await asyncio.to_thread(render_report, db, tmp_path / "before.html")
+    done = await quorum.resume("t", database=db, approve=True)
+    after = await asyncio.to_thread(render_report, db, tmp_path / "after.html")
+
+    assert waiting.status == "waiting_approval" and done.status == "completed"
+    assert "<td>write_file</td><td>agent</td><td>waiting</td>" in before
+    assert "waits for a person" in before
+    assert "<td>write_file</td><td>agent</td><td>completed</td><td>approved by a person</td>" in (
+        after
+    )
+
+
+def render_report(db: str, target: Path) -> str:
+    result = CliRunner().invoke(app, ["report", "t", "--db", db, "-o", str(target)])
+    assert result.exit_code == 0, result.output
+    return target.read_text()
