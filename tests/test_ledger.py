@@ -12,10 +12,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from langchain_core.messages import AIMessage
 from typer.testing import CliRunner
 
 import quorum
+from quorum import journal
 from quorum.cli import app
+from quorum.metering import Ledger, LedgerRow
 from quorum.settings import get_settings
 from tests.crash_harness import Harness, Plan, canonical, describe, judge
 from tests.openai_stub import CHAT_PATH, STUB_MODEL, OpenAIStub, Recorded
@@ -127,3 +130,51 @@ def test_ledger_counts_each_call_once_across_a_kill_and_resume(tmp_path: Path) -
     # The killed run and the resume each got replies: one ledger row per run.
     assert len(ledger.runs) == 2
     assert sum(row.calls for row in ledger.runs) == ledger.total.calls
+
+
+def test_journal_records_from_before_the_ledger_still_read() -> None:
+    # A record as an older Quorum stored it: no start time, no run.
+    old = {
+        "agent": "planner",
+        "model": STUB_MODEL,
+        "reply": None,
+        "attempts": 2,
+        "errors": ["HTTP 500", "HTTP 500"],
+        "input_tokens": 0,
+        "output_tokens": 0,
+        "seconds": 0.0,
+        "cost_usd": 0.0,
+        "run_seconds": 0.0,
+    }
+    record = journal.CallRecord.from_json(old)
+    answered = journal.CallRecord.from_json({**old, "reply": None, "attempts": 1, "errors": []})
+    answered.reply = AIMessage("plan")
+    answered.input_tokens, answered.output_tokens, answered.seconds = 10, 5, 0.5
+
+    ledger = Ledger.of([record, answered])
+
+    assert (record.started_at, record.run) == (0.0, "")
+    assert ledger.total == LedgerRow(
+        calls=1,
+        input_tokens=10,
+        output_tokens=5,
+        seconds=0.5,
+        p50_seconds=0.5,
+        p95_seconds=0.5,
+        attempts=3,
+        errors=2,
+    )
+    assert ledger.agents == {"planner": ledger.total}
+
+
+def test_percentiles_are_latencies_that_were_seen() -> None:
+    calls = []
+    for n in range(1, 21):
+        call = journal.CallRecord(agent="a", model="m", reply=AIMessage("x"), attempts=1)
+        call.seconds = float(n)
+        calls.append(call)
+
+    row = LedgerRow.of(calls)
+
+    assert (row.calls, row.seconds, row.p50_seconds, row.p95_seconds) == (20, 210.0, 10.0, 19.0)
+    assert LedgerRow.of([]) == LedgerRow()
