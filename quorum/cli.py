@@ -135,16 +135,21 @@ class _Progress:
             self.running.append((event.agent, time.monotonic()))
             if self.live is None:
                 err.print(f"  [cyan]▶[/cyan] {escape(event.agent)}")
+            else:
+                self.live.refresh()
             return
         # Parallel workers finish in any order: drop the first one of that name.
         started = next((r for r in self.running if r[0] == event.agent), None)
         if started is not None:
             self.running.remove(started)
+        if not event.error:
+            self.done += 1
+            self.usage = add_usage(self.usage, event.usage)
+        if self.live is not None:
+            self.live.refresh()  # the lines below print above the display as it is now
         if event.error:
             err.print(f"  [red]✗[/red] {escape(event.agent)}: {escape(event.error)}")
             return
-        self.done += 1
-        self.usage = add_usage(self.usage, event.usage)
         err.print(f"  [green]✓[/green] {escape(event.agent)}  [dim]{escape(self._totals())}[/dim]")
 
     def _totals(self) -> str:
@@ -169,7 +174,9 @@ class _Progress:
         for agent, since in list(self.running):
             running.add_row(Spinner("dots", style="cyan"), escape(agent), f"{now - since:.1f} s")
         return Group(
-            running if self.running else Text("waiting for the next step", style="dim"),
+            running
+            if self.running
+            else Text("starting" if not self.done else "between steps", style="dim"),
             Text(self._totals(), style="bold"),
         )
 

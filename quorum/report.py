@@ -258,15 +258,28 @@ def draw_png(pattern: str) -> bytes:
     dot = graphviz.Digraph(pattern, graph_attr={"rankdir": "TB", "label": pattern})
     # Subgraph nodes are named `worker:act`; a colon in a Graphviz node id names a port.
     ids = {node_id: f"n{n}" for n, node_id in enumerate(drawn.nodes)}
+    clusters: dict[str, graphviz.Digraph] = {}
     for node in drawn.nodes.values():
         start_or_end = node.id.endswith(("__start__", "__end__"))
-        dot.node(
+        parent, _, _ = node.id.rpartition(":")
+        where = dot
+        if parent:
+            # A subgraph's nodes are drawn in a box named after it.
+            if parent not in clusters:
+                clusters[parent] = graphviz.Digraph(
+                    f"cluster_{len(clusters)}",
+                    graph_attr={"label": parent, "style": "rounded,dashed", "color": "#888888"},
+                )
+            where = clusters[parent]
+        where.node(
             ids[node.id],
             node.name.strip("_") if start_or_end else node.name,
             shape="oval" if start_or_end else "box",
             style="rounded,filled",
             fillcolor="#eeeeee" if start_or_end else "#dbe9f6",
         )
+    for cluster in clusters.values():
+        dot.subgraph(cluster)
     for edge in drawn.edges:
         dot.edge(
             ids[edge.source],
