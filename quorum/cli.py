@@ -1,7 +1,8 @@
 """The `quorum` command line: run a pattern, resume a thread, list and inspect threads.
 
-Progress goes to stderr while a run works (which agent is running, steps done, tokens so
-far); the answer goes to stdout, so `quorum run ... > answer.md` keeps only the answer.
+Progress goes to stderr while a run works (a live display of the agents running, steps done,
+tokens, cost and budget used in a terminal; plain lines when piped), then the thread's
+ledger; the answer goes to stdout, so `quorum run ... > answer.md` keeps only the answer.
 Exit codes: 0 completed; 1 failed (an agent raised: fix the cause, then resume); 2 bad
 input (one line, nothing saved); 3 the thread is busy in another run; 4 a budget or the step
 limit ran out (resume with `--set` to give more); 5 the thread waits for a person (approve

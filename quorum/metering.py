@@ -13,6 +13,9 @@ The model seam reports every call here. Two views are kept:
   runs out raises `BudgetExceeded`: the step stops, the thread keeps every finished step,
   and a resume with a larger budget continues it.
 
+The ledger (`Ledger`) is the thread's account of it all, built from the call journal alone:
+calls, tokens, cost, latency (total, p50, p95), attempts and errors, per agent and per run.
+
 Cost comes from a price table: a JSON file named by QUORUM_PRICES for your own models, then
 the genai-prices package for OpenAI's; models on any other endpoint cost 0 unless priced.
 """
