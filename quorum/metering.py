@@ -331,11 +331,6 @@ async def journal_ledger(store: BaseStore, thread_id: str) -> Ledger:
     return Ledger.of(await journal.records(store, thread_id))
 
 
-async def journal_usage(store: BaseStore, thread_id: str) -> dict[str, Usage]:
-    """Usage per agent over every call a thread has journaled (failed attempts included)."""
-    return (await journal_ledger(store, thread_id)).usage()
-
-
 def forget(thread_id: str) -> None:
     """Drop the meters of a thread's finished runs."""
     for key in [k for k in _meters if k[0] == thread_id]:
