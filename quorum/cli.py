@@ -111,8 +111,12 @@ class _Progress:
     agent above it; piped, the same as plain lines, one per agent started and finished.
     """
 
-    def __init__(self, context: QuorumContext | None = None) -> None:
+    def __init__(
+        self, context: QuorumContext | None = None, before: LedgerRow | None = None
+    ) -> None:
         self.context = context
+        self.before = before or LedgerRow()
+        """What earlier runs of the thread spent: budgets count the whole thread."""
         self.usage: dict[str, Usage] = {}
         self.done = 0
         self.running: list[tuple[str, float]] = []
@@ -154,9 +158,10 @@ class _Progress:
         err.print(f"  [green]✓[/green] {escape(event.agent)}  [dim]{escape(self._totals())}[/dim]")
 
     def _totals(self) -> str:
-        calls = sum(u["calls"] for u in self.usage.values())
-        tokens = total_tokens(self.usage)
-        cost = sum(u.get("cost_usd", 0.0) for u in self.usage.values())
+        before = self.before
+        calls = before.calls + sum(u["calls"] for u in self.usage.values())
+        tokens = before.input_tokens + before.output_tokens + total_tokens(self.usage)
+        cost = before.cost_usd + sum(u.get("cost_usd", 0.0) for u in self.usage.values())
         parts = [f"steps done {self.done}", f"tokens so far {tokens:,}", f"cost ${cost:.4f}"]
         context = self.context
         if context is not None:
@@ -180,6 +185,17 @@ class _Progress:
             else Text("starting" if not self.done else "between steps", style="dim"),
             Text(self._totals(), style="bold"),
         )
+
+
+def _resume_progress(thread: str, db: str | None, settings: dict[str, Any] | None) -> _Progress:
+    """Progress of a resume: its budgets, and what the thread spent before it."""
+
+    async def so_far() -> tuple[QuorumContext, LedgerRow]:
+        context = await runner.run_context(thread, database=db, settings=settings)
+        return context, (await runner.ledger(thread, database=db)).total
+
+    context, before = _run_async(so_far(), thread=thread)
+    return _Progress(context, before)
 
 
 def _whole(console: Console, table: Table) -> None:
@@ -280,7 +296,7 @@ def _finish(info: ThreadInfo, *, db: str | None = None) -> None:
     """Print how the run ended (asking for approvals in a terminal) and exit with its code."""
     while info.status == "waiting_approval" and _interactive():
         decisions = _ask_for_decisions(info)
-        with _Progress() as progress:
+        with _resume_progress(info.thread_id, db, None) as progress:
             info = _run_async(
                 runner.resume(info.thread_id, database=db, on_event=progress, approve=decisions),
                 thread=info.thread_id,
@@ -503,7 +519,7 @@ def resolve(
 
 def _continue(thread: str, db: str | None, **answers: Any) -> None:
     """Resume THREAD (with a person's answers or new settings) and finish as `run` does."""
-    with _Progress() as progress:
+    with _resume_progress(thread, db, answers.get("settings")) as progress:
         info = _run_async(
             runner.resume(thread, database=db, on_event=progress, **answers), thread=thread
         )

@@ -153,9 +153,7 @@ async def resume(
         answers = _answers(info, resolution, approve)
         if info.waiting and not answers:
             return info  # still waiting for a person: nothing can run yet
-        metadata = await _metadata(kept, thread_id)
-        stored = json.loads(metadata.get("quorum_context", "{}"))
-        context = _context({**stored, **(settings or {})})
+        context = _stored_context(await _metadata(kept, thread_id), settings)
         graph = _compile(kept, info.pattern)
         if info.status == "step_limit":
             if context.max_steps <= int(info.values.get("steps", 0)):
@@ -208,6 +206,19 @@ def _answers(
     elif decisions is not None:
         answers |= {w["interrupt_id"]: check_decision(decisions) for w in approvals}
     return answers
+
+
+async def run_context(
+    thread_id: str, *, database: str | None = None, settings: dict[str, Any] | None = None
+) -> QuorumContext:
+    """The run settings a resume of the thread runs with: its own, changed by `settings`."""
+    async with open_persistence(database) as kept:
+        return _stored_context(await _metadata(kept, thread_id), settings)
+
+
+def _stored_context(metadata: dict[str, Any], settings: dict[str, Any] | None) -> QuorumContext:
+    stored = json.loads(metadata.get("quorum_context", "{}"))
+    return _context({**stored, **(settings or {})})
 
 
 def _context(values: dict[str, Any]) -> QuorumContext:

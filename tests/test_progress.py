@@ -102,3 +102,33 @@ def test_terminal_run_shows_a_live_display(stub: OpenAIStub, tmp_path: Path) -> 
     assert "thread p2  status completed" in plain
     assert "in tok" in plain
     assert "▶ planner" not in plain  # a terminal shows who is running live, not as lines
+
+
+def test_resumed_run_counts_what_the_thread_spent_before(stub: OpenAIStub, tmp_path: Path) -> None:
+    stub.delay = 0.0
+    env = quorum_env(stub, tmp_path)
+
+    def quorum(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "quorum.cli", *args],
+            env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+
+    stopped = quorum(
+        "run", "orchestrator", "Plan a launch", "--thread", "p3", "--set", "max_model_calls=3"
+    )
+    resumed = quorum("resume", "p3", "--set", "max_model_calls=100")
+
+    assert stopped.returncode == 4, stopped.stderr
+    assert resumed.returncode == 0, resumed.stderr
+    spent = re.search(
+        r"status budget_exceeded  tokens ([\d,]+) .* over (\d+) model calls", stopped.stderr
+    )
+    assert spent, stopped.stderr
+    tokens_before, calls_before = int(spent[1].replace(",", "")), int(spent[2])
+    first = next(line for line in resumed.stderr.splitlines() if line.startswith("  ✓ "))
+    progress = re.search(r"tokens so far ([\d,]+) .* calls budget (\d+)% used", first)
+    assert progress, first
+    # The budgets count the whole thread: the resume starts from what the run spent.
+    assert int(progress[1].replace(",", "")) > tokens_before
+    assert int(progress[2]) >= calls_before
