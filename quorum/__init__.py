@@ -7,6 +7,7 @@ threads:
     import quorum
     result = await quorum.run("orchestrator", "Compare SQLite and PostgreSQL for a CLI tool")
     print(result.output, result.thread_id)
+    spent = await quorum.ledger(result.thread_id)  # calls, tokens, cost, latency per agent
 
 To compile a pattern's `builder` with your own checkpointer, give it Quorum's serializer
 (`serializer()`): it revives Quorum's state types, and nothing else, without warnings.
@@ -15,9 +16,20 @@ To compile a pattern's `builder` with your own checkpointer, give it Quorum's se
 from quorum.checkpoints.serde import strict_serializer as serializer
 from quorum.context import QuorumContext
 from quorum.errors import QuorumError, RunFailed, ThreadBusy
-from quorum.runner import ThreadInfo, delete_thread, get_thread, list_threads, resume, run
+from quorum.metering import Ledger, LedgerRow
+from quorum.runner import (
+    ThreadInfo,
+    delete_thread,
+    get_thread,
+    ledger,
+    list_threads,
+    resume,
+    run,
+)
 
 __all__ = [
+    "Ledger",
+    "LedgerRow",
     "QuorumContext",
     "QuorumError",
     "RunFailed",
@@ -25,6 +37,7 @@ __all__ = [
     "ThreadInfo",
     "delete_thread",
     "get_thread",
+    "ledger",
     "list_threads",
     "resume",
     "run",

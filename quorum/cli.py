@@ -1,7 +1,8 @@
 """The `quorum` command line: run a pattern, resume a thread, list and inspect threads.
 
-Progress goes to stderr while a run works (which agent is running, steps done, tokens so
-far); the answer goes to stdout, so `quorum run ... > answer.md` keeps only the answer.
+Progress goes to stderr while a run works (a live display of the agents running, steps done,
+tokens, cost and budget used in a terminal; plain lines when piped), then the thread's
+ledger; the answer goes to stdout, so `quorum run ... > answer.md` keeps only the answer.
 Exit codes: 0 completed; 1 failed (an agent raised: fix the cause, then resume); 2 bad
 input (one line, nothing saved); 3 the thread is busy in another run; 4 a budget or the step
 limit ran out (resume with `--set` to give more); 5 the thread waits for a person (approve
@@ -17,6 +18,7 @@ import json
 import signal
 import sys
 import threading
+import time
 from collections.abc import Coroutine
 from pathlib import Path
 from types import FrameType
@@ -24,17 +26,22 @@ from typing import Annotated, Any, Literal, NoReturn, TypeVar
 
 import typer
 from pydantic_core import to_jsonable_python
-from rich.console import Console
+from rich import box
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
 from rich.markdown import Markdown
 from rich.markup import escape
 from rich.prompt import Prompt
+from rich.spinner import Spinner
 from rich.table import Table
+from rich.text import Text
 
-from quorum import embedded, models, runner
+from quorum import embedded, models, report, runner
 from quorum.context import QuorumContext
 from quorum.effects import Decision
 from quorum.errors import QuorumError, UsageError
 from quorum.graphs import PATTERNS
+from quorum.metering import Ledger, LedgerRow
 from quorum.runner import RunEvent, ThreadInfo
 from quorum.settings import get_settings
 from quorum.state import Usage, add_usage, total_tokens
@@ -96,36 +103,148 @@ def _fail(error: QuorumError) -> NoReturn:
 
 
 class _Progress:
-    """Prints each agent as it starts and finishes, with the tokens spent so far."""
+    """Shows a run's progress on stderr as it works.
 
-    def __init__(self) -> None:
+    In a terminal, a live display of the agents running now (and for how long), the steps
+    done, tokens, cost and the share of each budget used, with a line for each finished
+    agent above it; piped, the same as plain lines, one per agent started and finished.
+    """
+
+    def __init__(
+        self, context: QuorumContext | None = None, before: LedgerRow | None = None
+    ) -> None:
+        self.context = context
+        self.before = before or LedgerRow()
+        """What earlier runs of the thread spent: budgets count the whole thread."""
         self.usage: dict[str, Usage] = {}
         self.done = 0
-        self.running = 0
+        self.running: list[tuple[str, float]] = []
+        self.live: Live | None = None
         # The embedded model answers one request at a time: parallel agents queue for it.
         self.one_at_a_time = models.current_endpoint().embedded
 
+    def __enter__(self) -> _Progress:
+        if err.is_terminal and not err.is_dumb_terminal:
+            self.live = Live(
+                console=err, get_renderable=self._display, refresh_per_second=8, transient=True
+            )
+            self.live.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.live is not None:
+            self.live.stop()
+            self.live = None
+
     def __call__(self, event: RunEvent) -> None:
         if event.kind == "started":
-            self.running += 1
-            queued = (
-                f"  [dim]queued: {self.running} agents share the embedded model, "
-                "which answers one request at a time[/dim]"
-                if self.one_at_a_time and self.running > 1
-                else ""
-            )
-            err.print(f"  [cyan]▶[/cyan] {event.agent}{queued}")
+            self.running.append((event.agent, time.monotonic()))
+            if self.live is None:
+                err.print(f"  [cyan]▶[/cyan] {escape(event.agent)}{self._queued()}")
+            else:
+                self.live.refresh()
             return
-        self.running = max(self.running - 1, 0)
+        # Parallel workers finish in any order: drop the first one of that name.
+        started = next((r for r in self.running if r[0] == event.agent), None)
+        if started is not None:
+            self.running.remove(started)
+        if not event.error:
+            self.done += 1
+            self.usage = add_usage(self.usage, event.usage)
+        if self.live is not None:
+            self.live.refresh()  # the lines below print above the display as it is now
         if event.error:
-            err.print(f"  [red]✗[/red] {event.agent}: {escape(event.error)}")
+            err.print(f"  [red]✗[/red] {escape(event.agent)}: {escape(event.error)}")
             return
-        self.done += 1
-        self.usage = add_usage(self.usage, event.usage)
-        err.print(
-            f"  [green]✓[/green] {event.agent}  [dim]steps done {self.done} · "
-            f"tokens so far {total_tokens(self.usage):,}[/dim]"
+        err.print(f"  [green]✓[/green] {escape(event.agent)}  [dim]{escape(self._totals())}[/dim]")
+
+    def _totals(self) -> str:
+        before = self.before
+        calls = before.calls + sum(u["calls"] for u in self.usage.values())
+        tokens = before.input_tokens + before.output_tokens + total_tokens(self.usage)
+        cost = before.cost_usd + sum(u.get("cost_usd", 0.0) for u in self.usage.values())
+        parts = [f"steps done {self.done}", f"tokens so far {tokens:,}", f"cost ${cost:.4f}"]
+        context = self.context
+        if context is not None:
+            for name, used, limit in (
+                ("tokens", tokens, context.max_tokens),
+                ("cost", cost, context.max_cost_usd),
+                ("calls", calls, context.max_model_calls),
+            ):
+                if limit:
+                    parts.append(f"{name} budget {used / limit:.0%} used")
+        return " · ".join(parts)
+
+    def _queued(self) -> str:
+        if not self.one_at_a_time or len(self.running) < 2:
+            return ""
+        return (
+            f"  [dim]queued: {len(self.running)} agents share the embedded model, "
+            "which answers one request at a time[/dim]"
         )
+
+    def _display(self) -> RenderableType:
+        now = time.monotonic()
+        running = Table.grid(padding=(0, 2))
+        for agent, since in list(self.running):
+            running.add_row(Spinner("dots", style="cyan"), escape(agent), f"{now - since:.1f} s")
+        return Group(
+            running
+            if self.running
+            else Text("starting" if not self.done else "between steps", style="dim"),
+            Text.from_markup(self._queued().strip()),
+            Text(self._totals(), style="bold"),
+        )
+
+
+def _resume_progress(thread: str, db: str | None, settings: dict[str, Any] | None) -> _Progress:
+    """Progress of a resume: its budgets, and what the thread spent before it."""
+
+    async def so_far() -> tuple[QuorumContext, LedgerRow]:
+        context = await runner.run_context(thread, database=db, settings=settings)
+        return context, (await runner.ledger(thread, database=db)).total
+
+    context, before = _run_async(so_far(), thread=thread)
+    return _Progress(context, before)
+
+
+def _whole(console: Console, table: Table) -> None:
+    """Print `table` at the terminal's width, or whole when piped (nothing re-wraps it)."""
+    if not console.is_terminal:
+        console = Console(file=console.file, width=120, highlight=False, soft_wrap=True)
+    console.print(table)
+
+
+def _ledger_table(ledger: Ledger, *, title: str = "ledger") -> Table:
+    """What a thread's model calls spent, per agent, per run (when resumed) and in total."""
+    table = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left")
+    table.add_column("agent", no_wrap=True)
+    for name in ("calls", "in tok", "out tok", "cost $", "wait s", "p50 s", "p95 s", "tries"):
+        table.add_column(name, justify="right", no_wrap=True)
+    table.add_column("errors", justify="right", no_wrap=True)
+
+    def cells(row: LedgerRow) -> list[str]:
+        return [
+            str(row.calls),
+            f"{row.input_tokens:,}",
+            f"{row.output_tokens:,}",
+            f"{row.cost_usd:.6f}",
+            f"{row.seconds:.3f}",
+            f"{row.p50_seconds:.3f}",
+            f"{row.p95_seconds:.3f}",
+            str(row.attempts),
+            str(row.errors),
+        ]
+
+    for agent, row in ledger.agents.items():
+        table.add_row(escape(agent), *cells(row))
+    if len(ledger.runs) > 1:
+        table.add_section()
+        for n, row in enumerate(ledger.runs, 1):
+            table.add_row(f"run {n}", *cells(row))
+    table.add_section()
+    table.add_row("total", *cells(ledger.total), style="bold")
+    return table
 
 
 EXIT_CODES = {
@@ -176,13 +295,16 @@ def _finish(info: ThreadInfo, *, db: str | None = None) -> None:
     """Print how the run ended (asking for approvals in a terminal) and exit with its code."""
     while info.status == "waiting_approval" and _interactive():
         decisions = _ask_for_decisions(info)
-        info = _run_async(
-            runner.resume(info.thread_id, database=db, on_event=_Progress(), approve=decisions),
-            thread=info.thread_id,
-        )
+        with _resume_progress(info.thread_id, db, None) as progress:
+            info = _run_async(
+                runner.resume(info.thread_id, database=db, on_event=progress, approve=decisions),
+                thread=info.thread_id,
+            )
     if info.output:
         out.print(info.output, markup=False)
     _summary(info)
+    if info.ledger.total.attempts:
+        _whole(err, _ledger_table(info.ledger))
     if info.status in ("budget_exceeded", "step_limit"):
         err.print(f"[yellow]{info.status}:[/yellow] {escape(info.error or info.output)}")
         more = "a larger budget" if info.status == "budget_exceeded" else "more steps"
@@ -316,17 +438,18 @@ def run(
     except QuorumError as error:
         _fail(error)
     thread_id = thread or runner.new_thread_id()
-    info = _run_async(
-        runner.run(
-            pattern,
-            goal,
-            thread_id=thread_id,
-            context=context,
-            database=db,
-            on_event=_Progress(),
-        ),
-        thread=thread_id,
-    )
+    with _Progress(context) as progress:
+        info = _run_async(
+            runner.run(
+                pattern,
+                goal,
+                thread_id=thread_id,
+                context=context,
+                database=db,
+                on_event=progress,
+            ),
+            thread=thread_id,
+        )
     _finish(info, db=db)
 
 
@@ -395,9 +518,10 @@ def resolve(
 
 def _continue(thread: str, db: str | None, **answers: Any) -> None:
     """Resume THREAD (with a person's answers or new settings) and finish as `run` does."""
-    info = _run_async(
-        runner.resume(thread, database=db, on_event=_Progress(), **answers), thread=thread
-    )
+    with _resume_progress(thread, db, answers.get("settings")) as progress:
+        info = _run_async(
+            runner.resume(thread, database=db, on_event=progress, **answers), thread=thread
+        )
     _finish(info, db=db)
 
 
@@ -451,12 +575,7 @@ def show(
             str(entry.step), ", ".join(entry.agents), entry.created_at[:19], entry.error or ""
         )
     out.print(history)
-    usage = Table("agent", "calls", "input tokens", "output tokens", title="usage")
-    for agent, spent in info.usage.items():
-        usage.add_row(
-            agent, str(spent["calls"]), f"{spent['input_tokens']:,}", f"{spent['output_tokens']:,}"
-        )
-    out.print(usage)
+    _whole(out, _ledger_table(info.ledger))
     if info.error:
         out.print(f"[red]error[/red] {escape(info.error)}")
     if info.waiting:
@@ -465,14 +584,55 @@ def show(
 
 
 @app.command()
-def graph(pattern: Annotated[str, typer.Argument(help=PATTERN_HELP)]) -> None:
-    """Print PATTERN's graph as a Mermaid diagram."""
+def graph(
+    pattern: Annotated[str, typer.Argument(help=PATTERN_HELP)],
+    png: Annotated[
+        Path | None,
+        typer.Option("--png", metavar="FILE", help="Draw it as a PNG image into FILE instead."),
+    ] = None,
+) -> None:
+    """Print PATTERN's graph as a Mermaid diagram, or draw it as a PNG (with Graphviz)."""
     if pattern not in PATTERNS:
         _fail(
             UsageError(f"unknown pattern {pattern!r}", hint=f"choose one of: {', '.join(PATTERNS)}")
         )
+    if png is not None:
+        try:
+            _write(png, report.draw_png(pattern))
+        except QuorumError as error:
+            _fail(error)
+        err.print(f"wrote {escape(str(png))}")
+        return
     compiled = PATTERNS[pattern].compile(name=pattern)
     out.print(compiled.get_graph().draw_mermaid(), markup=False)
+
+
+@app.command("report")
+def report_command(
+    thread: Annotated[str, typer.Argument(help="The thread to report on.")],
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output", "-o", metavar="FILE", help="Where to write it [default: THREAD.html]."
+        ),
+    ] = None,
+    db: DatabaseOption = None,
+) -> None:
+    """Write a self-contained HTML report of THREAD: timeline, plan, ledger, failures, answer."""
+    page = _run_async(report.write_report(thread, database=db))
+    target = output or Path(f"{thread}.html")
+    try:
+        _write(target, page.encode("utf-8"))
+    except QuorumError as error:
+        _fail(error)
+    err.print(f"wrote {escape(str(target))}")
+
+
+def _write(path: Path, data: bytes) -> None:
+    try:
+        path.write_bytes(data)
+    except OSError as error:
+        raise UsageError(f"cannot write {str(path)!r}: {error.strerror}") from None
 
 
 def _jsonable(info: ThreadInfo, *, full: bool) -> Any:
@@ -484,6 +644,7 @@ def _jsonable(info: ThreadInfo, *, full: bool) -> Any:
         "input": info.input,
         "output": info.output,
         "usage": info.usage,
+        "ledger": info.ledger,
         "error": info.error,
         "waiting": info.waiting,
     }

@@ -55,6 +55,11 @@ class CallRecord:
     """What the answered request cost, from the price table."""
     run_seconds: float = 0.0
     """How long the run had been running (in any process) when the reply came."""
+    started_at: float = 0.0
+    """When the answered request was sent (Unix time); 0 in records written before Quorum
+    kept it."""
+    run: str = ""
+    """Which run of the thread got the reply."""
 
     def to_json(self) -> dict[str, Any]:
         """The record as the store keeps it."""
@@ -67,6 +72,7 @@ class CallRecord:
         """A record read back from the store."""
         reply = data.get("reply")
         message = messages_from_dict([reply])[0] if reply else None
+        # Records written by an older Quorum lack the newer fields: they take their defaults.
         return cls(**{**data, "reply": message if isinstance(message, AIMessage) else None})
 
 
@@ -112,10 +118,19 @@ def entry_for(agent: str, model: Any, messages: Sequence[BaseMessage]) -> Journa
 
 async def records(store: BaseStore, thread_id: str) -> list[CallRecord]:
     """Every call a thread has journaled, answered or not."""
+    return [record for _, record in await keyed_records(store, thread_id)]
+
+
+async def keyed_records(store: BaseStore, thread_id: str) -> list[tuple[str, CallRecord]]:
+    """Every call a thread has journaled, with its key: `task_namespace#digest`.
+
+    The task namespace says which task made the call, and which subgraph task (a worker)
+    that task ran in: everything before its last `|`.
+    """
     namespace = thread_namespace(NAMESPACE, thread_id)
-    found: list[CallRecord] = []
+    found: list[tuple[str, CallRecord]] = []
     while items := await store.asearch(namespace, limit=500, offset=len(found)):
-        found += [CallRecord.from_json(item.value) for item in items]
+        found += [(item.key, CallRecord.from_json(item.value)) for item in items]
     return found
 
 

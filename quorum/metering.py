@@ -13,6 +13,9 @@ The model seam reports every call here. Two views are kept:
   runs out raises `BudgetExceeded`: the step stops, the thread keeps every finished step,
   and a resume with a larger budget continues it.
 
+The ledger (`Ledger`) is the thread's account of it all, built from the call journal alone:
+calls, tokens, cost, latency (total, p50, p95), attempts and errors, per agent and per run.
+
 Cost comes from a price table: a JSON file named by QUORUM_PRICES for your own models, then
 the genai-prices package for OpenAI's; models on any other endpoint cost 0 unless priced.
 """
@@ -22,6 +25,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
@@ -230,21 +234,101 @@ async def run_meter(store: BaseStore, thread_id: str, run: str) -> RunMeter:
     return _meters[key]
 
 
-async def journal_usage(store: BaseStore, thread_id: str) -> dict[str, Usage]:
-    """Usage per agent over every call a thread has journaled (failed attempts included)."""
-    usage: dict[str, Usage] = {}
-    for call in await journal.records(store, thread_id):
-        answered = call.reply is not None
-        spent = Usage(
-            calls=int(answered),
-            input_tokens=call.input_tokens if answered else 0,
-            output_tokens=call.output_tokens if answered else 0,
-            attempts=call.attempts,
-            cost_usd=call.cost_usd if answered else 0.0,
-            seconds=call.seconds if answered else 0.0,
+@dataclass(frozen=True)
+class LedgerRow:
+    """What a set of model calls spent: the run's, one agent's or one process run's."""
+
+    calls: int = 0
+    """Calls answered (a call retried three times counts once)."""
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    seconds: float = 0.0
+    """Time spent waiting for the answered requests."""
+    p50_seconds: float = 0.0
+    """Median time of one answered request."""
+    p95_seconds: float = 0.0
+    """95th percentile time of one answered request."""
+    attempts: int = 0
+    """Requests sent, failed ones included (a request cut off by a crash never reached the
+    journal and is not counted)."""
+    errors: int = 0
+    """Failed attempts."""
+
+    @classmethod
+    def of(cls, calls: Sequence[journal.CallRecord]) -> LedgerRow:
+        """The row of `calls` (answered or not)."""
+        answered = [c for c in calls if c.reply is not None]
+        latencies = sorted(c.seconds for c in answered)
+        return cls(
+            calls=len(answered),
+            input_tokens=sum(c.input_tokens for c in answered),
+            output_tokens=sum(c.output_tokens for c in answered),
+            cost_usd=sum(c.cost_usd for c in answered),
+            seconds=sum(latencies),
+            p50_seconds=_percentile(latencies, 50),
+            p95_seconds=_percentile(latencies, 95),
+            attempts=sum(c.attempts for c in calls),
+            errors=sum(len(c.errors) for c in calls),
         )
-        usage = add_usage(usage, {call.agent: spent})
-    return usage
+
+    def usage(self) -> Usage:
+        """The row as the state's usage counts it."""
+        return Usage(
+            calls=self.calls,
+            input_tokens=self.input_tokens,
+            output_tokens=self.output_tokens,
+            attempts=self.attempts,
+            cost_usd=self.cost_usd,
+            seconds=self.seconds,
+        )
+
+
+@dataclass(frozen=True)
+class Ledger:
+    """What a thread's model calls spent: in total, per agent and per run (a run or resume).
+
+    Built from the thread's call journal alone, the record each call leaves before its
+    caller sees the reply, so it is kept with the thread and counts every call once, also
+    across crashes and resumes.
+    """
+
+    total: LedgerRow = field(default_factory=LedgerRow)
+    agents: dict[str, LedgerRow] = field(default_factory=dict)
+    runs: list[LedgerRow] = field(default_factory=list)
+    """One row per run that got replies, oldest first."""
+
+    @classmethod
+    def of(cls, calls: Sequence[journal.CallRecord]) -> Ledger:
+        """The ledger of a thread's journaled `calls`."""
+        by_agent: dict[str, list[journal.CallRecord]] = {}
+        by_run: dict[str, list[journal.CallRecord]] = {}
+        for call in sorted(calls, key=lambda c: c.started_at):
+            by_agent.setdefault(call.agent, []).append(call)
+            if call.reply is not None:
+                by_run.setdefault(call.run, []).append(call)
+        return cls(
+            total=LedgerRow.of(calls),
+            agents={agent: LedgerRow.of(mine) for agent, mine in by_agent.items()},
+            runs=[LedgerRow.of(mine) for mine in by_run.values()],
+        )
+
+    def usage(self) -> dict[str, Usage]:
+        """Usage per agent, as the state counts it."""
+        return {agent: row.usage() for agent, row in self.agents.items()}
+
+
+def _percentile(ordered: Sequence[float], percent: int) -> float:
+    """The `percent` percentile of `ordered` (nearest rank: always a latency that was seen)."""
+    if not ordered:
+        return 0.0
+    rank = max(1, math.ceil(percent / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+async def journal_ledger(store: BaseStore, thread_id: str) -> Ledger:
+    """The ledger of every call a thread has journaled."""
+    return Ledger.of(await journal.records(store, thread_id))
 
 
 def forget(thread_id: str) -> None:

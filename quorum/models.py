@@ -507,6 +507,7 @@ async def _request(
     agent = record.agent
     for attempt in range(1, settings.max_attempts + 1):
         started = time.monotonic()
+        record.started_at = time.time()  # wall clock: a report lays calls out on a time axis
         record.attempts += 1
         try:
             async with _request_slot(settings):
@@ -537,6 +538,7 @@ async def _request(
             settings, record.model, record.input_tokens, record.output_tokens
         )
         record.run_seconds = round(meter.seconds, 3) if meter is not None else 0.0
+        record.run = entry.run if entry is not None else ""
         if entry is not None:
             await entry.write(record)
         return record

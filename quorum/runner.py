@@ -32,6 +32,7 @@ from quorum.context import QuorumContext
 from quorum.effects import APPROVAL, RECONCILE, Decision, Resolution, check_decision
 from quorum.errors import BudgetExceeded, QuorumError, RunFailed, ThreadNotFound, UsageError
 from quorum.graphs import PATTERNS
+from quorum.metering import Ledger
 from quorum.settings import get_settings, redact
 from quorum.state import Usage
 
@@ -91,6 +92,8 @@ class ThreadInfo:
     waiting: list[dict[str, Any]] = field(default_factory=list)
     """What the thread waits for a person to decide: tool calls to approve, side effects of
     unknown outcome (each with its `type`, `tool`, `args`, `agent`, `call_id`, `question`)."""
+    ledger: Ledger = field(default_factory=Ledger)
+    """What its model calls spent, per agent and per run, with latencies and errors."""
 
 
 OnEvent = Callable[[RunEvent], None]
@@ -149,9 +152,7 @@ async def resume(
         answers = _answers(info, resolution, approve)
         if info.waiting and not answers:
             return info  # still waiting for a person: nothing can run yet
-        metadata = await _metadata(kept, thread_id)
-        stored = json.loads(metadata.get("quorum_context", "{}"))
-        context = QuorumContext.from_dict({**stored, **(settings or {})})
+        context = _stored_context(await _metadata(kept, thread_id), settings)
         graph = _compile(kept, info.pattern)
         if info.status == "step_limit":
             if context.max_steps <= int(info.values.get("steps", 0)):
@@ -206,10 +207,34 @@ def _answers(
     return answers
 
 
+async def run_context(
+    thread_id: str, *, database: str | None = None, settings: dict[str, Any] | None = None
+) -> QuorumContext:
+    """The run settings a resume of the thread runs with: its own, changed by `settings`."""
+    async with open_persistence(database) as kept:
+        return _stored_context(await _metadata(kept, thread_id), settings)
+
+
+def _stored_context(metadata: dict[str, Any], settings: dict[str, Any] | None) -> QuorumContext:
+    stored = json.loads(metadata.get("quorum_context", "{}"))
+    return QuorumContext.from_dict({**stored, **(settings or {})})
+
+
 async def get_thread(thread_id: str, *, database: str | None = None) -> ThreadInfo:
     """The state, status and step history of one thread."""
     async with open_persistence(database) as kept:
         return await _thread_info(kept, thread_id, with_history=True)
+
+
+async def ledger(thread_id: str, *, database: str | None = None) -> Ledger:
+    """What a thread's model calls spent: in total, per agent and per run.
+
+    Calls, tokens, cost, latency (total, p50 and p95 per call), attempts and errors, from the
+    thread's call journal: each call counted once, across crashes and resumes.
+    """
+    async with open_persistence(database) as kept:
+        await _metadata(kept, thread_id)  # ThreadNotFound if there is none
+        return await metering.journal_ledger(kept.store, thread_id)
 
 
 async def list_threads(*, database: str | None = None) -> list[ThreadInfo]:
@@ -419,7 +444,8 @@ async def _thread_info(
     values = dict(snapshot.values)
     # The journal knows every answered call, also those of a step that has not finished
     # (a budget stopped it, or the process died): the checkpoint's usage does not yet.
-    usage = await metering.journal_usage(kept.store, thread_id) or values.get("usage", {})
+    ledger = await metering.journal_ledger(kept.store, thread_id)
+    usage = ledger.usage() or values.get("usage", {})
     return ThreadInfo(
         thread_id=thread_id,
         pattern=pattern,
@@ -432,4 +458,5 @@ async def _thread_info(
         values=values,
         history=history,
         waiting=_waiting(snapshot),
+        ledger=ledger,
     )

@@ -90,6 +90,10 @@ class Recorded:
     """The HTTP status answered; 0 until answered, and for a dropped connection."""
     over_limit: bool = False
     """Refused with a 429 because `max_concurrent` requests were being answered."""
+    usage: Json | None = None
+    """The token usage the reply reported (a 200 reply only)."""
+    tool_calls: int = 0
+    """Tool calls the reply asked for."""
 
 
 @dataclass
@@ -623,6 +627,8 @@ def _handler_for(stub: OpenAIStub) -> type[BaseHTTPRequestHandler]:
                 self._send_error(reply)
                 return
             completion, calls = stub.completion(body, reply)
+            recorded.usage = completion["usage"]
+            recorded.tool_calls = len(calls)
             if not body.get("stream"):
                 self._send_json(200, completion)
                 return

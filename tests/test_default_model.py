@@ -39,7 +39,11 @@ CASES = {
         {"max_rounds": 1},
         [r"sqlite|postgres"],
     ),
-    "pipeline": ("SQLite's write-ahead log", {"max_revisions": 1, "max_tool_calls": 1}, [r"sqlite"]),
+    "pipeline": (
+        "SQLite's write-ahead log",
+        {"max_revisions": 1, "max_tool_calls": 1},
+        [r"sqlite"],
+    ),
     "react": ("What is 17 times 23? Use the calculator.", {"max_steps": 4}, [r"\b391\b"]),
 }
 

@@ -17,7 +17,7 @@ LAYERS: list[set[str]] = [
     {"journal", "metering", "effects", "models", "embedded", "model_files", "tools"},
     {"nodes"},
     {"graphs"},
-    {"checkpoints", "testing", "runner"},
+    {"checkpoints", "testing", "runner", "report"},
     {"cli", "__init__"},
 ]
 """Each top-level module or package of `quorum`, by layer."""

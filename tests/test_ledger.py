@@ -1,0 +1,180 @@
+"""The ledger: what a thread's model calls spent, checked against what the endpoint served.
+
+Counts come from the scripted OpenAI-compatible server (every request it received, the
+status it answered and the usage it reported), never from Quorum's own report.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from langchain_core.messages import AIMessage
+from typer.testing import CliRunner
+
+import quorum
+from quorum import journal
+from quorum.cli import app
+from quorum.metering import Ledger, LedgerRow
+from quorum.settings import get_settings
+from tests.crash_harness import Harness, Plan, canonical, describe, judge
+from tests.openai_stub import CHAT_PATH, STUB_MODEL, OpenAIStub, Recorded
+
+PRICE_IN, PRICE_OUT = 10_000.0, 40_000.0
+"""US dollars per million input and output tokens of the stub's model."""
+
+
+@pytest.fixture
+def stub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[OpenAIStub]:
+    prices = tmp_path / "prices.json"
+    prices.write_text(
+        json.dumps({STUB_MODEL: {"input_per_mtok": PRICE_IN, "output_per_mtok": PRICE_OUT}})
+    )
+    monkeypatch.setenv("QUORUM_PRICES", str(prices))
+    with OpenAIStub() as running:
+        monkeypatch.setenv("QUORUM_BASE_URL", running.base_url)
+        monkeypatch.setenv("QUORUM_API_KEY", "test-key")
+        monkeypatch.setenv("QUORUM_MODEL", STUB_MODEL)
+        monkeypatch.setenv("QUORUM_RETRY_WAIT", "0.05")
+        get_settings.cache_clear()
+        yield running
+
+
+def chat(requests: list[Recorded]) -> list[Recorded]:
+    return [r for r in requests if r.path == CHAT_PATH and r.body is not None]
+
+
+async def test_ledger_totals_equal_the_calls_the_endpoint_served(stub: OpenAIStub, db: str) -> None:
+    stub.fail(500, times=2)  # two failed attempts, retried
+    info = await quorum.run("orchestrator", "Plan a product launch", database=db)
+    ledger = await quorum.ledger(info.thread_id, database=db)
+    served = chat(stub.requests)
+    answered = [r for r in served if r.status == 200]
+
+    assert info.status == "completed"
+    assert ledger == info.ledger
+    assert ledger.total.calls == len(answered) >= 6
+    assert ledger.total.attempts == len(served) == len(answered) + 2
+    assert ledger.total.errors == 2
+    assert ledger.total.input_tokens == sum(r.usage["prompt_tokens"] for r in answered if r.usage)
+    assert ledger.total.output_tokens == sum(
+        r.usage["completion_tokens"] for r in answered if r.usage
+    )
+    billed = sum(
+        r.usage["prompt_tokens"] * PRICE_IN + r.usage["completion_tokens"] * PRICE_OUT
+        for r in answered
+        if r.usage
+    )
+    assert ledger.total.cost_usd == pytest.approx(billed / 1e6)
+    # Per agent adds up to the total; one run made every call.
+    assert {"planner", "synthesizer"} <= set(ledger.agents)
+    assert sum(row.calls for row in ledger.agents.values()) == ledger.total.calls
+    assert sum(row.attempts for row in ledger.agents.values()) == ledger.total.attempts
+    assert [row.calls for row in ledger.runs] == [ledger.total.calls]
+    assert 0 < ledger.total.p50_seconds <= ledger.total.p95_seconds <= ledger.total.seconds
+    # The checkpoint's usage, counted at the nodes, agrees with the journal's ledger.
+    counted = info.values["usage"]
+    assert sum(u["calls"] for u in counted.values()) == ledger.total.calls
+
+
+async def test_show_and_run_print_the_ledger(stub: OpenAIStub, db: str) -> None:
+    result = await asyncio.to_thread(
+        CliRunner().invoke, app, ["run", "react", "What is 6*7?", "--thread", "r1", "--db", db]
+    )
+    ledger = await quorum.ledger("r1", database=db)
+    shown = await asyncio.to_thread(CliRunner().invoke, app, ["show", "r1", "--db", db])
+
+    assert result.exit_code == 0, result.output
+    assert shown.exit_code == 0, shown.output
+    for printed in (result.stderr, shown.stdout):
+        total = next(line for line in printed.splitlines() if line.strip().startswith("total"))
+        cells = total.split()
+        assert cells[1:4] == [
+            str(ledger.total.calls),
+            f"{ledger.total.input_tokens:,}",
+            f"{ledger.total.output_tokens:,}",
+        ]
+        assert cells[-2:] == [str(ledger.total.attempts), str(ledger.total.errors)]
+    assert ledger.total.calls == len(chat(stub.requests))
+
+
+async def test_ledger_of_an_unknown_thread_says_so(db: str) -> None:
+    with pytest.raises(quorum.QuorumError, match="no thread 'nope'"):
+        await quorum.ledger("nope", database=db)
+
+
+def test_ledger_counts_each_call_once_across_a_kill_and_resume(tmp_path: Path) -> None:
+    with Harness(tmp_path) as harness:
+        baseline = harness.measure_baseline("orchestrator", runs=1)
+        since = len(harness.stub.requests)
+        trial = harness.trial(Plan("orchestrator", "killed", (0.5,)), baseline)
+        served = chat(harness.stub.requests[since:])
+        ledger = asyncio.run(quorum.ledger("killed", database=harness.database))
+    verdict = judge(trial, baseline)
+
+    assert verdict.ok, describe(verdict)
+    assert trial.kills == 1 and verdict.completed_at_kill > 0, describe(verdict)
+    # Each call once, whatever was asked twice; attempts are the requests whose outcome
+    # reached the journal (a request the kill cut off lived only in the dead process).
+    asked_again = len(verdict.rerequested_completed) + len(verdict.rerequested_near_kill)
+    assert ledger.total.calls == baseline.requests
+    assert ledger.total.attempts == len(served) - verdict.cut_off - asked_again
+    # Tokens as the server reported them, once per distinct request.
+    reported = {canonical(r.body): r.usage for r in served if r.body and r.usage}
+    assert len(reported) == baseline.requests
+    assert ledger.total.input_tokens == sum(u["prompt_tokens"] for u in reported.values())
+    assert ledger.total.output_tokens == sum(u["completion_tokens"] for u in reported.values())
+    # The killed run and the resume each got replies: one ledger row per run.
+    assert len(ledger.runs) == 2
+    assert sum(row.calls for row in ledger.runs) == ledger.total.calls
+
+
+def test_journal_records_from_before_the_ledger_still_read() -> None:
+    # A record as an older Quorum stored it: no start time, no run.
+    old = {
+        "agent": "planner",
+        "model": STUB_MODEL,
+        "reply": None,
+        "attempts": 2,
+        "errors": ["HTTP 500", "HTTP 500"],
+        "input_tokens": 0,
+        "output_tokens": 0,
+        "seconds": 0.0,
+        "cost_usd": 0.0,
+        "run_seconds": 0.0,
+    }
+    record = journal.CallRecord.from_json(old)
+    answered = journal.CallRecord.from_json({**old, "reply": None, "attempts": 1, "errors": []})
+    answered.reply = AIMessage("plan")
+    answered.input_tokens, answered.output_tokens, answered.seconds = 10, 5, 0.5
+
+    ledger = Ledger.of([record, answered])
+
+    assert (record.started_at, record.run) == (0.0, "")
+    assert ledger.total == LedgerRow(
+        calls=1,
+        input_tokens=10,
+        output_tokens=5,
+        seconds=0.5,
+        p50_seconds=0.5,
+        p95_seconds=0.5,
+        attempts=3,
+        errors=2,
+    )
+    assert ledger.agents == {"planner": ledger.total}
+
+
+def test_percentiles_are_latencies_that_were_seen() -> None:
+    calls = []
+    for n in range(1, 21):
+        call = journal.CallRecord(agent="a", model="m", reply=AIMessage("x"), attempts=1)
+        call.seconds = float(n)
+        calls.append(call)
+
+    row = LedgerRow.of(calls)
+
+    assert (row.calls, row.seconds, row.p50_seconds, row.p95_seconds) == (20, 210.0, 10.0, 19.0)
+    assert LedgerRow.of([]) == LedgerRow()
