@@ -13,6 +13,7 @@ run or resume of the same thread, from any process, stops at once with `ThreadBu
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import uuid
@@ -26,7 +27,7 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command, StateSnapshot
 from pydantic import ValidationError
 
-from quorum import metering, models
+from quorum import metering, models, telemetry
 from quorum.checkpoints import Persistence, list_thread_ids, open_persistence
 from quorum.checkpoints.lease import Lease, hold
 from quorum.context import QuorumContext
@@ -288,26 +289,36 @@ async def _drive(
     context: QuorumContext,
     on_event: OnEvent | None,
 ) -> None:
+    run_id = str(uuid.uuid4())
+    callbacks = telemetry.langsmith_callbacks()
     config: RunnableConfig = {
         **_config(thread_id),
         "run_name": f"quorum.{pattern}",
         "tags": ["quorum", pattern],
         # Metadata is stored with every checkpoint; LangGraph keeps only scalar values.
+        # (The tracer keeps the context out of LangSmith, which would get it on every step.)
         "metadata": {
             "quorum_pattern": pattern,
             "quorum_context": json.dumps(context.to_dict()),
             # Budgets are metered per run: a new id starts a meter seeded from the journal.
-            "run_id": str(uuid.uuid4()),
+            "run_id": run_id,
         },
+        "callbacks": callbacks,
     }
     labels: dict[str, str] = {}
     try:
-        # durability="sync": a step's checkpoint is on disk before the next starts.
-        async for event in graph.astream(
-            payload, config, context=context, stream_mode="tasks", durability="sync"
-        ):
-            if on_event is not None:
-                on_event(_run_event(event, labels))
+        with telemetry.run_span(pattern, thread_id, run_id, resumed=payload is None) as span:
+            try:
+                # durability="sync": a step's checkpoint is on disk before the next starts.
+                async for event in graph.astream(
+                    payload, config, context=context, stream_mode="tasks", durability="sync"
+                ):
+                    if on_event is not None:
+                        on_event(_run_event(event, labels))
+            except Exception:
+                await _trace_outcome(graph, config, span)
+                raise
+            await _trace_outcome(graph, config, span)
     except BudgetExceeded:
         return  # the thread stops as `budget_exceeded`, resumable with a larger budget
     except Exception as error:
@@ -324,6 +335,22 @@ async def _drive(
         ) from error
     finally:
         metering.forget(thread_id)
+        if callbacks:
+            await asyncio.to_thread(telemetry.flush_langsmith, callbacks)
+
+
+async def _trace_outcome(
+    graph: CompiledStateGraph[Any, QuorumContext, Any, Any], config: RunnableConfig, span: Any
+) -> None:
+    """Put how the run stands, and what the thread has spent, on its span (if traced)."""
+    if span is None:
+        return
+    snapshot = await graph.aget_state(config)
+    status, _ = _status(snapshot, None)
+    span.set_attribute("quorum.status", status)
+    if graph.store is not None:
+        thread_id = str(config["configurable"]["thread_id"])
+        telemetry.ended_step(span, await metering.journal_usage(graph.store, thread_id))
 
 
 def _run_event(event: dict[str, Any], labels: dict[str, str]) -> RunEvent:
