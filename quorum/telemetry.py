@@ -428,8 +428,12 @@ class QuorumTracer(LangChainTracer):
         drop = NEVER_TRACED if run.parent_run_id is None else NEVER_TRACED | ROOT_ONLY
         run.extra["metadata"] = {k: v for k, v in metadata.items() if k not in drop}
         # Every worker is the node `worker`: name it by its agent and plan step instead.
-        if run.name == "worker" and isinstance(run.inputs, Mapping):
+        if run.name == "worker" and isinstance(run.inputs, Mapping) and step_label(run.inputs):
             run.name = step_label(run.inputs) or run.name
+            run.extra["metadata"] |= {
+                "quorum_agent": run.inputs["worker"],
+                "quorum_plan_step": run.inputs["step_id"],
+            }
         super()._persist_run_single(run)
 
     def _on_chain_end(self, run: Run) -> None:
