@@ -2,7 +2,7 @@
 
 `quorum run` runs in its own process with nothing but the standard LangSmith variables
 (`LANGSMITH_TRACING`, `LANGSMITH_ENDPOINT`, `LANGSMITH_API_KEY`) pointing at a stand-in
-server on loopback (tests/langsmith_capture.py), which takes whatever the installed langsmith
+server on loopback (tests/trace_receivers.py), which takes whatever the installed langsmith
 client sends (multipart, zstd-compressed, or batched JSON) and keeps every run. The tree must
 have one root per run named `quorum.PATTERN` carrying pattern, thread, tokens and cost (equal
 to what the model stub served) once; workers named by agent and plan step, model calls named
@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
-from tests.langsmith_capture import LangSmithCapture
 from tests.test_budgets import PRICES, CountingStub, cli
 from tests.test_tracing import clean_env
+from tests.trace_receivers import LangSmithCapture
 
 Json = dict[str, Any]
 CANARY = "lsv2-canary-7f3e1a9c"

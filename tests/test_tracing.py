@@ -11,18 +11,13 @@ with opentelemetry-proto.
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
-import threading
-import zlib
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -34,6 +29,7 @@ from quorum.settings import get_settings
 from tests.openai_stub import STUB_MODEL, Reply, schema_name
 from tests.test_budgets import CountingStub, cli
 from tests.test_crash import quorum_env
+from tests.trace_receivers import OtlpReceiver
 
 INPUTS = {
     "orchestrator": "Compare SQLite and PostgreSQL for a small team",
@@ -223,71 +219,6 @@ def test_nothing_configured_makes_no_tracer(monkeypatch: pytest.MonkeyPatch) -> 
 
 
 # --- OTLP over HTTP, from the standard environment alone ---------------------------------------
-
-
-class OtlpReceiver:
-    """An OTLP/HTTP traces endpoint on loopback that decodes what it receives."""
-
-    def __init__(self) -> None:
-        self.requests: list[ExportTraceServiceRequest] = []
-        self.paths: list[str] = []
-        self.raw: list[bytes] = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: Any) -> None:
-                """Quiet."""
-
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                encoding = self.headers.get("Content-Encoding", "")
-                if encoding == "gzip":
-                    body = gzip.decompress(body)
-                elif encoding == "deflate":
-                    body = zlib.decompress(body)
-                request = ExportTraceServiceRequest()
-                request.ParseFromString(body)
-                receiver.requests.append(request)
-                receiver.paths.append(self.path)
-                receiver.raw.append(body)
-                self.send_response(200)
-                self.send_header("Content-Type", "application/x-protobuf")
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def __enter__(self) -> OtlpReceiver:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=5)
-
-    def spans(self) -> list[Any]:
-        return [
-            span
-            for request in self.requests
-            for resource in request.resource_spans
-            for scope in resource.scope_spans
-            for span in scope.spans
-        ]
-
-    def services(self) -> set[str]:
-        return {
-            attribute.value.string_value
-            for request in self.requests
-            for resource in request.resource_spans
-            for attribute in resource.resource.attributes
-            if attribute.key == "service.name"
-        }
 
 
 def clean_env(tmp_path: Path, stub: CountingStub) -> dict[str, str]:
