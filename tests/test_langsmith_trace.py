@@ -12,7 +12,6 @@ by their agent, never `worker` or `ChatOpenAI`; and no run repeating the run's s
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +24,6 @@ from tests.trace_receivers import LangSmithCapture
 Json = dict[str, Any]
 CANARY = "lsv2-canary-7f3e1a9c"
 THREAD = "lstrace0001"
-
-
-@pytest.fixture
-def stub() -> Iterator[CountingStub]:
-    with CountingStub() as running:
-        yield running
 
 
 def traced_env(tmp_path: Path, stub: CountingStub, capture: LangSmithCapture) -> dict[str, str]:
@@ -54,8 +47,8 @@ def ancestors(runs: dict[str, Json], run: Json) -> list[str]:
 
 
 @pytest.mark.parametrize("compression", [True, False], ids=["zstd", "plain"])
-def test_orchestrator_run_tree(compression: bool, stub: CountingStub, tmp_path: Path) -> None:
-    with LangSmithCapture(compression=compression) as capture:
+def test_orchestrator_run_tree(compression: bool, tmp_path: Path) -> None:
+    with CountingStub() as stub, LangSmithCapture(compression=compression) as capture:
         done = cli(
             "run",
             "orchestrator",

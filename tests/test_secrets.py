@@ -12,10 +12,7 @@ hold no canary; the echoed errors must show up there redacted.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from tests.openai_stub import schema_name
 from tests.test_budgets import CountingStub, cli
@@ -31,17 +28,9 @@ OTLP_TOKEN = "otlp-canary-token-9d4e2f"
 ECHO = "Incorrect API key provided: {key}. You can find your API key at ..."
 
 
-@pytest.fixture
-def stub() -> Iterator[CountingStub]:
-    with CountingStub() as running:
-        yield running
-
-
-def test_no_secret_in_spans_payloads_output_or_checkpoints(
-    stub: CountingStub, tmp_path: Path
-) -> None:
+def test_no_secret_in_spans_payloads_output_or_checkpoints(tmp_path: Path) -> None:
     printed: list[str] = []
-    with OtlpReceiver() as otlp, LangSmithCapture() as langsmith:
+    with CountingStub() as stub, OtlpReceiver() as otlp, LangSmithCapture() as langsmith:
         env = clean_env(tmp_path, stub) | CANARIES
         env |= {
             "QUORUM_RETRY_WAIT": "0.05",
