@@ -115,7 +115,8 @@ async def run(
     check_input(text)
     thread_id = thread_id or new_thread_id()
     context = context or QuorumContext()
-    # A bad endpoint, key or model name fails here, before anything is saved.
+    # A bad endpoint, key, model name or tracing setting fails here, before anything is saved.
+    telemetry.tracer()
     await models.preflight(context)
     async with open_persistence(database) as kept, _lease(kept, thread_id):
         if await kept.saver.aget_tuple(_config(thread_id)) is not None:
@@ -162,6 +163,7 @@ async def resume(
             await graph.aupdate_state(
                 _config(thread_id), {"status": "running", "output": ""}, as_node="tool"
             )
+        telemetry.tracer()
         await models.preflight(context)
         payload: Command[Any] | None = Command(resume=answers) if answers else None
         await _drive(graph, payload, info.pattern, thread_id, context, on_event)
@@ -307,7 +309,8 @@ async def _drive(
     }
     labels: dict[str, str] = {}
     try:
-        with telemetry.run_span(pattern, thread_id, run_id, resumed=payload is None) as span:
+        resumed = not isinstance(payload, dict)  # a new run's payload is its input
+        with telemetry.run_span(pattern, thread_id, run_id, resumed=resumed) as span:
             try:
                 # durability="sync": a step's checkpoint is on disk before the next starts.
                 async for event in graph.astream(

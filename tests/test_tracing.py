@@ -283,3 +283,20 @@ def test_console_exporter_writes_spans_to_stderr(stub: CountingStub, tmp_path: P
     assert done.returncode == 0, done.stderr
     assert '"name": "quorum.react"' in done.stderr
     assert '"name": "quorum.react"' not in done.stdout, "stdout keeps only the answer"
+
+
+def test_an_unsupported_exporter_setting_fails_before_anything_is_saved(
+    tmp_path: Path,
+) -> None:
+    with CountingStub() as stub:
+        env = clean_env(tmp_path, stub) | {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4317",
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+        }
+        done = cli("run", "react", INPUTS["react"], env=env, cwd=tmp_path)
+        assert not stub.chat_requests()
+    assert done.returncode == 1, done.stderr  # a configuration error, as a bad endpoint is
+    assert "OTEL_EXPORTER_OTLP_PROTOCOL=grpc is not supported" in done.stderr
+    assert "http/protobuf" in done.stderr
+    threads = cli("threads", "--json", env=env, cwd=tmp_path)
+    assert json.loads(threads.stdout) == []
