@@ -411,11 +411,15 @@ def langsmith_callbacks() -> list[BaseCallbackHandler]:
     return [QuorumTracer(client=_setup.langsmith)]
 
 
+FLUSH_SECONDS = 30.0
+"""Longest wait for LangSmith at the end of a run (an unreachable server must not hang it)."""
+
+
 def flush_langsmith(callbacks: list[BaseCallbackHandler]) -> None:
     """Wait until a run's LangSmith runs are sent (a short CLI run would exit first)."""
     for handler in callbacks:
         if isinstance(handler, QuorumTracer):
-            handler.client.flush()
+            handler.client.flush(timeout=FLUSH_SECONDS)
 
 
 class QuorumTracer(LangChainTracer):

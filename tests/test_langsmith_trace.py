@@ -12,6 +12,8 @@ by their agent, never `worker` or `ChatOpenAI`; and no run repeating the run's s
 from __future__ import annotations
 
 import json
+import re
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -113,5 +115,8 @@ def test_orchestrator_run_tree(compression: bool, tmp_path: Path) -> None:
     assert capture.metadata(worker) | {"quorum_agent": "analyst", "quorum_plan_step": "s2"} == (
         capture.metadata(worker)
     )
+    # No run carries the process that ran it (a lease holder: host:pid:nonce).
+    holder = re.compile(rb"\b" + re.escape(socket.gethostname().encode()) + rb":\d+:[0-9a-f]{8}\b")
+    assert not any(holder.search(body) for body in capture.bodies)
     # The LangSmith key authenticates requests; it is in no payload.
     assert all(CANARY.encode() not in body for body in capture.bodies)
