@@ -37,7 +37,7 @@ from langchain_core.messages import BaseMessage
 from langgraph.store.base import BaseStore
 from langgraph.types import Command
 
-from quorum import journal
+from quorum import journal, telemetry
 from quorum.context import QuorumContext
 from quorum.errors import BudgetExceeded, ConfigError
 from quorum.settings import Settings
@@ -67,14 +67,22 @@ def record(agent: str, call: journal.CallRecord) -> None:
 
 
 def metered(node: F) -> F:
-    """Make `node` report the usage of every model call it makes in its `usage` update."""
+    """Make `node` report the usage of every model call it makes in its `usage` update.
+
+    Each run of the node is also an agent step in the traces (`quorum.telemetry`), named by
+    the state's `label` (a worker's agent and plan step) or its agent.
+    """
 
     @functools.wraps(node)
     async def run(*args: Any, **kwargs: Any) -> Any:
         spent: dict[str, Usage] = {}
+        state = args[0] if args and isinstance(args[0], dict) else {}
+        agent = str(state.get("agent") or node.__name__)
         token = _spent.set(spent)
         try:
-            update = await node(*args, **kwargs)
+            with telemetry.agent_span(agent, state.get("label") or agent) as span:
+                update = await node(*args, **kwargs)
+                telemetry.ended_step(span, spent)
         finally:
             _spent.reset(token)
         if not spent:
@@ -181,6 +189,26 @@ class RunMeter:
         self.total.add(call)
         self.agents.setdefault(agent, Spent()).add(call)
 
+    def left(self, agent: str, context: QuorumContext) -> dict[str, float]:
+        """What is left of each budget the run (and `agent`) has, by budget name."""
+        left: dict[str, float] = {}
+        budgets: list[tuple[str, Spent, Any]] = [("", self.total, context)]
+        if agent in context.agent_budgets:
+            budgets.append(
+                ("agent_", self.agents.get(agent, Spent()), context.agent_budgets[agent])
+            )
+        for prefix, spent, budget in budgets:
+            for name, used in (
+                ("max_tokens", spent.tokens),
+                ("max_cost_usd", spent.cost_usd),
+                ("max_model_calls", spent.calls),
+            ):
+                if (limit := getattr(budget, name)) is not None:
+                    left[prefix + name] = round(limit - used, 6)
+        if context.max_seconds is not None:
+            left["max_seconds"] = round(context.max_seconds - self.seconds, 3)
+        return left
+
     def check(
         self, agent: str, context: QuorumContext, *, estimate: int = 0, before: bool = True
     ) -> None:
@@ -230,7 +258,8 @@ async def run_meter(store: BaseStore, thread_id: str, run: str) -> RunMeter:
             if call.reply is not None:
                 meter.add(call.agent, call)
                 meter.seconds_before = max(meter.seconds_before, call.run_seconds)
-        _meters[key] = meter
+        # Parallel tasks ask at once: the first to finish seeding wins, so all share one.
+        _meters.setdefault(key, meter)
     return _meters[key]
 
 

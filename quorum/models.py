@@ -22,6 +22,7 @@ Every request goes through `_invoke`, the one place that:
 - waits for the endpoint's rate limiter and a free request slot before each request
   (`QUORUM_REQUESTS_PER_SECOND`, `QUORUM_MAX_CONCURRENT_REQUESTS`): one limiter per endpoint,
   shared by every agent and parallel worker, so a wide plan does not trip a provider's 429s.
+- traces it as a model-call span (`quorum.telemetry`), when tracing is on.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ from langchain_core.tools import BaseTool
 from langchain_openai import ChatOpenAI
 from pydantic import BaseModel, SecretStr, ValidationError
 
-from quorum import embedded, journal, metering
+from quorum import embedded, journal, metering, telemetry
 from quorum.context import QuorumContext
 from quorum.errors import ConfigError, ModelError
 from quorum.settings import Settings, get_settings, redact
@@ -477,17 +478,27 @@ async def _invoke(
     model: Any, messages: Sequence[BaseMessage], agent: str, context: QuorumContext
 ) -> AIMessage:
     """One model call: replayed from the journal, or requested within budget and retries."""
-    entry = journal.entry_for(agent, model, messages)
-    record = (await entry.read() if entry else None) or journal.CallRecord(
-        agent=agent, model=journal.model_name(model)
-    )
-    if record.reply is None:
-        meter = await metering.run_meter(entry.store, entry.thread_id, entry.run) if entry else None
+    name = journal.model_name(model)
+    with telemetry.model_span(agent, name) as span:
+        entry = journal.entry_for(agent, model, messages)
+        record = (await entry.read() if entry else None) or journal.CallRecord(
+            agent=agent, model=name
+        )
+        replayed = record.reply is not None
+        meter = None
+        if not replayed:
+            meter = (
+                await metering.run_meter(entry.store, entry.thread_id, entry.run) if entry else None
+            )
+            if meter is not None:
+                meter.check(agent, context, estimate=metering.estimate_tokens(messages))
+            record = await _request(model, messages, record, entry, meter)
+            if meter is not None:
+                meter.add(agent, record)
+        if span is not None:
+            left = meter.left(agent, context) if meter is not None else {}
+            telemetry.ended_model_call(span, record, replayed=replayed, left=left)
         if meter is not None:
-            meter.check(agent, context, estimate=metering.estimate_tokens(messages))
-        record = await _request(model, messages, record, entry, meter)
-        if meter is not None:
-            meter.add(agent, record)
             # Over budget now: stop here. The reply is journaled, so a resume with a larger
             # budget gets it back without paying for it again.
             meter.check(agent, context, before=False)
@@ -510,9 +521,11 @@ async def _request(
         record.started_at = time.time()  # wall clock: a report lays calls out on a time axis
         record.attempts += 1
         try:
+            # Named by its agent in LangSmith, not by its class (ChatOpenAI).
             async with _request_slot(settings):
                 reply = await model.ainvoke(
-                    list(messages), config={"metadata": {"quorum_agent": agent}}
+                    list(messages),
+                    config={"run_name": agent, "metadata": {"quorum_agent": agent}},
                 )
         except Exception as error:
             failure, wait = _classify(error, agent, attempt, settings)
@@ -520,6 +533,7 @@ async def _request(
             if entry is not None:
                 await entry.write(record)
             if wait is None or attempt == settings.max_attempts:
+                telemetry.gave_up(record.attempts, record.errors)
                 if wait is not None:
                     failure = ModelError(
                         f"{failure.message} ({attempt} attempts)", hint=failure.hint

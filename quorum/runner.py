@@ -13,6 +13,7 @@ run or resume of the same thread, from any process, stops at once with `ThreadBu
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import uuid
@@ -25,7 +26,7 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command, StateSnapshot
 
-from quorum import metering, models
+from quorum import metering, models, telemetry
 from quorum.checkpoints import Persistence, list_thread_ids, open_persistence
 from quorum.checkpoints.lease import Lease, hold
 from quorum.context import QuorumContext
@@ -116,7 +117,8 @@ async def run(
     check_input(text)
     thread_id = thread_id or new_thread_id()
     context = context or QuorumContext()
-    # A bad endpoint, key or model name fails here, before anything is saved.
+    # A bad endpoint, key, model name or tracing setting fails here, before anything is saved.
+    telemetry.tracer()
     await models.preflight(context)
     async with open_persistence(database) as kept, _lease(kept, thread_id):
         if await kept.saver.aget_tuple(_config(thread_id)) is not None:
@@ -161,6 +163,7 @@ async def resume(
             await graph.aupdate_state(
                 _config(thread_id), {"status": "running", "output": ""}, as_node="tool"
             )
+        telemetry.tracer()
         await models.preflight(context)
         payload: Command[Any] | None = Command(resume=answers) if answers else None
         await _drive(graph, payload, info.pattern, thread_id, context, on_event)
@@ -304,26 +307,37 @@ async def _drive(
     context: QuorumContext,
     on_event: OnEvent | None,
 ) -> None:
+    run_id = str(uuid.uuid4())
+    callbacks = telemetry.langsmith_callbacks()
     config: RunnableConfig = {
         **_config(thread_id),
         "run_name": f"quorum.{pattern}",
         "tags": ["quorum", pattern],
         # Metadata is stored with every checkpoint; LangGraph keeps only scalar values.
+        # (The tracer keeps the context out of LangSmith, which would get it on every step.)
         "metadata": {
             "quorum_pattern": pattern,
             "quorum_context": json.dumps(context.to_dict()),
             # Budgets are metered per run: a new id starts a meter seeded from the journal.
-            "run_id": str(uuid.uuid4()),
+            "run_id": run_id,
         },
+        "callbacks": callbacks,
     }
     labels: dict[str, str] = {}
     try:
-        # durability="sync": a step's checkpoint is on disk before the next starts.
-        async for event in graph.astream(
-            payload, config, context=context, stream_mode="tasks", durability="sync"
-        ):
-            if on_event is not None:
-                on_event(_run_event(event, labels))
+        resumed = not isinstance(payload, dict)  # a new run's payload is its input
+        with telemetry.run_span(pattern, thread_id, run_id, resumed=resumed) as span:
+            try:
+                # durability="sync": a step's checkpoint is on disk before the next starts.
+                async for event in graph.astream(
+                    payload, config, context=context, stream_mode="tasks", durability="sync"
+                ):
+                    if on_event is not None:
+                        on_event(_run_event(event, labels))
+            except Exception:
+                await _trace_outcome(graph, config, span)
+                raise
+            await _trace_outcome(graph, config, span)
     except BudgetExceeded:
         return  # the thread stops as `budget_exceeded`, resumable with a larger budget
     except Exception as error:
@@ -340,6 +354,23 @@ async def _drive(
         ) from error
     finally:
         metering.forget(thread_id)
+        if callbacks:
+            await asyncio.to_thread(telemetry.flush_langsmith, callbacks)
+
+
+async def _trace_outcome(
+    graph: CompiledStateGraph[Any, QuorumContext, Any, Any], config: RunnableConfig, span: Any
+) -> None:
+    """Put how the run stands, and what the thread has spent, on its span (if traced)."""
+    if span is None:
+        return
+    snapshot = await graph.aget_state(config)
+    status, _ = _status(snapshot, None)
+    span.set_attribute("quorum.status", status)
+    if graph.store is not None:
+        thread_id = str(config["configurable"]["thread_id"])
+        ledger = await metering.journal_ledger(graph.store, thread_id)
+        telemetry.ended_step(span, ledger.usage())
 
 
 def _run_event(event: dict[str, Any], labels: dict[str, str]) -> RunEvent:

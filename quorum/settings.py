@@ -188,6 +188,60 @@ class Settings(BaseSettings):
         description="Read by LangSmith itself; known here only so it is never echoed.",
     )
 
+    # --- OpenTelemetry (quorum/telemetry.py): the standard variables, no QUORUM_ prefix ----
+    otel_sdk_disabled: bool = Field(
+        default=False,
+        validation_alias="OTEL_SDK_DISABLED",
+        description="true: no spans are made or exported, whatever else is set.",
+    )
+    otel_traces_exporter: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        validation_alias="OTEL_TRACES_EXPORTER",
+        description="otlp, console or none, comma-separated. Unset: otlp when an OTLP "
+        "endpoint is set, else none.",
+    )
+    otel_exporter_otlp_endpoint: str | None = Field(
+        default=None,
+        validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT",
+        description="OTLP/HTTP collector root, e.g. http://127.0.0.1:4318 (/v1/traces is added).",
+    )
+    otel_exporter_otlp_traces_endpoint: str | None = Field(
+        default=None,
+        validation_alias="OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        description="Full OTLP/HTTP traces URL; beats OTEL_EXPORTER_OTLP_ENDPOINT.",
+    )
+    otel_exporter_otlp_protocol: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"
+        ),
+        description="Only http/protobuf is supported.",
+    )
+    otel_exporter_otlp_headers: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "OTEL_EXPORTER_OTLP_TRACES_HEADERS", "OTEL_EXPORTER_OTLP_HEADERS"
+        ),
+        description="Headers for the collector, key=value,key2=value2 (often a token).",
+    )
+    otel_service_name: str = Field(
+        default="quorum",
+        validation_alias="OTEL_SERVICE_NAME",
+        description="The service.name resource attribute of every span.",
+    )
+    trace_max_chars: int = Field(
+        default=1000,
+        ge=0,
+        description="Tool arguments and results longer than this are cut in spans.",
+    )
+
+    @field_validator("otel_traces_exporter", mode="before")
+    @classmethod
+    def _split_exporters(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(e.strip().lower() for e in value.split(",") if e.strip())
+        return value
+
     @field_validator("http_allowlist", "approve_tools", mode="before")
     @classmethod
     def _split_allowlist(cls, value: object) -> object:
@@ -214,6 +268,10 @@ def secrets() -> list[str]:
         for value in (getattr(settings, name) for name in Settings.model_fields)
         if isinstance(value, SecretStr)
     ]
+    if settings.otel_exporter_otlp_headers is not None:
+        # A collector token is one header's value: hide it also where it stands alone.
+        pairs = settings.otel_exporter_otlp_headers.get_secret_value().split(",")
+        found += [pair.partition("=")[2].strip() for pair in pairs]
     # Longest first, so a secret that contains another is hidden whole.
     return sorted({s for s in found if len(s) >= 4}, key=len, reverse=True)
 

@@ -19,6 +19,7 @@ Retry-After), a dropped connection, a reply slower than the client waits, or a m
         held = stub.hold(lambda body: schema_name(body) == "Verdict")
         ...; held.arrived.wait(10); ...; held.release()
         stub.fail(500, times=2)
+        stub.fail(401, message="Incorrect API key provided: {key}")  # echoes the request's key
         stub.fail(429, headers={"Retry-After": "1"}, when=lambda body: ...)  # matching ones only
         stub.drop(); stub.stall(5.0); stub.malformed()
         stub.max_concurrent = 4   # a 5th chat request while 4 are answered gets a 429
@@ -663,7 +664,10 @@ def _handler_for(stub: OpenAIStub) -> type[BaseHTTPRequestHandler]:
 
         def _send_error(self, reply: Reply) -> None:
             kind = HTTPStatus(reply.status).phrase.lower().replace(" ", "_")
-            error = {"message": reply.error, "type": kind, "param": None, "code": kind}
+            # Some servers echo the caller's key in their errors: "{key}" plays one.
+            key = (self.headers.get("Authorization") or "").removeprefix("Bearer ")
+            message = reply.error.replace("{key}", key)
+            error = {"message": message, "type": kind, "param": None, "code": kind}
             self._send_json(reply.status, {"error": error}, reply.headers)
 
     return Handler

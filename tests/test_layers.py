@@ -14,6 +14,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "quorum"
 LAYERS: list[set[str]] = [
     {"settings", "context", "errors"},
     {"state"},
+    {"telemetry"},
     {"journal", "metering", "effects", "models", "embedded", "model_files", "tools"},
     {"nodes"},
     {"graphs"},

@@ -17,6 +17,7 @@ from langgraph.runtime import Runtime
 
 from quorum.context import QuorumContext
 from quorum.state import WorkerState, WorkerTask
+from quorum.telemetry import step_label
 from quorum.tools import default_tools
 
 RESEARCHER_PROMPT = """You are the researcher on a team. Gather the facts your task asks for.
@@ -70,6 +71,7 @@ async def brief(task: WorkerTask, runtime: Runtime[QuorumContext]) -> dict:
     )
     return {
         "agent": spec.name,
+        "label": step_label(task) or spec.name,
         "tools": [tool.name for tool in await spec.tools()] if spec.tools else [],
         "max_rounds": runtime.context.max_tool_calls,
         "messages": [

@@ -22,7 +22,7 @@ from langchain_core.messages import ToolCall, ToolMessage
 from langchain_core.tools import BaseTool, StructuredTool
 from pydantic import BaseModel, Field, ValidationError
 
-from quorum import effects
+from quorum import effects, telemetry
 from quorum.settings import get_settings
 
 MAX_OUTPUT_CHARS = 4000
@@ -149,7 +149,22 @@ async def call_tool(
     """Run one tool call from a model; every failure becomes a structured tool message.
 
     An irreversible tool waits for approval unless it is in `approve_tools` or the setting.
+    The call is traced as a tool span (`quorum.telemetry`) with its arguments and result.
     """
+    args = call.get("args") or {}
+    with telemetry.tool_span(call["name"], call.get("id") or "", args, agent) as span:
+        message = await _call(tools, call, args, agent, approve_tools)
+        telemetry.ended_tool_call(span, message.text, message.status)
+    return message
+
+
+async def _call(
+    tools: Sequence[BaseTool],
+    call: ToolCall,
+    args: dict[str, Any],
+    agent: str,
+    approve_tools: Sequence[str],
+) -> ToolMessage:
     by_name = {tool.name: tool for tool in tools}
     tool = by_name.get(call["name"])
     if tool is None:
@@ -159,7 +174,6 @@ async def call_tool(
             suggestion=f"use one of: {', '.join(sorted(by_name)) or 'no tools are offered'}",
         )
         return _message(call, failure.model_dump_json(), status="error")
-    args = call.get("args") or {}
     if has_side_effects(tool):
         content, status = await effects.run_once(
             tool.name,
