@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 
 import quorum
 from quorum import embedded
-from quorum.cli import app
+from quorum.cli import EXIT_CODES, app
 from quorum.context import QuorumContext
 from quorum.settings import Settings, get_settings
 from quorum.state import FactCheck, Plan, ResearchNotes, Summary, Verdict
@@ -46,6 +46,9 @@ INPUTS = {
     "react": "What is 6 times 7?",
 }
 SERVE_TIMEOUT = 120.0
+# How each run may end on the small model. A 135M model may call the calculator until ReAct's
+# step limit stops it: that is the loop working (tests/test_default_model.py checks answers).
+ENDS = {pattern: ("completed",) for pattern in CONTEXTS} | {"react": ("completed", "step_limit")}
 # The small model keeps this module fast; tests/test_default_model.py runs the default one.
 SMALL = {"QUORUM_EMBEDDED_MODEL": "smollm2-135m"}
 
@@ -110,12 +113,12 @@ async def test_python_api(on_embedded: Path, pattern: str) -> None:
         pattern, INPUTS[pattern], context=QuorumContext.from_dict(CONTEXTS[pattern])
     )
 
-    assert thread.status == "completed"
+    assert thread.status in ENDS[pattern]
     assert_system_worked(pattern, thread.values)
     # The CLI runs its own event loop, so it gets a thread of its own here.
     shown = await asyncio.to_thread(CliRunner().invoke, app, ["show", thread.thread_id])
     assert shown.exit_code == 0
-    assert f"{pattern} thread {thread.thread_id}: completed" in shown.stdout
+    assert f"{pattern} thread {thread.thread_id}: {thread.status}" in shown.stdout
 
 
 @pytest.mark.parametrize("pattern", ["pipeline", "debate", "react"])
@@ -131,14 +134,16 @@ def test_command_line(data_dir: Path, pattern: str) -> None:
         env=env, cwd=data_dir, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
 
-    assert run.returncode == 0, run.stderr
+    status = next((end for end in ENDS[pattern] if f"status {end}  tokens " in run.stderr), None)
+    assert status is not None, run.stderr
+    assert run.returncode == EXIT_CODES[status], run.stderr
     assert run.stdout.strip()
-    assert f"thread {thread}  status completed  tokens " in run.stderr
+    assert f"thread {thread}  status {status}  tokens " in run.stderr
     shown = subprocess.run(
         [sys.executable, "-m", "quorum.cli", "show", thread],
         env=env, cwd=data_dir, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
-    assert shown.returncode == 0 and f"{pattern} thread {thread}: completed" in shown.stdout
+    assert shown.returncode == 0 and f"{pattern} thread {thread}: {status}" in shown.stdout
 
 
 async def test_over_http(data_dir: Path, tmp_path: Path) -> None:
