@@ -12,8 +12,16 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
+from platformdirs import user_data_path
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+def default_data_dir() -> Path:
+    """The per-user data folder: $XDG_DATA_HOME/quorum (~/.local/share/quorum) on Linux."""
+    # One folder wherever the command runs: a folder relative to the working directory made
+    # `quorum threads` elsewhere see (and create) an empty database.
+    return user_data_path("quorum", appauthor=False)
 
 
 class Settings(BaseSettings):
@@ -86,7 +94,11 @@ class Settings(BaseSettings):
         default=60.0, gt=0, description="Seconds to wait for it to answer after starting."
     )
 
-    data_dir: Path = Field(default=Path(".quorum"), description="Where Quorum keeps its data.")
+    data_dir: Path = Field(
+        default_factory=default_data_dir,
+        description="Where Quorum keeps its data; default: the per-user data folder "
+        "($XDG_DATA_HOME/quorum, ~/.local/share/quorum on Linux).",
+    )
     database: str | None = Field(
         default=None,
         description=(
@@ -105,7 +117,7 @@ class Settings(BaseSettings):
     @property
     def database_target(self) -> str:
         """The checkpoint store to open: the setting, or the default SQLite file."""
-        return self.database or str(self.data_dir / "quorum.db")
+        return self.database or str(self.data_dir.expanduser() / "quorum.db")
 
     # --- Tools (quorum/tools) --------------------------------------------------------------
     # What the agents' tools may reach. Everything is closed by default: no writes, no fetches
