@@ -66,13 +66,27 @@ UNBOUNDED_WIDTH = 1_000_000
 
 def _console(stream: TextIO, *, stderr: bool = False) -> Console:
     width = None if stream.isatty() else UNBOUNDED_WIDTH
-    return Console(stderr=stderr, highlight=False, soft_wrap=True, width=width)
+    console = Console(stderr=stderr, highlight=False, soft_wrap=True, width=width)
+    if console.no_color:
+        # Rich reads NO_COLOR but still sends bold and dim: with it set, send no escapes at all.
+        console = Console(
+            stderr=stderr, highlight=False, soft_wrap=True, width=width, color_system=None
+        )
+    return console
 
 
 err = _console(sys.stderr, stderr=True)
 out = _console(sys.stdout)  # answers are piped: never re-wrap them
 
 PATTERN_HELP = f"Which pattern: {', '.join(PATTERNS)}."
+
+
+def _patterns(incomplete: str) -> list[str]:
+    """Shell completion of a pattern's name."""
+    return [name for name in PATTERNS if name.startswith(incomplete)]
+
+
+PatternArgument = Annotated[str, typer.Argument(help=PATTERN_HELP, autocompletion=_patterns)]
 
 DatabaseOption = Annotated[
     str | None,
@@ -341,7 +355,7 @@ def _read_input(text: str | None, file: Path | None) -> str:
 
 @app.command()
 def run(
-    pattern: Annotated[str, typer.Argument(help=PATTERN_HELP)],
+    pattern: PatternArgument,
     text: Annotated[
         str | None,
         typer.Argument(
@@ -660,7 +674,7 @@ def _print_checkpoints(info: ThreadInfo) -> None:
 
 
 @app.command()
-def graph(pattern: Annotated[str, typer.Argument(help=PATTERN_HELP)]) -> None:
+def graph(pattern: PatternArgument) -> None:
     """Print PATTERN's graph as a Mermaid diagram."""
     if pattern not in PATTERNS:
         _fail(

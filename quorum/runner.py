@@ -171,7 +171,8 @@ async def resume(
     thread runs on from that earlier checkpoint as a fork instead, with its settings there
     changed by `settings`.
     """
-    async with open_persistence(database, create=False, thread_id=thread_id) as kept, _lease(kept, thread_id):
+    existing = open_persistence(database, create=False, thread_id=thread_id)
+    async with existing as kept, _lease(kept, thread_id):
         info = await _thread_info(kept, thread_id, ignore_lease=True)
         if checkpoint_id is not None:
             if resolution is not None or approve is not None:
@@ -323,7 +324,8 @@ async def _list_threads(kept: Persistence) -> list[ThreadInfo]:
 
 async def delete_thread(thread_id: str, *, database: str | None = None) -> None:
     """Delete a thread with its journal and effect ledger (refused while it runs)."""
-    async with open_persistence(database, create=False, thread_id=thread_id) as kept, _lease(kept, thread_id):
+    existing = open_persistence(database, create=False, thread_id=thread_id)
+    async with existing as kept, _lease(kept, thread_id):
         await _metadata(kept, thread_id)  # ThreadNotFound if there is none
         await kept.delete_thread(thread_id)
 
