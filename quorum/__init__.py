@@ -11,7 +11,15 @@ threads:
 
 from quorum.context import QuorumContext
 from quorum.errors import QuorumError, RunFailed, ThreadBusy
-from quorum.runner import ThreadInfo, delete_thread, get_thread, list_threads, resume, run
+from quorum.runner import (
+    ThreadInfo,
+    delete_thread,
+    get_thread,
+    list_threads,
+    prune_threads,
+    resume,
+    run,
+)
 
 __all__ = [
     "QuorumContext",
@@ -22,6 +30,7 @@ __all__ = [
     "delete_thread",
     "get_thread",
     "list_threads",
+    "prune_threads",
     "resume",
     "run",
 ]
