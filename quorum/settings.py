@@ -117,7 +117,7 @@ class Settings(BaseSettings):
     @property
     def database_target(self) -> str:
         """The checkpoint store to open: the setting, or the default SQLite file."""
-        return self.database or str(self.data_dir.expanduser() / "quorum.db")
+        return self.database or str(self.data_dir / "quorum.db")
 
     # --- Tools (quorum/tools) --------------------------------------------------------------
     # What the agents' tools may reach. Everything is closed by default: no writes, no fetches
@@ -162,6 +162,12 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("LANGSMITH_API_KEY", "LANGCHAIN_API_KEY"),
         description="Read by LangSmith itself; known here only so it is never echoed.",
     )
+
+    @field_validator("data_dir", mode="after")
+    @classmethod
+    def _expand_home(cls, value: Path) -> Path:
+        # A .env file is not read by a shell: `~/quorum` there means the home folder too.
+        return value.expanduser()
 
     @field_validator("http_allowlist", "approve_tools", mode="before")
     @classmethod
