@@ -15,7 +15,8 @@ from that checkpoint as a new branch (LangGraph's time travel), which becomes th
 latest state; the earlier branch stays in the history. Model calls the fork makes are its own:
 the journal keys a call by the task making it, and a fork's tasks start from a new checkpoint,
 so the model is asked again there, while a fork that crashes and is resumed replays its own
-calls. Side effects already recorded in the effect ledger are not repeated by a fork.
+calls. Tool calls are new calls in a fork too (the effect ledger keys them by their task):
+an irreversible one waits for a person's approval again.
 Only commands that run create the database: listing, showing and deleting threads read it.
 """
 

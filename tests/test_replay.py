@@ -19,6 +19,7 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
+from langchain_core.messages import AIMessage, ToolMessage
 from langgraph_sdk import get_client
 from typer.testing import CliRunner
 
@@ -165,6 +166,30 @@ async def test_a_fork_runs_with_changed_settings(script: Script) -> None:
 
     assert first.status == forked.status == "completed"
     assert script.count("summarize") - before == 2  # the fork allows one revision
+
+
+async def test_a_fork_asks_again_before_an_irreversible_call(
+    script: Script, tmp_path: Path
+) -> None:
+    def saving(agent, messages):
+        if any(isinstance(m, ToolMessage) for m in messages):
+            return AIMessage("saved")
+        args = {"path": "note.md", "content": "a note", "overwrite": True}
+        return AIMessage("", tool_calls=[{"name": "write_file", "args": args, "id": "w1"}])
+
+    script.on("agent", saving)
+    waiting = await quorum.run("react", "Save a note", thread_id="w")
+    done = await quorum.resume("w", approve=True)
+    tool = next(c for c in (await quorum.get_thread("w")).checkpoints if c.agents == ["tool"])
+
+    forked = await quorum.resume("w", checkpoint_id=tool.checkpoint_id)
+
+    assert (waiting.status, done.status) == ("waiting_approval", "completed")
+    # The approval given on the first branch is not carried over: the fork's call is new.
+    assert forked.status == "waiting_approval"
+    assert [w["tool"] for w in forked.waiting] == ["write_file"]
+    assert (await quorum.resume("w", approve=False)).status == "completed"
+    assert (tmp_path / "data" / "workspace" / "note.md").read_text() == "a note"
 
 
 @pytest.mark.parametrize(
