@@ -664,7 +664,7 @@ def _print_checkpoints(info: ThreadInfo) -> None:
         table.add_row(
             entry.checkpoint_id,
             str(entry.step),
-            ", ".join(entry.agents) or "(end)",
+            ", ".join(entry.agents) or ("(the input)" if entry.source == "input" else "(end)"),
             entry.source,
             entry.created_at,
             escape(entry.error or ""),

@@ -80,7 +80,8 @@ def test_history_lists_every_checkpoint_with_its_id_step_next_and_time(stub: Ope
             line for line in table.stdout.splitlines() if checkpoint["checkpoint_id"] in line
         )
         assert checkpoint["created_at"] in row
-        assert (", ".join(checkpoint["agents"]) or "(end)") in row
+        assert (", ".join(checkpoint["agents"]) or "(") in row
+    assert "(the input)" in table.stdout and "(end)" in table.stdout
     assert "quorum resume h --from CHECKPOINT" in table.stderr
 
 
