@@ -173,6 +173,7 @@ async def test_the_saver_prunes_to_the_latest_and_deletes_runs(threads: list[str
         await saver.aprune(["t4"], strategy="delete")
         await saver.adelete_for_runs([run for (run,) in run_of_t3])
         latest = await saver.aget_tuple({"configurable": {"thread_id": "t2"}})
+        await saver.acopy_thread("t1", "t1-copy")
 
     assert len(run_of_t3) == 1
     assert before["checkpoints"] > namespaces
@@ -184,3 +185,10 @@ async def test_the_saver_prunes_to_the_latest_and_deletes_runs(threads: list[str
     shown = await quorum.get_thread("t2")
     assert (shown.status, shown.output) == ("completed", "saved")
     assert [c.step for c in shown.checkpoints] == [shown.checkpoints[0].step]
+    copied, original = await quorum.get_thread("t1-copy"), await quorum.get_thread("t1")
+    assert rows(db, "t1-copy")["checkpoints"] == rows(db, "t1")["checkpoints"]
+    assert rows(db, "t1-copy")["writes"] == rows(db, "t1")["writes"]
+    assert (copied.status, copied.output) == (original.status, original.output)
+    assert [c.checkpoint_id for c in copied.checkpoints] == [
+        c.checkpoint_id for c in original.checkpoints
+    ]
