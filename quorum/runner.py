@@ -324,11 +324,16 @@ async def _list_threads(kept: Persistence) -> list[ThreadInfo]:
 
 
 async def delete_thread(thread_id: str, *, database: str | None = None) -> None:
-    """Delete a thread with its journal and effect ledger (refused while it runs)."""
+    """Delete a thread with its journal and effect ledger (refused while it runs).
+
+    What a thread deleted elsewhere left behind (Studio deletes only the checkpoints) goes too.
+    """
     existing = open_persistence(database, create=False, thread_id=thread_id)
     async with existing as kept, _lease(kept, thread_id):
-        await _metadata(kept, thread_id)  # ThreadNotFound if there is none
-        await kept.delete_thread(thread_id)
+        checkpointed = await kept.saver.aget_tuple(_config(thread_id)) is not None
+        records = await kept.delete_thread(thread_id)
+        if not checkpointed and not records:
+            await _metadata(kept, thread_id)  # raises ThreadNotFound
 
 
 async def prune_threads(

@@ -157,6 +157,24 @@ def test_delete_removes_every_row_of_one_thread(threads: list[str], db: str) -> 
     assert gone(db, "t1") and kept(db, "t2")
 
 
+def test_delete_clears_what_a_studio_deletion_left(threads: list[str], db: str) -> None:
+    async def delete_checkpoints() -> None:
+        async with open_checkpointer(db) as saver:
+            await saver.adelete_thread("t2")  # what DELETE /threads/t2 of langgraph dev does
+
+    asyncio.run(delete_checkpoints())
+    left = rows(db, "t2")
+
+    deleted = quorum_cli("threads", "--delete", "t2")
+    again = quorum_cli("threads", "--delete", "t2")
+
+    assert left["checkpoints"] == 0 and left["journal"] > 0 and left["ledger"] > 0
+    assert deleted.exit_code == 0, deleted.output
+    assert gone(db, "t2") and kept(db, "t3")
+    assert again.exit_code == 1
+    assert "no thread 't2' in the checkpoint store" in again.stderr
+
+
 async def test_the_saver_prunes_to_the_latest_and_deletes_runs(threads: list[str], db: str) -> None:
     before = rows(db, "t2")
     with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:

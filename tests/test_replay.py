@@ -269,5 +269,10 @@ async def test_a_failed_studio_thread_is_fixed_from_the_command_line(tmp_path: P
     assert asked(stub)["Verdict"] == asked_in_studio["Verdict"] + 2
     assert deleted == 0
     assert "Using custom checkpointer: QuorumSqliteSaver" in loaded
-    for warning in ("missing adelete_thread", "missing adelete_for_runs", "missing aprune"):
+    for warning in (
+        "missing adelete_thread",
+        "missing adelete_for_runs",
+        "missing aprune",
+        "missing acopy_thread",
+    ):
         assert warning not in missing, missing

@@ -60,12 +60,17 @@ class Persistence:
     store: BaseStore
     leases: Leases
 
-    async def delete_thread(self, thread_id: str) -> None:
-        """Delete a thread: its checkpoints, its journal, its effect ledger and its lease."""
+    async def delete_thread(self, thread_id: str) -> int:
+        """Delete a thread: its checkpoints, its journal, its effect ledger and its lease.
+
+        Returns how many journal and ledger records there were.
+        """
         await self.saver.adelete_thread(thread_id)
+        records = 0
         for kind in (journal.NAMESPACE, effects.NAMESPACE):
-            await journal.delete_thread(self.store, kind, thread_id)
+            records += await journal.delete_thread(self.store, kind, thread_id)
         await self.leases.delete(thread_id)
+        return records
 
 
 @asynccontextmanager
