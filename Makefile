@@ -29,5 +29,7 @@ lint: setup
 test: lint  ## Lint, type-check and run the whole test suite.
 	$(BIN)/python -m pytest
 
+# Threads live in the per-user data folder (QUORUM_DATA_DIR), never in the checkout: clean
+# leaves them alone (`quorum threads --prune` deletes old ones).
 clean:
-	rm -rf $(VENV) .quorum .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .langgraph_api

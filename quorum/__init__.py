@@ -23,6 +23,7 @@ from quorum.runner import (
     get_thread,
     ledger,
     list_threads,
+    prune_threads,
     resume,
     run,
 )
@@ -39,6 +40,7 @@ __all__ = [
     "get_thread",
     "ledger",
     "list_threads",
+    "prune_threads",
     "resume",
     "run",
     "serializer",

@@ -9,20 +9,27 @@ limit ran out (resume with `--set` to give more); 5 the thread waits for a perso
 a tool call with `quorum approve`, settle an effect with `quorum resolve`). Ctrl-C (130) and
 SIGTERM (143) stop a run cleanly: every finished step is kept, and the message names the
 thread to resume. In a terminal, `run` and `resume` ask for approvals on the spot.
+
+Conventions: `--version`, `-h`/`--help`, shell completion (`--install-completion`), `--json`
+for scripts. Colour only in a terminal and never with NO_COLOR set; piped or redirected,
+nothing is cut or wrapped to a terminal's width.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import re
 import signal
 import sys
 import threading
 import time
 from collections.abc import Coroutine
+from datetime import timedelta
+from importlib.metadata import version as package_version
 from pathlib import Path
 from types import FrameType
-from typing import Annotated, Any, Literal, NoReturn, TypeVar
+from typing import Annotated, Any, Literal, NoReturn, TextIO, TypeVar
 
 import typer
 from pydantic_core import to_jsonable_python
@@ -53,20 +60,74 @@ app = typer.Typer(
     "4 budget or step limit reached (resume --set gives more); 5 waiting for a person "
     "(quorum approve / quorum resolve); 130 Ctrl-C; 143 SIGTERM.",
     no_args_is_help=True,
-    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
     pretty_exceptions_enable=False,
 )
-err = Console(stderr=True, highlight=False, soft_wrap=True)
-out = Console(highlight=False, soft_wrap=True)  # answers are piped: never re-wrap them
+
+# Piped or redirected, rich would lay text out for 80 columns: tables would cut dates and
+# answers short. Off a terminal the width is practically unbounded (rich sends no colour
+# there, and honours NO_COLOR everywhere).
+UNBOUNDED_WIDTH = 1_000_000
+
+
+def _console(stream: TextIO, *, stderr: bool = False) -> Console:
+    width = None if stream.isatty() else UNBOUNDED_WIDTH
+    console = Console(stderr=stderr, highlight=False, soft_wrap=True, width=width)
+    if console.no_color:
+        # Rich reads NO_COLOR but still sends bold and dim: with it set, send no escapes at all.
+        console = Console(
+            stderr=stderr, highlight=False, soft_wrap=True, width=width, color_system=None
+        )
+    return console
+
+
+err = _console(sys.stderr, stderr=True)
+out = _console(sys.stdout)  # answers are piped: never re-wrap them
 
 PATTERN_HELP = f"Which pattern: {', '.join(PATTERNS)}."
+
+
+def _patterns(incomplete: str) -> list[str]:
+    """Shell completion of a pattern's name."""
+    return [name for name in PATTERNS if name.startswith(incomplete)]
+
+
+PatternArgument = Annotated[str, typer.Argument(help=PATTERN_HELP, autocompletion=_patterns)]
 
 DatabaseOption = Annotated[
     str | None,
     typer.Option(
-        "--db", help="Checkpoint store: SQLite file or postgresql:// URL [default: settings]."
+        "--db",
+        help="Checkpoint store: SQLite file or postgresql:// URL.",
+        show_default="QUORUM_DATABASE, else quorum.db in the data folder",
     ),
 ]
+JsonOption = Annotated[
+    bool, typer.Option("--json", help="Print the thread as JSON on stdout instead of the answer.")
+]
+
+
+def _show_version(wanted: bool) -> None:
+    if wanted:
+        out.print(f"quorum {package_version('quorum')}", markup=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_show_version,
+            is_eager=True,
+            help="Print the version and exit.",
+        ),
+    ] = False,
+) -> None:
+    """Run multi-agent patterns on durable, resumable threads."""
+
+
 T = TypeVar("T")
 
 
@@ -124,7 +185,8 @@ class _Progress:
         self.one_at_a_time = models.current_endpoint().embedded
 
     def __enter__(self) -> _Progress:
-        if err.is_terminal and not err.is_dumb_terminal:
+        # NO_COLOR asks for no escapes at all: the live display moves the cursor with them.
+        if err.is_terminal and not err.is_dumb_terminal and not err.no_color:
             self.live = Live(
                 console=err, get_renderable=self._display, refresh_per_second=8, transient=True
             )
@@ -291,8 +353,13 @@ def _summary(info: ThreadInfo) -> None:
     )
 
 
-def _finish(info: ThreadInfo, *, db: str | None = None) -> None:
+def _finish(info: ThreadInfo, *, db: str | None = None, as_json: bool = False) -> None:
     """Print how the run ended (asking for approvals in a terminal) and exit with its code."""
+    if as_json:
+        # For scripts: the thread on stdout, the exit code by its status, no questions asked.
+        out.print_json(data=_jsonable(info, full=False))
+        _summary(info)
+        raise typer.Exit(EXIT_CODES.get(info.status, 1))
     while info.status == "waiting_approval" and _interactive():
         decisions = _ask_for_decisions(info)
         with _resume_progress(info.thread_id, db, None) as progress:
@@ -410,7 +477,7 @@ def _read_input(text: str | None, file: Path | None) -> str:
 
 @app.command()
 def run(
-    pattern: Annotated[str, typer.Argument(help=PATTERN_HELP)],
+    pattern: PatternArgument,
     text: Annotated[
         str | None,
         typer.Argument(
@@ -421,7 +488,8 @@ def run(
         Path | None, typer.Option("--file", help="Read the input from this UTF-8 file.")
     ] = None,
     thread: Annotated[
-        str | None, typer.Option("--thread", help="Thread id for the run [default: new id].")
+        str | None,
+        typer.Option("--thread", help="Thread id for the run.", show_default="a new id"),
     ] = None,
     model: Annotated[str | None, typer.Option(help="Default model for every agent.")] = None,
     settings: Annotated[
@@ -429,6 +497,7 @@ def run(
         typer.Option("--set", help="Run context setting KEY=VALUE, e.g. max_rounds=2."),
     ] = None,
     db: DatabaseOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Run PATTERN on INPUT, streaming progress, and print the answer and the thread id."""
     try:
@@ -450,7 +519,7 @@ def run(
             ),
             thread=thread_id,
         )
-    _finish(info, db=db)
+    _finish(info, db=db, as_json=as_json)
 
 
 @app.command()
@@ -460,14 +529,29 @@ def resume(
         list[str] | None,
         typer.Option("--set", help="Change a run setting from here on, e.g. max_tokens=50000."),
     ] = None,
+    checkpoint: Annotated[
+        str | None,
+        typer.Option(
+            "--from",
+            metavar="CHECKPOINT",
+            help="Run on from this earlier checkpoint as a fork (an id, or a unique start of "
+            "one, from `quorum show THREAD --history`).",
+            show_default="the latest checkpoint",
+        ),
+    ] = None,
     db: DatabaseOption = None,
+    as_json: JsonOption = False,
 ) -> None:
-    """Continue an interrupted, crashed, failed or stopped THREAD from its last checkpoint."""
+    """Continue an interrupted, crashed, failed or stopped THREAD from its last checkpoint.
+
+    With --from, run it on from an earlier checkpoint instead: a fork, which becomes the
+    thread's latest state (the model is asked again from there; the earlier branch is kept).
+    """
     try:
         changed = _setting_values(None, settings or [])
     except QuorumError as error:
         _fail(error)
-    _continue(thread, db, settings=changed)
+    _continue(thread, db, as_json=as_json, settings=changed, checkpoint_id=checkpoint)
 
 
 @app.command()
@@ -475,7 +559,7 @@ def approve(
     thread: Annotated[str, typer.Argument(help="The thread waiting for approval.")],
     call: Annotated[
         str | None,
-        typer.Option("--call", help="The tool call to decide [default: every waiting call]."),
+        typer.Option("--call", help="The tool call to decide.", show_default="every waiting call"),
     ] = None,
     reject: Annotated[bool, typer.Option("--reject", help="Reject instead of approving.")] = False,
     reason: Annotated[
@@ -485,6 +569,7 @@ def approve(
         str | None, typer.Option("--edit", metavar="JSON", help="Approve with these arguments.")
     ] = None,
     db: DatabaseOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Approve (or reject) irreversible tool calls THREAD waits for, then continue it."""
     try:
@@ -500,7 +585,7 @@ def approve(
     except QuorumError as error:
         _fail(error)
     decisions: Decision | dict[str, Decision] = {call: decision} if call else decision
-    _continue(thread, db, approve=decisions)
+    _continue(thread, db, as_json=as_json, approve=decisions)
 
 
 @app.command()
@@ -511,18 +596,19 @@ def resolve(
         typer.Argument(help="done: the side effect took place; retry: run it again."),
     ],
     db: DatabaseOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Decide a side effect of unknown outcome (see `quorum show`), then continue THREAD."""
-    _continue(thread, db, resolution=decision)
+    _continue(thread, db, as_json=as_json, resolution=decision)
 
 
-def _continue(thread: str, db: str | None, **answers: Any) -> None:
+def _continue(thread: str, db: str | None, *, as_json: bool, **answers: Any) -> None:
     """Resume THREAD (with a person's answers or new settings) and finish as `run` does."""
     with _resume_progress(thread, db, answers.get("settings")) as progress:
         info = _run_async(
             runner.resume(thread, database=db, on_event=progress, **answers), thread=thread
         )
-    _finish(info, db=db)
+    _finish(info, db=db, as_json=as_json)
 
 
 @app.command()
@@ -533,11 +619,39 @@ def threads(
         str | None,
         typer.Option("--delete", metavar="THREAD", help="Delete THREAD, its journal and ledger."),
     ] = None,
+    prune: Annotated[
+        bool,
+        typer.Option(
+            "--prune",
+            help="Delete old threads (with --older-than, --keep or both), their journals, "
+            "ledgers and leases.",
+        ),
+    ] = False,
+    older_than: Annotated[
+        str | None,
+        typer.Option(
+            "--older-than",
+            metavar="AGE",
+            help="With --prune: threads last updated longer ago than AGE: 30m, 12h, 7d, 2w.",
+        ),
+    ] = None,
+    keep: Annotated[
+        int | None,
+        typer.Option(
+            "--keep", metavar="N", help="With --prune: keep the N most recently updated threads."
+        ),
+    ] = None,
+    yes: Annotated[
+        bool, typer.Option("--yes", "-y", help="With --prune: delete without asking.")
+    ] = False,
 ) -> None:
-    """List threads with their pattern, status and last update."""
+    """List threads with their pattern, status and last update (or delete some)."""
     if delete is not None:
         _run_async(runner.delete_thread(delete, database=db))
         err.print(f"deleted thread {escape(delete)}")
+        return
+    if prune or older_than is not None or keep is not None:
+        _prune(db, older_than, keep, yes=yes, as_json=as_json, asked=prune)
         return
     infos = _run_async(runner.list_threads(database=db))
     if as_json:
@@ -556,16 +670,88 @@ def threads(
     out.print(table if infos else "no threads yet")
 
 
+def _prune(
+    db: str | None,
+    older_than: str | None,
+    keep: int | None,
+    *,
+    yes: bool,
+    as_json: bool,
+    asked: bool,
+) -> None:
+    """Delete the threads --older-than and --keep select, after asking unless --yes."""
+    try:
+        if not asked:
+            raise UsageError("--older-than and --keep select threads for --prune: add --prune")
+        if older_than is None and keep is None:
+            raise UsageError(
+                "--prune needs --older-than AGE, --keep N or both",
+                hint="e.g. quorum threads --prune --older-than 7d",
+            )
+        age = _duration(older_than) if older_than is not None else None
+    except QuorumError as error:
+        _fail(error)
+    doomed = _run_async(runner.prune_threads(older_than=age, keep=keep, database=db, dry_run=True))
+    if doomed and not yes:
+        _confirm_deletion(doomed)
+    agreed = {info.thread_id for info in doomed}
+    deleted = _run_async(runner.prune_threads(older_than=age, keep=keep, database=db, among=agreed))
+    if as_json:
+        out.print_json(data=[info.thread_id for info in deleted])
+    err.print(f"deleted {len(deleted)} thread(s)" + "".join(f"\n  {i.thread_id}" for i in deleted))
+
+
+def _confirm_deletion(doomed: list[ThreadInfo]) -> None:
+    """Ask the person at the terminal; exit 1 if they say no, 2 if nobody can be asked."""
+    if not _interactive():
+        _fail(
+            UsageError(
+                f"--prune would delete {len(doomed)} thread(s) and asks first",
+                hint="add --yes to delete without asking",
+            )
+        )
+    for info in doomed:
+        err.print(f"  {info.thread_id}  {info.pattern}  {info.status}  updated {info.updated_at}")
+    if not typer.confirm(f"delete these {len(doomed)} thread(s)?", err=True):
+        err.print("nothing deleted")
+        raise typer.Exit(1)
+
+
+DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
+UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def _duration(text: str) -> timedelta:
+    """An age such as 30m, 12h, 7d or 2w."""
+    found = DURATION.fullmatch(text.strip().lower())
+    if found is None:
+        raise UsageError(
+            f"--older-than {text!r} is not an age", hint="a number and a unit: 30m, 12h, 7d, 2w"
+        )
+    return timedelta(**{UNITS[found[2]]: float(found[1])})
+
+
 @app.command()
 def show(
     thread: Annotated[str, typer.Argument(help="The thread to show.")],
     db: DatabaseOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    checkpoints: Annotated[
+        bool,
+        typer.Option(
+            "--history",
+            help="List every checkpoint (id, step, next agents, time): what `resume --from` "
+            "forks from.",
+        ),
+    ] = False,
 ) -> None:
     """Print a thread's final output and its step history."""
     info = _run_async(runner.get_thread(thread, database=db))
     if as_json:
         out.print_json(data=_jsonable(info, full=True))
+        return
+    if checkpoints:
+        _print_checkpoints(info)
         return
     out.print(f"[bold]{info.pattern}[/bold] thread {escape(info.thread_id)}: {info.status}")
     out.print(f"[bold]input[/bold] {escape(info.input)}")
@@ -580,12 +766,35 @@ def show(
         out.print(f"[red]error[/red] {escape(info.error)}")
     if info.waiting:
         _explain_waiting(info)
-    out.print(Markdown(info.output) if info.output else "[dim](no output yet)[/dim]")
+    if not info.output:
+        out.print("[dim](no output yet)[/dim]")
+    elif out.is_terminal:
+        out.print(Markdown(info.output))
+    else:
+        out.print(info.output, markup=False)  # piped: the Markdown itself, whole
+
+
+def _print_checkpoints(info: ThreadInfo) -> None:
+    """The checkpoints of the thread's current branch, oldest first."""
+    table = Table(
+        "checkpoint", "step", "next", "source", "at", "error", title=f"thread {info.thread_id}"
+    )
+    for entry in info.checkpoints:
+        table.add_row(
+            entry.checkpoint_id,
+            str(entry.step),
+            ", ".join(entry.agents) or ("(the input)" if entry.source == "input" else "(end)"),
+            entry.source,
+            entry.created_at,
+            escape(entry.error or ""),
+        )
+    out.print(table)
+    err.print(f"fork from one: `quorum resume {info.thread_id} --from CHECKPOINT`")
 
 
 @app.command()
 def graph(
-    pattern: Annotated[str, typer.Argument(help=PATTERN_HELP)],
+    pattern: PatternArgument,
     png: Annotated[
         Path | None,
         typer.Option("--png", metavar="FILE", help="Draw it as a PNG image into FILE instead."),
@@ -650,6 +859,7 @@ def _jsonable(info: ThreadInfo, *, full: bool) -> Any:
     }
     if full:
         data["history"] = info.history
+        data["checkpoints"] = info.checkpoints
         data["values"] = info.values
     return to_jsonable_python(data, fallback=str)
 

@@ -49,6 +49,10 @@ class ThreadNotFound(QuorumError):
     """No thread with that id is in the checkpoint store."""
 
 
+class NoDatabase(ThreadNotFound):
+    """The checkpoint database does not exist yet: no run has used it."""
+
+
 class ThreadBusy(QuorumError):
     """Another run holds the thread; try again when it has finished."""
 

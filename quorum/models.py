@@ -59,7 +59,7 @@ from pydantic import BaseModel, SecretStr, ValidationError
 
 from quorum import embedded, journal, metering, telemetry
 from quorum.context import QuorumContext
-from quorum.errors import ConfigError, ModelError
+from quorum.errors import ConfigError, ModelError, UsageError
 from quorum.settings import Settings, get_settings, redact
 
 T = TypeVar("T", bound=BaseModel)
@@ -467,7 +467,8 @@ async def preflight(context: QuorumContext) -> None:
         name = getattr(model, "model_name", "")
         if served and name not in served:
             who = f"agent '{agent}'" if agent else "the default model"
-            raise ModelError(
+            # A model name is the run's input (--model, --set models=...): bad input, exit 2.
+            raise UsageError(
                 f"the model endpoint {where} has no model {name!r} (for {who}); "
                 f"it serves: {', '.join(sorted(served)[:10])}",
                 hint="check QUORUM_MODEL or the context's 'model' and 'models'",

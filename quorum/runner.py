@@ -9,6 +9,15 @@ run or resume of the same thread, from any process, stops at once with `ThreadBu
 
     result = await quorum.run("debate", "Is Rust or Go better for a CLI?")
     result = await quorum.resume(result.thread_id)
+
+Every checkpoint of a thread can start a fork: `resume(thread_id, checkpoint_id=...)` runs on
+from that checkpoint as a new branch (LangGraph's time travel), which becomes the thread's
+latest state; the earlier branch stays in the history. Model calls the fork makes are its own:
+the journal keys a call by the task making it, and a fork's tasks start from a new checkpoint,
+so the model is asked again there, while a fork that crashes and is resumed replays its own
+calls. Tool calls are new calls in a fork too (the effect ledger keys them by their task):
+an irreversible one waits for a person's approval again.
+Only commands that run create the database: listing, showing and deleting threads read it.
 """
 
 from __future__ import annotations
@@ -17,9 +26,9 @@ import asyncio
 import json
 import re
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from langchain_core.runnables import RunnableConfig
@@ -31,7 +40,15 @@ from quorum.checkpoints import Persistence, list_thread_ids, open_persistence
 from quorum.checkpoints.lease import Lease, hold
 from quorum.context import QuorumContext
 from quorum.effects import APPROVAL, RECONCILE, Decision, Resolution, check_decision
-from quorum.errors import BudgetExceeded, QuorumError, RunFailed, ThreadNotFound, UsageError
+from quorum.errors import (
+    BudgetExceeded,
+    NoDatabase,
+    QuorumError,
+    RunFailed,
+    ThreadBusy,
+    ThreadNotFound,
+    UsageError,
+)
 from quorum.graphs import PATTERNS
 from quorum.metering import Ledger
 from quorum.settings import get_settings, redact
@@ -68,12 +85,17 @@ class RunEvent:
 
 @dataclass(frozen=True)
 class HistoryEntry:
-    """One step of a thread: which agents ran from which checkpoint."""
+    """One checkpoint of a thread: the agents that run from it as step `step`."""
 
     step: int
     agents: list[str]
+    """The next nodes: empty at the thread's end."""
     created_at: str
     error: str | None = None
+    checkpoint_id: str = ""
+    """What `resume(..., checkpoint_id=...)` forks from."""
+    source: str = ""
+    """How LangGraph wrote it: input, loop, update or fork."""
 
 
 @dataclass(frozen=True)
@@ -90,6 +112,9 @@ class ThreadInfo:
     error: str | None
     values: dict[str, Any]
     history: list[HistoryEntry] = field(default_factory=list)
+    """The steps of the thread's current branch, oldest first: checkpoints with agents to run."""
+    checkpoints: list[HistoryEntry] = field(default_factory=list)
+    """Every checkpoint of the current branch, oldest first (the end and the input too)."""
     waiting: list[dict[str, Any]] = field(default_factory=list)
     """What the thread waits for a person to decide: tool calls to approve, side effects of
     unknown outcome (each with its `type`, `tool`, `args`, `agent`, `call_id`, `question`)."""
@@ -139,6 +164,7 @@ async def resume(
     resolution: Resolution | None = None,
     approve: Decision | bool | Mapping[str, Decision | bool] | None = None,
     settings: dict[str, Any] | None = None,
+    checkpoint_id: str | None = None,
 ) -> ThreadInfo:
     """Continue an interrupted, crashed, failed or waiting thread from its last checkpoint.
 
@@ -146,9 +172,20 @@ async def resume(
     A thread waiting for approval continues with `approve`: one decision for every waiting call
     (True, False, or a `Decision`), or a dict of them by tool call id. A thread stopped at
     a side effect of unknown outcome continues with a `resolution`: "done" or "retry".
+    With `checkpoint_id` (an id from `ThreadInfo.checkpoints`, or a unique prefix of one), the
+    thread runs on from that earlier checkpoint as a fork instead, with its settings there
+    changed by `settings`.
     """
-    async with open_persistence(database) as kept, _lease(kept, thread_id):
+    existing = open_persistence(database, create=False, thread_id=thread_id)
+    async with existing as kept, _lease(kept, thread_id):
         info = await _thread_info(kept, thread_id, ignore_lease=True)
+        if checkpoint_id is not None:
+            if resolution is not None or approve is not None:
+                raise UsageError(
+                    "a fork starts from a checkpoint: approve or resolve what it waits for after it"
+                )
+            await _fork(kept, info, checkpoint_id, settings or {}, on_event)
+            return await _thread_info(kept, thread_id, ignore_lease=True)
         if info.status == "completed":
             return info
         answers = _answers(info, resolution, approve)
@@ -168,6 +205,44 @@ async def resume(
         payload: Command[Any] | None = Command(resume=answers) if answers else None
         await _drive(graph, payload, info.pattern, thread_id, context, on_event)
         return await _thread_info(kept, thread_id, ignore_lease=True)
+
+
+async def _fork(
+    kept: Persistence,
+    info: ThreadInfo,
+    checkpoint_id: str,
+    settings: dict[str, Any],
+    on_event: OnEvent | None,
+) -> None:
+    """Run `info`'s thread on from one of its earlier checkpoints, as a new branch."""
+    thread_id = info.thread_id
+    found = await _checkpoint(kept, thread_id, checkpoint_id)
+    graph = _compile(kept, info.pattern)
+    snapshot = await graph.aget_state(found.config)
+    if not snapshot.next:
+        raise UsageError(
+            f"checkpoint {found.config['configurable']['checkpoint_id']} is where thread "
+            f"{thread_id!r} ended: nothing runs from it",
+            hint=f"fork from an earlier one; `quorum show {thread_id} --history` lists them",
+        )
+    context = _stored_context(found.metadata or {}, settings)
+    await models.preflight(context)
+    await _drive(graph, None, info.pattern, thread_id, context, on_event, start=found.config)
+
+
+async def _checkpoint(kept: Persistence, thread_id: str, wanted: str) -> Any:
+    """The thread's top-level checkpoint whose id is `wanted` or starts with it."""
+    top: RunnableConfig = {"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}}
+    ids = [c.config["configurable"]["checkpoint_id"] async for c in kept.saver.alist(top)]
+    matches = [i for i in ids if i == wanted] or [i for i in ids if i.startswith(wanted)]
+    if len(matches) != 1:
+        problem = "matches several checkpoints" if matches else "is no checkpoint"
+        raise UsageError(
+            f"{wanted!r} {problem} of thread {thread_id!r}",
+            hint=f"`quorum show {thread_id} --history` lists its checkpoint ids",
+        )
+    top["configurable"]["checkpoint_id"] = matches[0]
+    return await kept.saver.aget_tuple(top)
 
 
 def _answers(
@@ -214,7 +289,7 @@ async def run_context(
     thread_id: str, *, database: str | None = None, settings: dict[str, Any] | None = None
 ) -> QuorumContext:
     """The run settings a resume of the thread runs with: its own, changed by `settings`."""
-    async with open_persistence(database) as kept:
+    async with open_persistence(database, create=False, thread_id=thread_id) as kept:
         return _stored_context(await _metadata(kept, thread_id), settings)
 
 
@@ -224,8 +299,8 @@ def _stored_context(metadata: dict[str, Any], settings: dict[str, Any] | None) -
 
 
 async def get_thread(thread_id: str, *, database: str | None = None) -> ThreadInfo:
-    """The state, status and step history of one thread."""
-    async with open_persistence(database) as kept:
+    """The state, status, step history and checkpoints of one thread."""
+    async with open_persistence(database, create=False, thread_id=thread_id) as kept:
         return await _thread_info(kept, thread_id, with_history=True)
 
 
@@ -235,7 +310,7 @@ async def ledger(thread_id: str, *, database: str | None = None) -> Ledger:
     Calls, tokens, cost, latency (total, p50 and p95 per call), attempts and errors, from the
     thread's call journal: each call counted once, across crashes and resumes.
     """
-    async with open_persistence(database) as kept:
+    async with open_persistence(database, create=False, thread_id=thread_id) as kept:
         await _metadata(kept, thread_id)  # ThreadNotFound if there is none
         return await metering.journal_ledger(kept.store, thread_id)
 
@@ -243,28 +318,86 @@ async def ledger(thread_id: str, *, database: str | None = None) -> Ledger:
 async def list_threads(*, database: str | None = None) -> list[ThreadInfo]:
     """Every Quorum thread in the store, most recently updated first.
 
-    Threads of other graphs that share the store are left out.
+    Threads of other graphs that share the store are left out. No database yet: no threads
+    (and none is created).
     """
+    try:
+        async with open_persistence(database, create=False) as kept:
+            return await _list_threads(kept)
+    except NoDatabase:
+        return []
+
+
+async def _list_threads(kept: Persistence) -> list[ThreadInfo]:
     infos = []
-    async with open_persistence(database) as kept:
-        graphs = {p: _compile(kept, p) for p in PATTERNS}
-        leases = await kept.leases.live()
-        for thread_id in await list_thread_ids(kept.saver):
-            try:
-                info = await _thread_info(
-                    kept, thread_id, graphs=graphs, lease=leases.get(thread_id)
-                )
-            except ThreadNotFound:
-                continue  # not made by a Quorum pattern
-            infos.append(info)
+    graphs = {p: _compile(kept, p) for p in PATTERNS}
+    leases = await kept.leases.live()
+    for thread_id in await list_thread_ids(kept.saver):
+        try:
+            info = await _thread_info(kept, thread_id, graphs=graphs, lease=leases.get(thread_id))
+        except ThreadNotFound:
+            continue  # not made by a Quorum pattern
+        infos.append(info)
     return sorted(infos, key=lambda info: info.updated_at, reverse=True)
 
 
 async def delete_thread(thread_id: str, *, database: str | None = None) -> None:
-    """Delete a thread with its journal and effect ledger (refused while it runs)."""
-    async with open_persistence(database) as kept, _lease(kept, thread_id):
-        await _metadata(kept, thread_id)  # ThreadNotFound if there is none
-        await kept.delete_thread(thread_id)
+    """Delete a thread with its journal and effect ledger (refused while it runs).
+
+    What a thread deleted elsewhere left behind (Studio deletes only the checkpoints) goes too.
+    """
+    existing = open_persistence(database, create=False, thread_id=thread_id)
+    async with existing as kept, _lease(kept, thread_id):
+        checkpointed = await kept.saver.aget_tuple(_config(thread_id)) is not None
+        records = await kept.delete_thread(thread_id)
+        if not checkpointed and not records:
+            await _metadata(kept, thread_id)  # raises ThreadNotFound
+
+
+async def prune_threads(
+    *,
+    older_than: timedelta | None = None,
+    keep: int | None = None,
+    database: str | None = None,
+    dry_run: bool = False,
+    among: Collection[str] | None = None,
+) -> list[ThreadInfo]:
+    """Delete old threads with their journals, effect ledgers and leases; return them.
+
+    A thread goes when it was last updated more than `older_than` ago and is not among the
+    `keep` most recently updated (either alone is enough). Threads a run holds are kept.
+    `dry_run` only says which would go; `among` limits deletion to those threads (the ones a
+    person agreed to after a dry run).
+    """
+    if older_than is None and keep is None:
+        raise UsageError("say which threads to prune", hint="give older_than, keep or both")
+    if keep is not None and keep < 0:
+        raise UsageError(f"keep must be 0 or more, not {keep}")
+    try:
+        async with open_persistence(database, create=False) as kept:
+            infos = await _list_threads(kept)
+            cutoff = datetime.now(UTC) - older_than if older_than is not None else None
+            doomed = [
+                info
+                for rank, info in enumerate(infos)
+                if (keep is None or rank >= keep)
+                and (cutoff is None or datetime.fromisoformat(info.updated_at) < cutoff)
+                and info.status != "running"
+                and (among is None or info.thread_id in among)
+            ]
+            if dry_run:
+                return doomed
+            deleted = []
+            for info in doomed:
+                try:
+                    async with _lease(kept, info.thread_id):
+                        await kept.delete_thread(info.thread_id)
+                except ThreadBusy:
+                    continue  # a run started it since it was listed: it is not old any more
+                deleted.append(info)
+            return deleted
+    except NoDatabase:
+        return []
 
 
 def check_input(text: str) -> None:
@@ -306,11 +439,14 @@ async def _drive(
     thread_id: str,
     context: QuorumContext,
     on_event: OnEvent | None,
+    *,
+    start: RunnableConfig | None = None,
 ) -> None:
     run_id = str(uuid.uuid4())
     callbacks = telemetry.langsmith_callbacks()
     config: RunnableConfig = {
-        **_config(thread_id),
+        # A checkpoint id in `start` forks from that checkpoint (LangGraph's time travel).
+        **(start or _config(thread_id)),
         "run_name": f"quorum.{pattern}",
         "tags": ["quorum", pattern],
         # Metadata is stored with every checkpoint; LangGraph keeps only scalar values.
@@ -341,7 +477,7 @@ async def _drive(
     except BudgetExceeded:
         return  # the thread stops as `budget_exceeded`, resumable with a larger budget
     except Exception as error:
-        state = await graph.aget_state(config)
+        state = await graph.aget_state(_config(thread_id))
         failed = next((t.name for t in state.tasks if t.error), None) or "unknown"
         hint = error.hint if isinstance(error, QuorumError) else ""
         reason = error.message if isinstance(error, QuorumError) else f"{error!r}"
@@ -458,20 +594,7 @@ async def _thread_info(
     if lease is None and not ignore_lease and graphs is None:
         lease = await kept.leases.get(thread_id)
     status, error = _status(snapshot, None if ignore_lease else lease)
-    history: list[HistoryEntry] = []
-    if with_history:
-        async for past in graph.aget_state_history(_config(thread_id)):
-            agents = [t.name for t in past.tasks if t.name != "__start__"]
-            if agents:
-                history.append(
-                    HistoryEntry(
-                        step=int((past.metadata or {}).get("step", -1)) + 1,
-                        agents=agents,
-                        created_at=past.created_at or "",
-                        error=next((redact(str(t.error)) for t in past.tasks if t.error), None),
-                    )
-                )
-        history.reverse()
+    checkpoints = await _branch(graph, thread_id) if with_history else []
     values = dict(snapshot.values)
     # The journal knows every answered call, also those of a step that has not finished
     # (a budget stopped it, or the process died): the checkpoint's usage does not yet.
@@ -487,7 +610,38 @@ async def _thread_info(
         usage=usage,
         error=error,
         values=values,
-        history=history,
+        history=[entry for entry in checkpoints if entry.agents],
+        checkpoints=checkpoints,
         waiting=_waiting(snapshot),
         ledger=ledger,
     )
+
+
+async def _branch(
+    graph: CompiledStateGraph[Any, QuorumContext, Any, Any], thread_id: str
+) -> list[HistoryEntry]:
+    """The checkpoints of the thread's current branch, oldest first.
+
+    A thread with forks has several branches; its history is the one that leads to its latest
+    checkpoint (the others stay in the store, and their ids can still be forked from).
+    """
+    pasts = [past async for past in graph.aget_state_history(_config(thread_id))]
+    by_id = {past.config["configurable"]["checkpoint_id"]: past for past in pasts}
+    branch: list[HistoryEntry] = []
+    current = pasts[0] if pasts else None
+    while current is not None:
+        metadata = current.metadata or {}
+        branch.append(
+            HistoryEntry(
+                step=int(metadata.get("step", -1)) + 1,
+                agents=[t.name for t in current.tasks if t.name != "__start__"],
+                created_at=current.created_at or "",
+                error=next((redact(str(t.error)) for t in current.tasks if t.error), None),
+                checkpoint_id=current.config["configurable"]["checkpoint_id"],
+                source=str(metadata.get("source", "")),
+            )
+        )
+        parent = (current.parent_config or {}).get("configurable", {}).get("checkpoint_id")
+        current = by_id.get(parent) if parent else None
+    branch.reverse()
+    return branch

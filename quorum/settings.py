@@ -12,8 +12,16 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
+from platformdirs import user_data_path
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+def default_data_dir() -> Path:
+    """The per-user data folder: $XDG_DATA_HOME/quorum (~/.local/share/quorum) on Linux."""
+    # One folder wherever the command runs: a folder relative to the working directory made
+    # `quorum threads` elsewhere see (and create) an empty database.
+    return user_data_path("quorum", appauthor=False)
 
 
 class Settings(BaseSettings):
@@ -118,7 +126,11 @@ class Settings(BaseSettings):
         default=120.0, gt=0, description="Seconds to wait for it to answer after starting."
     )
 
-    data_dir: Path = Field(default=Path(".quorum"), description="Where Quorum keeps its data.")
+    data_dir: Path = Field(
+        default_factory=default_data_dir,
+        description="Where Quorum keeps its data; default: the per-user data folder "
+        "($XDG_DATA_HOME/quorum, ~/.local/share/quorum on Linux).",
+    )
     database: str | None = Field(
         default=None,
         description=(
@@ -241,6 +253,12 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return tuple(e.strip().lower() for e in value.split(",") if e.strip())
         return value
+
+    @field_validator("data_dir", mode="after")
+    @classmethod
+    def _expand_home(cls, value: Path) -> Path:
+        # A .env file is not read by a shell: `~/quorum` there means the home folder too.
+        return value.expanduser()
 
     @field_validator("http_allowlist", "approve_tools", mode="before")
     @classmethod

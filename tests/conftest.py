@@ -52,6 +52,9 @@ def isolated_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterat
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("LANGSMITH_TRACING", "false")
     monkeypatch.setenv("QUORUM_DATA_DIR", str(tmp_path / "data"))
+    # The default data folder is per user ($XDG_DATA_HOME/quorum): a test that unsets
+    # QUORUM_DATA_DIR, and every process a test starts, stays out of the real one.
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
     monkeypatch.chdir(tmp_path)  # no stray .env from the checkout
     get_settings.cache_clear()
     yield

@@ -59,12 +59,24 @@ def test_bad_input_is_one_clear_line_and_exit_2(script: Script, args, message) -
 
 @pytest.mark.parametrize("command", ["resume", "show"])
 def test_unknown_thread_is_a_clear_error(script: Script, command: str) -> None:
+    assert quorum("run", "react", "6*7?").exit_code == 0
     result = quorum(command, "no-such-thread")
 
     assert result.exit_code == 1
     assert result.stderr.strip() == (
         "error: no thread 'no-such-thread' in the checkpoint store "
         "(list threads with `quorum threads`)"
+    )
+
+
+@pytest.mark.parametrize("command", ["resume", "show"])
+def test_unknown_thread_without_a_database_says_so(db: str, command: str) -> None:
+    result = quorum(command, "no-such-thread")
+
+    assert result.exit_code == 1
+    assert result.stderr.strip().startswith(
+        f"error: no thread 'no-such-thread': there is no checkpoint database at {db!r} yet "
+        "(no run has used it:"
     )
 
 

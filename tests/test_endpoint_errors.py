@@ -69,7 +69,7 @@ def test_refused_api_key_is_named_but_never_shown(
 def test_unknown_model_name(stub: OpenAIStub, monkeypatch: pytest.MonkeyPatch) -> None:
     code, message, _ = run_quorum("run", "pipeline", "Water", "--set", 'models={"judge": "gpt-9"}')
 
-    assert code == 1
+    assert code == 2  # a model name is the run's input: bad input
     assert message == (
         f"error: the model endpoint {stub.base_url} has no model 'gpt-9' (for agent 'judge'); "
         f"it serves: {STUB_MODEL} (check QUORUM_MODEL or the context's 'model' and 'models')"

@@ -10,6 +10,7 @@ import psycopg
 import pytest
 
 import quorum
+from quorum.checkpoints import open_checkpointer
 from quorum.errors import ConfigError, RunFailed
 from quorum.state import Verdict
 from quorum.testing import Script
@@ -74,3 +75,36 @@ async def test_failed_run_resumes_from_postgres(script: Script, database: str) -
 async def test_unreachable_postgres_is_a_clear_error(script: Script) -> None:
     with pytest.raises(ConfigError, match="cannot connect to the PostgreSQL checkpoint database"):
         await quorum.run("react", "hi", database="postgresql://quorum@127.0.0.1:9/none")
+
+
+def _rows(database: str, table: str, thread: str) -> int:
+    with psycopg.connect(database) as conn:
+        found = conn.execute(f"SELECT COUNT(*) FROM {table} WHERE thread_id = %s", (thread,))
+        return int(found.fetchone()[0])
+
+
+async def test_prune_fork_and_run_deletion_in_postgres(script: Script, database: str) -> None:
+    for thread in ("p1", "p2", "p3"):
+        await quorum.run("react", "6*7?", database=database, thread_id=thread)
+    with psycopg.connect(database) as conn:
+        runs = conn.execute(
+            "SELECT DISTINCT metadata->>'run_id' FROM checkpoints WHERE thread_id = 'p3'"
+        ).fetchall()
+
+    pruned = await quorum.prune_threads(keep=2, database=database)
+    shown = await quorum.get_thread("p2", database=database)
+    agent = next(c for c in shown.checkpoints if c.agents == ["agent"] and c.step > 1)
+    calls = len(script.calls)
+    forked = await quorum.resume("p2", checkpoint_id=agent.checkpoint_id, database=database)
+    async with open_checkpointer(database) as saver:
+        await saver.adelete_for_runs([run for (run,) in runs])
+
+    assert [info.thread_id for info in pruned] == ["p1"]
+    assert _rows(database, "checkpoints", "p1") == _rows(database, "checkpoint_writes", "p1") == 0
+    with psycopg.connect(database) as conn:
+        journal = conn.execute("SELECT COUNT(*) FROM store WHERE prefix LIKE 'quorum_%.p1'")
+        assert journal.fetchone()[0] == 0
+    assert forked.status == "completed" and len(script.calls) == calls + 1
+    assert len(runs) == 1
+    assert _rows(database, "checkpoints", "p3") == _rows(database, "checkpoint_writes", "p3") == 0
+    assert _rows(database, "checkpoints", "p2") > 0

@@ -4,6 +4,8 @@ One database, SQLite by default or PostgreSQL when the setting is a postgresql:/
 holds a run's checkpoints (LangGraph's saver), its call journal and effect ledger (LangGraph's
 store) and its lease (`lease.py`). `open_persistence()` opens all three; `open_checkpointer`
 and `open_store` are what langgraph.json points Studio at, so its runs land in the same place.
+Commands that only read (list, show) open it with `create=False`: a SQLite file that does not
+exist is `NoDatabase`, not a new empty database left behind.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiosqlite
@@ -21,6 +24,7 @@ from quorum import effects, journal
 from quorum.checkpoints.lease import Leases
 from quorum.checkpoints.postgres import open_postgres, open_postgres_store
 from quorum.checkpoints.sqlite import open_sqlite, open_sqlite_store
+from quorum.errors import NoDatabase
 from quorum.settings import get_settings
 
 
@@ -56,17 +60,37 @@ class Persistence:
     store: BaseStore
     leases: Leases
 
-    async def delete_thread(self, thread_id: str) -> None:
-        """Delete a thread: its checkpoints, its journal, its effect ledger and its lease."""
+    async def delete_thread(self, thread_id: str) -> int:
+        """Delete a thread: its checkpoints, its journal, its effect ledger and its lease.
+
+        Returns how many journal and ledger records there were.
+        """
         await self.saver.adelete_thread(thread_id)
+        records = 0
         for kind in (journal.NAMESPACE, effects.NAMESPACE):
-            await journal.delete_thread(self.store, kind, thread_id)
+            records += await journal.delete_thread(self.store, kind, thread_id)
         await self.leases.delete(thread_id)
+        return records
 
 
 @asynccontextmanager
-async def open_persistence(target: str | None = None) -> AsyncIterator[Persistence]:
-    """Open the checkpoints, the store and the leases of the database `target`."""
+async def open_persistence(
+    target: str | None = None, *, create: bool = True, thread_id: str | None = None
+) -> AsyncIterator[Persistence]:
+    """Open the checkpoints, the store and the leases of the database `target`.
+
+    With `create=False` a SQLite file that does not exist raises `NoDatabase` (nothing is
+    created; `thread_id` is the thread the caller looks for, named in the message); a
+    PostgreSQL database is opened as it is.
+    """
+    target = target or get_settings().database_target
+    if not create and not is_postgres(target) and not Path(target).expanduser().exists():
+        missing = f"no thread {thread_id!r}: " if thread_id is not None else ""
+        raise NoDatabase(
+            f"{missing}there is no checkpoint database at {target!r} yet",
+            hint="no run has used it: start one with `quorum run`, or point QUORUM_DATA_DIR, "
+            "QUORUM_DATABASE or --db at the database your runs use",
+        )
     async with AsyncExitStack() as stack:
         saver: Any = await stack.enter_async_context(open_checkpointer(target))
         store = await stack.enter_async_context(open_store(target))

@@ -1,8 +1,12 @@
-"""The PostgreSQL checkpointer and store, used when the database setting is a postgresql:// URL."""
+"""The PostgreSQL checkpointer and store, used when the database setting is a postgresql:// URL.
+
+LangGraph's PostgreSQL saver deletes and prunes threads; Quorum's adds deleting the checkpoints
+of given runs, which `langgraph dev` asks of a custom checkpointer (a rolled-back run).
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -39,8 +43,28 @@ async def open_postgres(url: str) -> AsyncIterator[Any]:
     """Open the checkpoint tables at `url`, creating them if needed."""
     from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 
+    class QuorumPostgresSaver(AsyncPostgresSaver):
+        """LangGraph's async PostgreSQL saver, with run deletion."""
+
+        async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
+            """Delete the checkpoints (and their writes) that the runs `run_ids` wrote."""
+            runs = [str(run) for run in run_ids]
+            if not runs:
+                return
+            # Blobs are shared by checkpoints by channel version: the other runs' need them.
+            async with self._cursor() as cur, cur.connection.transaction():
+                await cur.execute(
+                    "DELETE FROM checkpoint_writes w USING checkpoints c WHERE "
+                    "w.thread_id = c.thread_id AND w.checkpoint_ns = c.checkpoint_ns AND "
+                    "w.checkpoint_id = c.checkpoint_id AND c.metadata->>'run_id' = ANY(%s)",
+                    (runs,),
+                )
+                await cur.execute(
+                    "DELETE FROM checkpoints WHERE metadata->>'run_id' = ANY(%s)", (runs,)
+                )
+
     async with _connect(url) as conn:
-        saver = AsyncPostgresSaver(conn, serde=strict_serializer())
+        saver = QuorumPostgresSaver(conn, serde=strict_serializer())
         await saver.setup()
         yield saver
 
