@@ -27,7 +27,7 @@ from langgraph.types import Command, StateSnapshot
 from pydantic import ValidationError
 
 from quorum import metering, models
-from quorum.checkpoints import Persistence, list_thread_ids, open_persistence
+from quorum.checkpoints import Persistence, list_thread_ids, shared_persistence
 from quorum.checkpoints.lease import Lease, hold
 from quorum.context import QuorumContext
 from quorum.effects import APPROVAL, RECONCILE, Decision, Resolution, check_decision
@@ -116,7 +116,7 @@ async def run(
     context = context or QuorumContext()
     # A bad endpoint, key or model name fails here, before anything is saved.
     await models.preflight(context)
-    async with open_persistence(database) as kept, _lease(kept, thread_id):
+    async with shared_persistence(database) as kept, _lease(kept, thread_id):
         if await kept.saver.aget_tuple(_config(thread_id)) is not None:
             raise UsageError(
                 f"thread {thread_id!r} already exists",
@@ -143,7 +143,7 @@ async def resume(
     (True, False, or a `Decision`), or a dict of them by tool call id. A thread stopped at
     a side effect of unknown outcome continues with a `resolution`: "done" or "retry".
     """
-    async with open_persistence(database) as kept, _lease(kept, thread_id):
+    async with shared_persistence(database) as kept, _lease(kept, thread_id):
         info = await _thread_info(kept, thread_id, ignore_lease=True)
         if info.status == "completed":
             return info
@@ -217,7 +217,7 @@ def _context(values: dict[str, Any]) -> QuorumContext:
 
 async def get_thread(thread_id: str, *, database: str | None = None) -> ThreadInfo:
     """The state, status and step history of one thread."""
-    async with open_persistence(database) as kept:
+    async with shared_persistence(database) as kept:
         return await _thread_info(kept, thread_id, with_history=True)
 
 
@@ -227,7 +227,7 @@ async def list_threads(*, database: str | None = None) -> list[ThreadInfo]:
     Threads of other graphs that share the store are left out.
     """
     infos = []
-    async with open_persistence(database) as kept:
+    async with shared_persistence(database) as kept:
         graphs = {p: _compile(kept, p) for p in PATTERNS}
         leases = await kept.leases.live()
         for thread_id in await list_thread_ids(kept.saver):
@@ -243,7 +243,7 @@ async def list_threads(*, database: str | None = None) -> list[ThreadInfo]:
 
 async def delete_thread(thread_id: str, *, database: str | None = None) -> None:
     """Delete a thread with its journal and effect ledger (refused while it runs)."""
-    async with open_persistence(database) as kept, _lease(kept, thread_id):
+    async with shared_persistence(database) as kept, _lease(kept, thread_id):
         await _metadata(kept, thread_id)  # ThreadNotFound if there is none
         await kept.delete_thread(thread_id)
 
