@@ -139,6 +139,23 @@ def print_table(rows: list[Row], console: Console | None = None) -> None:
     (console or Console(width=max(Console().width, 150))).print(table)
 
 
+def markdown(rows: list[Row]) -> str:
+    """The rows as a Markdown table, for the README."""
+    lines = [
+        "| what | db | Quorum | baseline | ratio | target | met |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in rows:
+        baseline = "" if row.baseline is None else _fmt(row.baseline, row.unit)
+        if baseline and row.baseline_name:
+            baseline += f" ({row.baseline_name})"
+        ratio = "" if row.ratio is None else f"{row.ratio:.2f}"
+        met = {True: "yes", False: "**no**", None: ""}[row.met]
+        cells = [row.name, row.database, _fmt(row.quorum, row.unit), baseline, ratio]
+        lines.append("| " + " | ".join([*cells, str(row.target or ""), met]) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def write_json(rows: list[Row], path: Path, about: dict[str, Any]) -> None:
     """The rows, with what the run was (machine, settings), as JSON."""
     path.parent.mkdir(parents=True, exist_ok=True)
