@@ -34,6 +34,7 @@ import random
 import re
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager, nullcontext
 from dataclasses import dataclass
@@ -219,18 +220,39 @@ def current_endpoint() -> Endpoint:
 
 
 def response_format(schema: type[BaseModel] | dict[str, Any], name: str) -> dict[str, Any]:
-    """The `response_format` asking the current endpoint for JSON matching `schema`."""
+    """The `response_format` asking the current endpoint for JSON matching `schema`.
+
+    Remembered for the last few schemas: a planner's grammar schema takes tens of
+    milliseconds to fit at 50 plan steps, and it is the same on every call. The result is
+    shared: read it, never change it.
+    """
+    target = current_endpoint()
+    key = (id(schema), name, target)
+    hit = _FORMATS.get(key)
+    if hit is not None and hit[0] is schema:  # the schema is held, so its id is still its own
+        _FORMATS.move_to_end(key)
+        return hit[1]
+    format_ = _response_format(schema, name, target)
+    _FORMATS[key] = (schema, format_)
+    if len(_FORMATS) > 64:
+        _FORMATS.popitem(last=False)
+    return format_
+
+
+_FORMATS: OrderedDict[tuple[int, str, Endpoint], tuple[Any, dict[str, Any]]] = OrderedDict()
+
+
+def _response_format(
+    schema: type[BaseModel] | dict[str, Any], name: str, target: Endpoint
+) -> dict[str, Any]:
     json_schema = schema if isinstance(schema, dict) else schema.model_json_schema()
-    if current_endpoint().structured == "json_schema":
+    if target.structured == "json_schema":
         return {
             "type": "json_schema",
             "json_schema": {"name": name, "schema": json_schema, "strict": True},
         }
     # llama.cpp's server rejects the json_schema type but turns this schema into a grammar.
-    return {
-        "type": "json_object",
-        "schema": _for_grammar(json_schema, small=current_endpoint().embedded),
-    }
+    return {"type": "json_object", "schema": _for_grammar(json_schema, small=target.embedded)}
 
 
 def _with_format(model: BaseChatModel, schema: type[BaseModel] | dict[str, Any], name: str) -> Any:
@@ -306,8 +328,28 @@ async def ask(
     if tools and isinstance(model, ChatOpenAI) and current_endpoint().tools == "json":
         return await _ask_json_action(model, messages, tools, agent, context)
     if tools:
-        model = model.bind_tools(list(tools))
+        model = _with_tools(model, tools)
     return await _invoke(model, messages, agent, context)
+
+
+def _with_tools(model: Any, tools: Sequence[BaseTool]) -> Any:
+    """`model` offering `tools`, bound once per model, tool set and event loop.
+
+    Binding converts every tool's argument schema to the endpoint's form: milliseconds per
+    turn for Quorum's tools, spent again each time an agent took a turn.
+    """
+    per_loop = _BOUND.setdefault(asyncio.get_running_loop(), {})
+    key = (id(model), *map(id, tools))
+    if key not in per_loop:
+        # The model and tools are kept with their binding, so their ids stay theirs; all
+        # go with the loop, as the models do.
+        per_loop[key] = (model, tuple(tools), model.bind_tools(list(tools)))
+    return per_loop[key][2]
+
+
+_BOUND: WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[int, ...], tuple[Any, ...]]] = (
+    WeakKeyDictionary()
+)
 
 
 async def ask_structured(

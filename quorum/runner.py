@@ -36,7 +36,7 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command, StateSnapshot
 
 from quorum import metering, models, telemetry
-from quorum.checkpoints import Persistence, list_thread_ids, open_persistence
+from quorum.checkpoints import Persistence, list_thread_ids, shared_persistence
 from quorum.checkpoints.lease import Lease, hold
 from quorum.context import QuorumContext
 from quorum.effects import APPROVAL, RECONCILE, Decision, Resolution, check_decision
@@ -145,7 +145,7 @@ async def run(
     # A bad endpoint, key, model name or tracing setting fails here, before anything is saved.
     telemetry.tracer()
     await models.preflight(context)
-    async with open_persistence(database) as kept, _lease(kept, thread_id):
+    async with shared_persistence(database) as kept, _lease(kept, thread_id):
         if await kept.saver.aget_tuple(_config(thread_id)) is not None:
             raise UsageError(
                 f"thread {thread_id!r} already exists",
@@ -176,7 +176,7 @@ async def resume(
     thread runs on from that earlier checkpoint as a fork instead, with its settings there
     changed by `settings`.
     """
-    existing = open_persistence(database, create=False, thread_id=thread_id)
+    existing = shared_persistence(database, create=False, thread_id=thread_id)
     async with existing as kept, _lease(kept, thread_id):
         info = await _thread_info(kept, thread_id, ignore_lease=True)
         if checkpoint_id is not None:
@@ -289,7 +289,7 @@ async def run_context(
     thread_id: str, *, database: str | None = None, settings: dict[str, Any] | None = None
 ) -> QuorumContext:
     """The run settings a resume of the thread runs with: its own, changed by `settings`."""
-    async with open_persistence(database, create=False, thread_id=thread_id) as kept:
+    async with shared_persistence(database, create=False, thread_id=thread_id) as kept:
         return _stored_context(await _metadata(kept, thread_id), settings)
 
 
@@ -300,7 +300,7 @@ def _stored_context(metadata: dict[str, Any], settings: dict[str, Any] | None) -
 
 async def get_thread(thread_id: str, *, database: str | None = None) -> ThreadInfo:
     """The state, status, step history and checkpoints of one thread."""
-    async with open_persistence(database, create=False, thread_id=thread_id) as kept:
+    async with shared_persistence(database, create=False, thread_id=thread_id) as kept:
         return await _thread_info(kept, thread_id, with_history=True)
 
 
@@ -310,7 +310,7 @@ async def ledger(thread_id: str, *, database: str | None = None) -> Ledger:
     Calls, tokens, cost, latency (total, p50 and p95 per call), attempts and errors, from the
     thread's call journal: each call counted once, across crashes and resumes.
     """
-    async with open_persistence(database, create=False, thread_id=thread_id) as kept:
+    async with shared_persistence(database, create=False, thread_id=thread_id) as kept:
         await _metadata(kept, thread_id)  # ThreadNotFound if there is none
         return await metering.journal_ledger(kept.store, thread_id)
 
@@ -322,7 +322,7 @@ async def list_threads(*, database: str | None = None) -> list[ThreadInfo]:
     (and none is created).
     """
     try:
-        async with open_persistence(database, create=False) as kept:
+        async with shared_persistence(database, create=False) as kept:
             return await _list_threads(kept)
     except NoDatabase:
         return []
@@ -346,7 +346,7 @@ async def delete_thread(thread_id: str, *, database: str | None = None) -> None:
 
     What a thread deleted elsewhere left behind (Studio deletes only the checkpoints) goes too.
     """
-    existing = open_persistence(database, create=False, thread_id=thread_id)
+    existing = shared_persistence(database, create=False, thread_id=thread_id)
     async with existing as kept, _lease(kept, thread_id):
         checkpointed = await kept.saver.aget_tuple(_config(thread_id)) is not None
         records = await kept.delete_thread(thread_id)
@@ -374,7 +374,7 @@ async def prune_threads(
     if keep is not None and keep < 0:
         raise UsageError(f"keep must be 0 or more, not {keep}")
     try:
-        async with open_persistence(database, create=False) as kept:
+        async with shared_persistence(database, create=False) as kept:
             infos = await _list_threads(kept)
             cutoff = datetime.now(UTC) - older_than if older_than is not None else None
             doomed = [

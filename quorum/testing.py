@@ -52,9 +52,11 @@ class Call:
 class Script:
     """What every agent answers, and a log of every call."""
 
-    responders: dict[str, Responder] = field(default_factory=dict)
+    # Out of the repr: LangChain reprs a model (with its script) when it first traces it,
+    # and a log of every call made so far would make that cost grow with the calls.
+    responders: dict[str, Responder] = field(default_factory=dict, repr=False)
     delay: float = 0.0
-    calls: list[Call] = field(default_factory=list)
+    calls: list[Call] = field(default_factory=list, repr=False)
 
     def on(self, agent: str, responder: Responder) -> Script:
         """Make `agent` answer with `responder`; returns the script, to chain calls."""
@@ -110,8 +112,13 @@ def scripted(script: Script) -> Iterator[Script]:
     """Answer every agent's model calls from `script` while the block runs."""
     from quorum import models
 
+    loaded: dict[str, ScriptedChatModel] = {}
+
     async def load_scripted(agent: str, context: object) -> ScriptedChatModel:
-        return ScriptedChatModel(agent=agent, script=script)
+        # One model per agent, as the real seam keeps one client per model.
+        if agent not in loaded:
+            loaded[agent] = ScriptedChatModel(agent=agent, script=script)
+        return loaded[agent]
 
     original = models.load_chat_model
     models.load_chat_model = load_scripted

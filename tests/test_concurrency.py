@@ -77,6 +77,28 @@ def reap(processes: list[subprocess.Popen[str]]) -> None:
         process.communicate()
 
 
+def run_workers(
+    script: str, argvs: list[list[str]], env: dict[str, str], cwd: Path, timeout: float
+) -> tuple[list[subprocess.Popen[str]], list[tuple[str, str]]]:
+    """Run `script` in one process per argument list, all at once; their (stdout, stderr)."""
+    processes: list[subprocess.Popen[str]] = []
+    try:
+        for argv in argvs:
+            processes.append(
+                subprocess.Popen(
+                    [sys.executable, "-c", script, *argv],
+                    env=env,
+                    cwd=cwd,
+                    text=True,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                )  # fmt: skip
+            )
+        return processes, [p.communicate(timeout=timeout) for p in processes]
+    finally:
+        reap(processes)
+
+
 def test_four_resumes_of_a_crashed_thread_one_runs(
     target: str, stub: OpenAIStub, tmp_path: Path
 ) -> None:
@@ -143,22 +165,9 @@ print("exit codes", *codes)
 def test_eight_processes_of_25_runs_share_one_sqlite_file(stub: OpenAIStub, tmp_path: Path) -> None:
     shared = tmp_path / "data" / "quorum.db"
     env = quorum_env(stub, tmp_path) | {"QUORUM_DATABASE": str(shared)}
-    processes: list[subprocess.Popen[str]] = []
-    try:
-        for worker in range(8):
-            processes.append(
-                subprocess.Popen(
-                    [sys.executable, "-c", DRIVER, f"w{worker}", "25"],
-                    env=env,
-                    cwd=tmp_path,
-                    text=True,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE,
-                )  # fmt: skip
-            )
-        outcomes = [p.communicate(timeout=400) for p in processes]
-    finally:
-        reap(processes)
+    processes, outcomes = run_workers(
+        DRIVER, [[f"w{worker}", "25"] for worker in range(8)], env, tmp_path, 400
+    )
 
     for process, (out, err) in zip(processes, outcomes, strict=True):
         assert process.returncode == 0, err
@@ -178,3 +187,50 @@ def test_eight_processes_of_25_runs_share_one_sqlite_file(stub: OpenAIStub, tmp_
             "GROUP BY thread_id, parent_checkpoint_id HAVING COUNT(*) > 1"
         ).fetchall()
     assert forks == []
+
+
+COMPETING = """
+import sys
+from quorum.cli import app
+
+ran = []
+for thread in sys.argv[1:]:
+    try:
+        app(["run", "react", "What is 6 times 7?", "--thread", thread])
+    except SystemExit as stop:
+        if not stop.code:
+            ran.append(thread)
+        elif stop.code not in (2, 3):  # the thread exists already, or another run holds it
+            raise
+print("ran", *ran)
+"""
+"""One worker process trying to run every thread it is given, one after another."""
+
+
+def test_four_workers_competing_for_200_threads_run_each_once(
+    target: str, stub: OpenAIStub, tmp_path: Path
+) -> None:
+    env = quorum_env(stub, tmp_path) | {"QUORUM_DATABASE": target}
+    threads = [f"t{k}" for k in range(200)]
+    # Every worker is offered every thread, each starting at a different place.
+    orders = [threads[50 * worker :] + threads[: 50 * worker] for worker in range(4)]
+    processes, outcomes = run_workers(COMPETING, orders, env, tmp_path, 600)
+
+    ran: list[str] = []
+    for process, (out, err) in zip(processes, outcomes, strict=True):
+        assert process.returncode == 0, err[-3000:]
+        assert "Traceback" not in err
+        ran += out.strip().splitlines()[-1].split()[1:]
+    assert sorted(ran) == sorted(threads)  # every thread run, by exactly one worker
+    # Counted at the server: two model calls a run, none lost, none repeated.
+    assert len(stub.chat_requests()) == 400
+    # Counted in the database: one unforked chain a thread, every thread completed.
+    completed = [t for t in threads if checkpoint_parents(target, t)]
+    assert completed == threads
+    for thread in threads:
+        assert_one_chain(checkpoint_parents(target, thread))
+    listed = quorum_process("threads", "--json", env=env, cwd=tmp_path)
+    out, err = listed.communicate(timeout=120)
+    assert sorted((t["thread_id"], t["status"]) for t in json.loads(out)) == sorted(
+        (t, "completed") for t in threads
+    ), err

@@ -2,7 +2,8 @@
 
 One database, SQLite by default or PostgreSQL when the setting is a postgresql:// URL,
 holds a run's checkpoints (LangGraph's saver), its call journal and effect ledger (LangGraph's
-store) and its lease (`lease.py`). `open_persistence()` opens all three; `open_checkpointer`
+store) and its lease (`lease.py`). `open_persistence()` opens all three; `shared_persistence()`
+lets every run in flight in a process share one opened set per database; `open_checkpointer`
 and `open_store` are what langgraph.json points Studio at, so its runs land in the same place.
 Commands that only read (list, show) open it with `create=False`: a SQLite file that does not
 exist is `NoDatabase`, not a new empty database left behind.
@@ -10,11 +11,13 @@ exist is `NoDatabase`, not a new empty database left behind.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from weakref import WeakKeyDictionary
 
 import aiosqlite
 from langgraph.checkpoint.base import BaseCheckpointSaver
@@ -84,13 +87,8 @@ async def open_persistence(
     PostgreSQL database is opened as it is.
     """
     target = target or get_settings().database_target
-    if not create and not is_postgres(target) and not Path(target).expanduser().exists():
-        missing = f"no thread {thread_id!r}: " if thread_id is not None else ""
-        raise NoDatabase(
-            f"{missing}there is no checkpoint database at {target!r} yet",
-            hint="no run has used it: start one with `quorum run`, or point QUORUM_DATA_DIR, "
-            "QUORUM_DATABASE or --db at the database your runs use",
-        )
+    if not create:
+        _must_exist(target, thread_id)
     async with AsyncExitStack() as stack:
         saver: Any = await stack.enter_async_context(open_checkpointer(target))
         store = await stack.enter_async_context(open_store(target))
@@ -99,6 +97,61 @@ async def open_persistence(
         leases = Leases(conn, saver.lock, "sqlite" if is_sqlite else "postgres")
         await leases.setup()
         yield Persistence(saver, store, leases)
+
+
+@dataclass
+class _Opened:
+    """One database's persistence, open while any run of this event loop uses it."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0
+    stack: AsyncExitStack = field(default_factory=AsyncExitStack)
+    persistence: Persistence | None = None
+
+
+_OPENED: WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, _Opened]] = WeakKeyDictionary()
+
+
+@asynccontextmanager
+async def shared_persistence(
+    target: str | None = None, *, create: bool = True, thread_id: str | None = None
+) -> AsyncIterator[Persistence]:
+    """`open_persistence(target)`, shared by every user of this event loop at the same time.
+
+    Concurrent runs in one process then share one SQLite connection (or PostgreSQL
+    connection) per database instead of each opening, setting up and closing its own: the
+    connections' own locks serialise their statements, and a thread's lease still keeps one
+    run per thread. The database is closed when its last user is done.
+    """
+    target = target or get_settings().database_target
+    if not create:
+        _must_exist(target, thread_id)
+    opened = _OPENED.setdefault(asyncio.get_running_loop(), {}).setdefault(target, _Opened())
+    async with opened.lock:
+        if opened.users == 0:
+            opened.stack = AsyncExitStack()
+            opened.persistence = await opened.stack.enter_async_context(open_persistence(target))
+        opened.users += 1
+    try:
+        assert opened.persistence is not None
+        yield opened.persistence
+    finally:
+        async with opened.lock:
+            opened.users -= 1
+            if opened.users == 0:
+                opened.persistence = None
+                await opened.stack.aclose()
+
+
+def _must_exist(target: str, thread_id: str | None) -> None:
+    """Raise `NoDatabase` for a SQLite file that does not exist (a reader creates nothing)."""
+    if not is_postgres(target) and not Path(target).expanduser().exists():
+        missing = f"no thread {thread_id!r}: " if thread_id is not None else ""
+        raise NoDatabase(
+            f"{missing}there is no checkpoint database at {target!r} yet",
+            hint="no run has used it: start one with `quorum run`, or point QUORUM_DATA_DIR, "
+            "QUORUM_DATABASE or --db at the database your runs use",
+        )
 
 
 async def list_thread_ids(saver: BaseCheckpointSaver) -> list[str]:

@@ -65,7 +65,8 @@ async def open_postgres(url: str) -> AsyncIterator[Any]:
 
     async with _connect(url) as conn:
         saver = QuorumPostgresSaver(conn, serde=strict_serializer())
-        await saver.setup()
+        async with _one_setup_at_a_time(conn):
+            await saver.setup()
         yield saver
 
 
@@ -76,5 +77,25 @@ async def open_postgres_store(url: str) -> AsyncIterator[Any]:
 
     async with _connect(url) as conn:
         store = AsyncPostgresStore(conn)
-        await store.setup()
+        async with _one_setup_at_a_time(conn):
+            await store.setup()
         yield store
+
+
+SETUP_LOCK = 0x71756F72
+"""The advisory lock key held while the tables are set up ("quor")."""
+
+
+@asynccontextmanager
+async def _one_setup_at_a_time(conn: Any) -> AsyncIterator[None]:
+    """Hold a session advisory lock while LangGraph's migrations run.
+
+    They read their version, then apply what is missing: processes that open a new database
+    at once would each apply them and all but one fail on a duplicate version row. One at a
+    time, across processes and machines (the SQLite side does the same with a file lock).
+    """
+    await conn.execute("SELECT pg_advisory_lock(%s)", (SETUP_LOCK,))
+    try:
+        yield
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock(%s)", (SETUP_LOCK,))

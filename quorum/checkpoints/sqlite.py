@@ -154,11 +154,36 @@ async def open_sqlite(path: str | Path) -> AsyncIterator[QuorumSqliteSaver]:
         yield saver
 
 
+class _ImmediateStore(AsyncSqliteStore):
+    """LangGraph's SQLite store, its transactions taking the write lock when they begin.
+
+    The stock store begins a deferred transaction; a batch that reads (a journal lookup)
+    then writes (another task's journal entry) must upgrade its read lock, and in WAL mode
+    that fails at once with "database is locked", without waiting out the busy timeout, when
+    the saver's connection committed in between (16 parallel workers do that within
+    seconds). BEGIN IMMEDIATE waits for the lock up front instead.
+    """
+
+    @asynccontextmanager
+    async def _cursor(self, *, transaction: bool = True) -> AsyncIterator[aiosqlite.Cursor]:
+        if not self.is_setup:
+            await self.setup()
+        async with self.lock:
+            if transaction:
+                await self.conn.execute("BEGIN IMMEDIATE")
+            async with self.conn.cursor() as cursor:
+                try:
+                    yield cursor
+                finally:
+                    if transaction:
+                        await self.conn.execute("COMMIT")
+
+
 @asynccontextmanager
 async def open_sqlite_store(path: str | Path) -> AsyncIterator[AsyncSqliteStore]:
     """Open (creating if needed) the store in the checkpoint database at `path`."""
     async with _connect(path, autocommit=True) as conn:
-        store = AsyncSqliteStore(conn)
+        store = _ImmediateStore(conn)
         try:
             # The store's migrations read their version, then alter tables: processes that
             # open a new file at once would each apply them. One at a time, across processes.

@@ -7,6 +7,7 @@ plan goes back to it with the problems listed, a bounded number of times.
 
 from __future__ import annotations
 
+import functools
 from graphlib import CycleError, TopologicalSorter
 from typing import Any
 
@@ -74,14 +75,22 @@ def validate_plan(plan: Plan, workers: dict[str, str], max_steps: int) -> list[s
 def plan_json_schema(workers: list[str], max_steps: int, *, positional: bool) -> dict[str, Any]:
     """The plan schema narrowed for this run: real worker names, short ids, a size bound.
 
+    Built once per set of arguments (the positional form grows with the square of
+    `max_steps`: tens of milliseconds at 50) and shared: read it, never change it.
+
     A model constrained by it (strict mode on OpenAI) cannot name an unknown worker.
     `positional` spells out every step position for a grammar (llama.cpp): step k has id
     `sk` and may depend only on earlier steps, so duplicate ids, missing dependencies and
     cycles cannot be generated at all. `validate_plan` still checks every plan.
     """
+    return _plan_json_schema(tuple(workers), max_steps, positional)
+
+
+@functools.lru_cache(maxsize=32)
+def _plan_json_schema(workers: tuple[str, ...], max_steps: int, positional: bool) -> dict[str, Any]:
     schema = Plan.model_json_schema()
     step = schema["$defs"].pop("PlanStep")
-    step["properties"]["worker"]["enum"] = workers
+    step["properties"]["worker"]["enum"] = list(workers)
     if not positional:
         step["properties"]["id"]["pattern"] = STEP_ID
         step["properties"]["dependencies"]["items"]["pattern"] = STEP_ID

@@ -1,0 +1,136 @@
+"""What one step costs: Quorum's graphs against raw LangGraph, without and with durable state.
+
+Per model call for ReAct (run time over the run's model calls), per run for the orchestrator
+with four workers; then the orchestrator fanning out to 16 workers whose model takes 200 ms,
+durable, against the critical path (planner, one worker, synthesizer).
+"""
+
+from __future__ import annotations
+
+from bench.harness import Row, Target, interleaved, median, timed
+from bench.runs import Databases, quorum_graph, run_quorum, run_raw
+from bench.shapes import (
+    FOUR_WORKERS,
+    context_for,
+    orchestrator_script,
+    parallel_plan,
+    raw_orchestrator,
+    raw_react,
+    react_script,
+)
+from quorum.testing import scripted
+
+ROUNDS = 4
+"""Tool rounds of a ReAct run: 5 agent turns and 4 tool calls."""
+
+
+async def no_checkpointer(rounds: int, latency: float) -> list[Row]:
+    """ReAct and the orchestrator, neither side with a checkpointer."""
+    react = react_script(ROUNDS, delay=latency)
+    orchestrator = orchestrator_script(FOUR_WORKERS, delay=latency)
+    calls = 2 * ROUNDS + 1
+    raw_r, raw_o = raw_react(react), raw_orchestrator(orchestrator)
+    q_r, q_o = quorum_graph("react"), quorum_graph("orchestrator")
+    ctx_r, ctx_o = context_for("react", rounds=ROUNDS), context_for("orchestrator")
+    with scripted(react):
+        r = await interleaved(
+            {
+                "quorum": lambda: timed(lambda: run_quorum(q_r, "react", ctx_r, ROUNDS)),
+                "raw": lambda: timed(lambda: run_raw(raw_r, "react", ROUNDS)),
+            },
+            rounds,
+        )
+    with scripted(orchestrator):
+        o = await interleaved(
+            {
+                "quorum": lambda: timed(lambda: run_quorum(q_o, "orchestrator", ctx_o)),
+                "raw": lambda: timed(lambda: run_raw(raw_o, "orchestrator")),
+            },
+            rounds,
+        )
+    return [
+        Row(
+            "agent step, no checkpointer (react)",
+            median(r["quorum"]) / calls,
+            median(r["raw"]) / calls,
+            "s",
+            Target("<=", 1.25),
+            "raw LangGraph",
+            note=f"per step of a {ROUNDS}-round run ({calls} steps)",
+        ),
+        Row(
+            "run, no checkpointer (orchestrator, 4 workers)",
+            median(o["quorum"]),
+            median(o["raw"]),
+            "s",
+            Target("<=", 1.25),
+            "raw LangGraph",
+        ),
+    ]
+
+
+async def durable(rounds: int, latency: float, databases: Databases) -> list[Row]:
+    """A durable step (every checkpoint synced) against a raw step with no checkpointer."""
+    rows = []
+    calls = 2 * ROUNDS + 1
+    for label, kind in databases.targets():
+        for pattern, script, raw in (
+            ("react", react_script(ROUNDS, delay=latency), raw_react),
+            ("orchestrator", orchestrator_script(FOUR_WORKERS, delay=latency), raw_orchestrator),
+        ):
+            per = calls if pattern == "react" else 1
+            raw_graph, ctx = raw(script), context_for(pattern, rounds=ROUNDS)
+            async with databases.opened(kind) as kept:
+                graph = quorum_graph(pattern, kept)
+                with scripted(script):
+                    t = await interleaved(
+                        {
+                            "quorum": lambda: timed(
+                                lambda: run_quorum(graph, pattern, ctx, ROUNDS)  # noqa: B023
+                            ),
+                            "raw": lambda: timed(lambda: run_raw(raw_graph, pattern, ROUNDS)),  # noqa: B023
+                        },
+                        rounds,
+                    )
+            rows.append(
+                Row(
+                    f"durable {'step' if pattern == 'react' else 'run'} vs raw, no checkpointer"
+                    f" ({pattern})",
+                    median(t["quorum"]) / per,
+                    median(t["raw"]) / per,
+                    "s",
+                    Target("<=", 2),
+                    "raw LangGraph",
+                    database=label,
+                )
+            )
+    return rows
+
+
+async def parallel_workers(
+    rounds: int, latency: float, databases: Databases, workers: int = 16
+) -> list[Row]:
+    """`workers` parallel workers, every model call `latency` long, durable."""
+    rows = []
+    script = orchestrator_script(parallel_plan(workers), delay=latency)
+    ctx = context_for("orchestrator", plan_steps=workers)
+    for label, kind in databases.targets():
+        async with databases.opened(kind) as kept:
+            graph = quorum_graph("orchestrator", kept)
+            with scripted(script):
+                t = await interleaved(
+                    {"quorum": lambda: timed(lambda: run_quorum(graph, "orchestrator", ctx))},  # noqa: B023
+                    rounds,
+                )
+        rows.append(
+            Row(
+                f"{workers} parallel workers at {latency * 1e3:g} ms, durable",
+                median(t["quorum"]),
+                3 * latency,
+                "s",
+                Target("<=", 1.05),
+                "critical path",
+                database=label,
+            )
+        )
+    return rows
