@@ -28,7 +28,7 @@ from quorum.nodes.react import REACT_PROMPT
 from quorum.nodes.workers import WORKERS
 from quorum.state import Plan
 from quorum.testing import Script, ScriptedChatModel, plan_of
-from quorum.tools import default_tools
+from quorum.tools import all_tools
 
 INPUTS = {
     "orchestrator": "Compare SQLite and PostgreSQL for a small team",
@@ -92,7 +92,7 @@ class RawReactState(TypedDict):
 
 def raw_react(script: Script) -> Any:
     """ReAct by hand: agent -> one `tool` task per call -> agent ... -> END."""
-    tools = default_tools()
+    tools = all_tools()  # Quorum's own: the bench configures no MCP server
     model = ScriptedChatModel(agent="agent", script=script).bind_tools(tools)
     by_name = {t.name: t for t in tools}
 
