@@ -18,6 +18,7 @@ LAYERS: list[set[str]] = [
     {"nodes"},
     {"graphs"},
     {"checkpoints", "testing", "runner"},
+    {"evals"},
     {"cli", "__init__"},
 ]
 """Each top-level module or package of `quorum`, by layer."""
