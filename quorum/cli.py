@@ -548,10 +548,6 @@ def model_stop() -> None:
     out.print(f"stopped the model at {stopped.base_url}" if stopped else "no served model to stop")
 
 
-if __name__ == "__main__":
-    app()
-
-
 @app.command("eval")
 def eval_(
     strategies: Annotated[
@@ -606,3 +602,7 @@ def eval_(
     save(result, out_dir or Path(eval_id), out, err)
     if result.stopped:
         raise typer.Exit(4)
+
+
+if __name__ == "__main__":
+    app()

@@ -83,11 +83,34 @@ async def open_sqlite(path: str | Path) -> AsyncIterator[AsyncSqliteSaver]:
         yield saver
 
 
+class _ImmediateStore(AsyncSqliteStore):
+    """LangGraph's SQLite store, with transactions that take the write lock as they begin.
+
+    The stock store begins a deferred transaction and batches the operations of concurrent
+    callers into it: a journal lookup (a read) and another call's journal write land in one
+    transaction, whose upgrade from reader to writer fails at once with "database is locked"
+    (SQLITE_BUSY_SNAPSHOT, no busy wait) when the checkpointer's connection committed in
+    between. `BEGIN IMMEDIATE` waits for the write lock under the busy timeout instead.
+    """
+
+    @asynccontextmanager
+    async def _cursor(self, *, transaction: bool = True) -> AsyncIterator[aiosqlite.Cursor]:
+        async with super()._cursor(transaction=False) as cursor:  # holds the store's lock
+            if not transaction:
+                yield cursor
+                return
+            await self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield cursor
+            finally:
+                await self.conn.execute("COMMIT")
+
+
 @asynccontextmanager
 async def open_sqlite_store(path: str | Path) -> AsyncIterator[AsyncSqliteStore]:
     """Open (creating if needed) the store in the checkpoint database at `path`."""
     async with _connect(path, autocommit=True) as conn:
-        store = AsyncSqliteStore(conn)
+        store = _ImmediateStore(conn)
         try:
             # The store's migrations read their version, then alter tables: processes that
             # open a new file at once would each apply them. One at a time, across processes.

@@ -71,6 +71,8 @@ class Progress:
 def save(result: EvalResult, out: Path, stdout: Console, stderr: Console) -> None:
     """Print the table, and write `eval.json` and `eval.png` into `out`."""
     out.mkdir(parents=True, exist_ok=True)
+    if not stdout.is_terminal:  # piped: no width to fit, so keep every column whole
+        stdout = Console(file=stdout.file, width=160, highlight=False)
     stdout.print(table(result))
     write_json(result, out / "eval.json")
     draw(result, out / "eval.png")
