@@ -60,12 +60,16 @@ class Progress:
         self.done += 1
         mark = "[green]✓[/green]" if result.correct else "[red]✗[/red]"
         note = " (finished earlier)" if result.reused else ""
-        detail = f"answer {result.answer!r}" if result.answer is not None else result.error
+        detail = f"answer {_brief(result.answer)}" if result.answer is not None else result.error
         self.console.print(
             f"  {mark} [{self.done}/{self.total}] {result.strategy} q{result.index + 1}: "
             f"{escape(str(detail))}, expected {escape(str(result.expected))}, "
             f"{result.tokens:,} tokens{note}"
         )
+
+
+def _brief(answer: str, limit: int = 60) -> str:
+    return repr(answer if len(answer) <= limit else answer[:limit] + "…")
 
 
 def save(result: EvalResult, out: Path, stdout: Console, stderr: Console) -> None:

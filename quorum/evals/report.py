@@ -191,7 +191,8 @@ def draw(result: EvalResult, path: Path) -> None:
             axes.annotate(row.strategy, (x, y), textcoords="offset points", xytext=(6, 6))
         axes.set_xlabel("tokens per question (input + output)")
         axes.set_ylabel("accuracy (95% Wilson interval)")
-        axes.set_ylim(-0.02, 1.02)
+        axes.set_ylim(-0.02, 1.08)
+        axes.margins(x=0.15)  # room for the labels
         axes.set_title(f"{result.eval_id}: {len(result.questions)} questions")
         axes.grid(alpha=0.3)
         if found:
