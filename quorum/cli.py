@@ -585,7 +585,7 @@ def eval_(
     except QuorumError as error:
         _fail(error)
     eval_id = eval_id or eval_id_for(chosen, context)
-    progress = Progress(err, len(chosen) * len(names))
+    progress = Progress(err, eval_id, len(chosen) * len(names))
     result = _run_async(
         run_eval(
             chosen,

@@ -166,6 +166,11 @@ def test_wilson_interval_matches_published_values(
     assert wilson(correct, total) == pytest.approx((low, high), abs=5e-5)
 
 
+def test_wilson_interval_reaches_0_and_1_exactly() -> None:
+    for total in range(1, 40):
+        assert wilson(0, total)[0] == 0.0 and wilson(total, total)[1] == 1.0
+
+
 def test_exact_mcnemar() -> None:
     assert mcnemar_exact(0, 0) == 1.0
     assert mcnemar_exact(0, 8) == 2 / 256

@@ -50,10 +50,15 @@ def strategy_list(text: str) -> list[str]:
 class Progress:
     """Prints each question as a strategy finishes it."""
 
-    def __init__(self, console: Console, total: int) -> None:
+    def __init__(self, console: Console, eval_id: str, total: int) -> None:
         self.console = console
         self.total = total
         self.done = 0
+        # Said first, so a Ctrl-C or a crash leaves the way back on the screen.
+        console.print(
+            f"eval {eval_id}: {total} answers to give; stopped, the same command (or --id "
+            f"{eval_id}) continues it"
+        )
 
     def __call__(self, result: QuestionResult) -> None:
         """Print one finished question."""

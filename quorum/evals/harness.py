@@ -18,7 +18,7 @@ import hashlib
 import json
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any, Literal
 
@@ -83,7 +83,6 @@ class EvalResult:
     context: dict[str, Any]
     stopped: str | None = None
     """Why questions were left unrun (the budget that ran out), or None."""
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def of(self, strategy: str) -> list[QuestionResult]:
         """`strategy`'s results in question order."""
@@ -170,15 +169,15 @@ async def run_eval(
                     slots.release()
                     done.append(
                         QuestionResult(
-                            strategy,
-                            index,
-                            question.question,
-                            question.answer,
-                            "not_run",
-                            None,
-                            False,
-                            thread_id_for(eval_id, strategy, index),
-                        )  # fmt: skip
+                            strategy=strategy,
+                            index=index,
+                            question=question.question,
+                            expected=question.answer,
+                            status="not_run",
+                            answer=None,
+                            correct=False,
+                            thread_id=thread_id_for(eval_id, strategy, index),
+                        )
                     )
     return EvalResult(
         eval_id=eval_id,

@@ -27,7 +27,10 @@ def wilson(correct: int, total: int, z: float = Z_95) -> tuple[float, float]:
     centre = p + z * z / (2 * total)
     spread = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total))
     denominator = 1 + z * z / total
-    return max(0.0, (centre - spread) / denominator), min(1.0, (centre + spread) / denominator)
+    # At 0 or all correct one bound is exactly 0 or 1; rounding must not move it inside.
+    low = 0.0 if correct == 0 else (centre - spread) / denominator
+    high = 1.0 if correct == total else (centre + spread) / denominator
+    return low, high
 
 
 @dataclass(frozen=True)
