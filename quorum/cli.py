@@ -559,13 +559,15 @@ def eval_(
     count: Annotated[int, typer.Option("--count", "-n", help="Questions generated.")] = 20,
     seed: Annotated[int, typer.Option(help="Seed of the generated questions.")] = 0,
     eval_id: Annotated[
-        str | None, typer.Option("--id", help="Eval id [default: from questions and settings].")
+        str | None,
+        typer.Option("--id", help="Eval id (default: made from the questions and settings)."),
     ] = None,
     concurrency: Annotated[int, typer.Option(help="Questions answered at once.")] = 2,
     max_tokens: Annotated[int | None, typer.Option(help="Budget for the whole eval.")] = None,
     max_cost: Annotated[float | None, typer.Option(help="Budget in US dollars.")] = None,
     out_dir: Annotated[
-        Path | None, typer.Option("--out", help="Folder for eval.json and eval.png [default: ID].")
+        Path | None,
+        typer.Option("--out", help="Folder for eval.json and eval.png (default: the eval id)."),
     ] = None,
     model: Annotated[str | None, typer.Option(help="Default model for every agent.")] = None,
     settings: Annotated[
