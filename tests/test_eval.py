@@ -29,6 +29,7 @@ from quorum.evals import Question, arithmetic, load_jsonl, run_eval, word_proble
 from quorum.evals.checkers import check
 from quorum.evals.report import as_json, draw, rows, write_json
 from quorum.evals.statistics import mcnemar_exact, wilson
+from quorum.settings import get_settings
 from quorum.testing import Script, last_human, scripted
 from tests.openai_stub import OpenAIStub, text_of
 from tests.test_crash import quorum, quorum_env
@@ -289,6 +290,32 @@ async def test_a_budget_stops_the_eval_cleanly_and_a_rerun_goes_on(tmp_path: Pat
     assert again.count("solver") == 3  # only the three not run before
     assert [r.reused for r in finished.results] == [True] * 3 + [False] * 3
     assert rows(finished)[0].correct == 4 and rows(finished)[0].input_tokens == 60
+
+
+async def test_a_cost_budget_stops_the_eval(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Priced by a table: each scripted call (10 input tokens) costs $10.
+    prices = tmp_path / "prices.json"
+    prices.write_text(json.dumps({"ScriptedChatModel": {"input_per_mtok": 1e6}}))
+    monkeypatch.setenv("QUORUM_PRICES", str(prices))
+    get_settings.cache_clear()
+
+    with scripted(known_answers()):
+        result = await run_eval(QUESTIONS[:6], ["single"], max_cost_usd=25, concurrency=1)
+
+    assert result.stopped == "eval budget max_cost_usd=25 spent ($30.0000)"
+    assert [r.cost_usd for r in result.of("single")] == [10.0] * 3 + [0.0] * 3
+    assert rows(result)[0].cost_usd == 30.0 and rows(result)[0].not_run == 3
+
+
+async def test_questions_run_concurrently_up_to_the_limit() -> None:
+    with scripted(Script(delay=0.2)) as script:
+        await run_eval(arithmetic(6), ["single"], concurrency=2)
+
+    calls = script.calls
+    most = max(sum(1 for o in calls if o.start <= c.start < o.end) for c in calls)
+    assert len(calls) == 6 and most == 2
 
 
 async def test_a_failing_question_is_counted_and_named() -> None:

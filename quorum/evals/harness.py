@@ -197,7 +197,7 @@ def _spent(
     if max_tokens is not None and tokens >= max_tokens:
         return f"eval budget max_tokens={max_tokens} spent ({tokens} tokens)"
     if max_cost is not None and cost >= max_cost:
-        return f"eval budget max_cost_usd={max_cost} spent (${cost:.6f})"
+        return f"eval budget max_cost_usd={max_cost:g} spent (${cost:.4f})"
     return None
 
 
