@@ -2,9 +2,10 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# llama-cpp-python compiles from source: build only the library (no examples, tests, tools or
-# server binaries), for a generic CPU so a wheel cached by pip works on any machine like it.
-export CMAKE_ARGS ?= -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF -DGGML_NATIVE=OFF
+# llama-cpp-python compiles from source: build only the text library (no examples, tests,
+# tools, server binaries or the multimodal library), for a generic CPU so a wheel cached by
+# pip works on any machine like it.
+export CMAKE_ARGS ?= -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF
 GOAL ?= Compare SQLite and PostgreSQL as the checkpoint store for a small team's agent service
 
 .PHONY: setup run test lint clean

@@ -1,6 +1,7 @@
 """Tokens per second through Quorum's model seam against llama-cpp-python called directly.
 
-Three ways of asking the embedded SmolLM2 model for the same completion (same messages,
+Three ways of asking the embedded model (the default one, or `--model smollm2-135m`) for the
+same completion (same messages,
 output cap, temperature 0 and seed), timed wall-clock per call in interleaved rounds after a
 warm-up:
 
@@ -10,7 +11,8 @@ warm-up:
   and calls it: the ratio quorum/inprocess is the end-to-end cost of going through Quorum.
 
 Run from the repository root: `.venv/bin/python -m bench.bench_tokens [--repeats N]
-[--max-tokens N] [--json]`. Quorum's data folder is a temporary one, removed afterwards.
+[--max-tokens N] [--model NAME] [--json]`. Quorum's data folder is a temporary one, removed
+afterwards.
 """
 
 from __future__ import annotations
@@ -95,7 +97,7 @@ class Route:
         return statistics.median(getattr(call, attribute) for call in self.calls)
 
 
-def configure(data_dir: str, max_tokens: int) -> Settings:
+def configure(data_dir: str, max_tokens: int, model: str) -> Settings:
     """Point this process's Quorum settings at the embedded model with the bench's sampling."""
     for name in ENDPOINT_VARIABLES:
         os.environ.pop(name, None)
@@ -104,6 +106,7 @@ def configure(data_dir: str, max_tokens: int) -> Settings:
         QUORUM_TEMPERATURE="0",
         QUORUM_SEED=str(SEED),
         QUORUM_EMBEDDED_MAX_OUTPUT_TOKENS=str(max_tokens),
+        QUORUM_EMBEDDED_MODEL=model,
     )
     get_settings.cache_clear()
     settings = get_settings()
@@ -114,10 +117,10 @@ def configure(data_dir: str, max_tokens: int) -> Settings:
     return settings
 
 
-def request_body(max_tokens: int) -> dict[str, Any]:
+def request_body(max_tokens: int, model: str) -> dict[str, Any]:
     """The chat completion request both direct routes make."""
     return {
-        "model": embedded.MODEL_ALIAS,
+        "model": model,
         "messages": [
             {"role": "system", "content": SYSTEM},
             {"role": "user", "content": QUESTION},
@@ -219,6 +222,7 @@ def report(routes: list[Route], warm: dict[str, str], args: argparse.Namespace) 
             "overhead_ms_per_call": 1000 * (quorum.median("seconds") - other.median("seconds")),
         }
     return {
+        "model": args.model,
         "repeats": args.repeats,
         "max_tokens": args.max_tokens,
         "seed": SEED,
@@ -244,7 +248,7 @@ def report(routes: list[Route], warm: dict[str, str], args: argparse.Namespace) 
 def print_table(result: dict[str, Any]) -> None:
     """The results as a plain table."""
     print(
-        f"SmolLM2-135M, {result['repeats']} interleaved rounds after a warm-up, "
+        f"{result['model']}, {result['repeats']} interleaved rounds after a warm-up, "
         f"max_tokens={result['max_tokens']}, temperature 0, seed {result['seed']}"
     )
     print(f"{'route':<42} {'tok/s':>8} {'ms/call':>9} {'out tok':>8} {'in tok':>7}")
@@ -270,7 +274,7 @@ async def run(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     """Start the server, build the three routes, measure them and stop the server."""
     # ensure_server is what models.ask calls too, so both HTTP routes reach this one server.
     server = embedded.ensure_server(settings)
-    body = request_body(args.max_tokens)
+    body = request_body(args.max_tokens, embedded.model_alias(settings))
     llama = in_process_llama(settings)
     try:
         async with httpx.AsyncClient(timeout=settings.timeout) as client:
@@ -299,11 +303,17 @@ def main() -> None:
     parser.add_argument(
         "--max-tokens", type=int, default=128, help="output cap per call (default 128)"
     )
+    parser.add_argument(
+        "--model",
+        default="qwen2.5-coder-1.5b",
+        choices=["qwen2.5-coder-1.5b", "smollm2-135m"],
+        help="the embedded model (default qwen2.5-coder-1.5b)",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args()
     data_dir = tempfile.mkdtemp(prefix="quorum-bench-")
     try:
-        settings = configure(data_dir, args.max_tokens)
+        settings = configure(data_dir, args.max_tokens, args.model)
         result = asyncio.run(run(args, settings))
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)

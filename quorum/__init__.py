@@ -7,8 +7,12 @@ threads:
     import quorum
     result = await quorum.run("orchestrator", "Compare SQLite and PostgreSQL for a CLI tool")
     print(result.output, result.thread_id)
+
+To compile a pattern's `builder` with your own checkpointer, give it Quorum's serializer
+(`serializer()`): it revives Quorum's state types, and nothing else, without warnings.
 """
 
+from quorum.checkpoints.serde import strict_serializer as serializer
 from quorum.context import QuorumContext
 from quorum.errors import QuorumError, RunFailed, ThreadBusy
 from quorum.runner import ThreadInfo, delete_thread, get_thread, list_threads, resume, run
@@ -24,4 +28,5 @@ __all__ = [
     "list_threads",
     "resume",
     "run",
+    "serializer",
 ]

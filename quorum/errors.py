@@ -6,6 +6,8 @@ keeps its traceback.
 
 from __future__ import annotations
 
+from pydantic import ValidationError
+
 
 class QuorumError(Exception):
     """An error a user can act on; `hint` says how."""
@@ -21,8 +23,12 @@ class QuorumError(Exception):
         return f"{self.message} ({self.hint})" if self.hint else self.message
 
 
-class UsageError(QuorumError):
-    """The command or call was given bad input."""
+class UsageError(QuorumError, ValueError):
+    """The command or call was given bad input.
+
+    A `ValueError` too: servers such as `langgraph dev` show a ValueError's message to the
+    caller (Studio, langgraph-sdk) and hide other errors' as internal.
+    """
 
     exit_code = 2
 
@@ -66,3 +72,10 @@ class RunFailed(QuorumError):
         super().__init__(message, hint=hint)
         self.agent = agent
         self.thread_id = thread_id
+
+
+def problems(error: ValidationError) -> str:
+    """Each problem pydantic found, as `where: what`, on one line."""
+    return "; ".join(
+        f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in error.errors()
+    )

@@ -18,7 +18,10 @@ Every request goes through `_invoke`, the one place that:
   retry policy, so nothing else retries a model call;
 - turns every other failure into a `ModelError` that says what to change, with the
   endpoint's words redacted of every configured secret;
-- meters the call for its agent (`quorum.metering`).
+- meters the call for its agent (`quorum.metering`);
+- waits for the endpoint's rate limiter and a free request slot before each request
+  (`QUORUM_REQUESTS_PER_SECOND`, `QUORUM_MAX_CONCURRENT_REQUESTS`): one limiter per endpoint,
+  shared by every agent and parallel worker, so a wide plan does not trip a provider's 429s.
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ import random
 import re
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 from weakref import WeakKeyDictionary
@@ -47,6 +51,7 @@ from langchain_core.messages import (
     ToolCall,
     ToolMessage,
 )
+from langchain_core.rate_limiters import InMemoryRateLimiter
 from langchain_core.tools import BaseTool
 from langchain_openai import ChatOpenAI
 from pydantic import BaseModel, SecretStr, ValidationError
@@ -84,6 +89,8 @@ MAX_STRING = 160
 MAX_ITEMS = 4
 MAX_GRAMMAR_STRING = 256
 """The longest length bound sent to any grammar-constrained server."""
+NUMBER_STEPS = 20
+"""A bounded number is asked for as one of this many steps (plus one) across its range."""
 
 
 @dataclass(frozen=True)
@@ -94,6 +101,8 @@ class Endpoint:
     structured: Literal["json_schema", "json_object"]
     tools: Literal["native", "json"]
     max_tokens: int
+    timeout: float
+    """Seconds per request."""
 
 
 def endpoint(settings: Settings) -> Endpoint:
@@ -113,6 +122,13 @@ def endpoint(settings: Settings) -> Endpoint:
             settings.embedded_max_output_tokens
             if is_embedded and "max_output_tokens" not in settings.model_fields_set
             else settings.max_output_tokens
+        ),
+        # The embedded model answers one request at a time at a few tokens per second on a
+        # small CPU: parallel workers' requests wait in its queue for minutes, not seconds.
+        timeout=(
+            settings.embedded_timeout
+            if is_embedded and "timeout" not in settings.model_fields_set
+            else settings.timeout
         ),
     )
 
@@ -145,7 +161,7 @@ def _chat_openai(
     target = endpoint(settings)
     is_openai = target.structured == "json_schema"
     return ChatOpenAI(
-        model=embedded.MODEL_ALIAS if target.embedded else model or settings.model,
+        model=embedded.model_alias(settings) if target.embedded else model or settings.model,
         base_url=base_url,
         # Local servers accept any key, but the client insists on one.
         api_key=settings.api_key or SecretStr("not-needed"),
@@ -153,7 +169,7 @@ def _chat_openai(
         seed=settings.seed,
         # An httpx.Timeout (unhashable) keeps langchain-openai from sharing one process-wide
         # client, whose connections would be bound to the first event loop that used them.
-        timeout=httpx.Timeout(settings.timeout),
+        timeout=httpx.Timeout(target.timeout),
         # Retries happen in `_invoke`, once per call, each attempt journaled: never here too.
         max_retries=0,
         http_async_client=openai.DefaultAsyncHttpxClient(
@@ -249,10 +265,32 @@ def _for_grammar(node: Any, *, small: bool) -> Any:
             fitted["maxLength"] = longest
     if fitted.get("type") == "array" and small:
         fitted.setdefault("maxItems", MAX_ITEMS)
+    if fitted.get("type") in ("number", "integer") and "enum" not in fitted:
+        fitted = _bounded_number(fitted)
     if fitted.get("type") == "object" and "properties" in fitted:
         # llama.cpp lets any extra key into an object unless told not to.
         fitted.setdefault("additionalProperties", False)
     return fitted
+
+
+def _bounded_number(node: dict[str, Any]) -> dict[str, Any]:
+    """A number with both bounds, asked for as one of its range's steps.
+
+    llama.cpp's grammars ignore `minimum` and `maximum`, and a model then writes a confidence
+    of 85 or 1e15 where 0 to 1 is asked, the same on every repair: an `enum` of values in
+    range is a grammar it must follow. Unbounded numbers stay as they are.
+    """
+    low, high = node.get("minimum"), node.get("maximum")
+    if low is None or high is None or high < low:
+        return node
+    if node["type"] == "integer":
+        if high - low > NUMBER_STEPS * 5:
+            return node
+        values: list[float] = list(range(int(low), int(high) + 1))
+    else:
+        steps = range(NUMBER_STEPS + 1)
+        values = sorted({round(low + (high - low) * i / NUMBER_STEPS, 6) for i in steps})
+    return {key: value for key, value in node.items() if key != "type"} | {"enum": values}
 
 
 async def ask(
@@ -317,7 +355,9 @@ async def _ask_json_action(
     """
     options, definitions = [], {}
     for tool in tools:
-        arguments = tool.tool_call_schema.model_json_schema()  # type: ignore[union-attr]
+        given: Any = tool.tool_call_schema
+        # An MCP server's tool comes with a JSON schema; Quorum's own with a pydantic model.
+        arguments = dict(given) if isinstance(given, dict) else given.model_json_schema()
         definitions.update(arguments.pop("$defs", {}))
         options.append(_action_schema(tool.name, arguments))
     options.append(
@@ -469,9 +509,10 @@ async def _request(
         started = time.monotonic()
         record.attempts += 1
         try:
-            reply = await model.ainvoke(
-                list(messages), config={"metadata": {"quorum_agent": agent}}
-            )
+            async with _request_slot(settings):
+                reply = await model.ainvoke(
+                    list(messages), config={"metadata": {"quorum_agent": agent}}
+                )
         except Exception as error:
             failure, wait = _classify(error, agent, attempt, settings)
             record.errors.append(failure.message)
@@ -502,6 +543,42 @@ async def _request(
     raise AssertionError("unreachable: the last attempt returns or raises")
 
 
+_RATES: dict[tuple[str, float], InMemoryRateLimiter] = {}
+_SLOTS: WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, int], asyncio.Semaphore]] = (
+    WeakKeyDictionary()
+)
+
+
+@asynccontextmanager
+async def _request_slot(settings: Settings) -> AsyncIterator[None]:
+    """Hold one of the endpoint's request slots, once its rate limiter lets a request go.
+
+    Keyed by endpoint: every agent and worker of the process shares them. The rate limiter
+    (LangChain's token bucket) is thread-safe and shared by every event loop; a semaphore
+    belongs to one loop, so each loop has its own.
+    """
+    where = settings.base_url or ""
+    slots = None
+    if settings.max_concurrent_requests is not None:
+        per_loop = _SLOTS.setdefault(asyncio.get_running_loop(), {})
+        key = (where, settings.max_concurrent_requests)
+        slots = per_loop.setdefault(key, asyncio.Semaphore(settings.max_concurrent_requests))
+    rate = None
+    if settings.requests_per_second is not None:
+        rate = _RATES.setdefault(
+            (where, settings.requests_per_second),
+            InMemoryRateLimiter(
+                requests_per_second=settings.requests_per_second, check_every_n_seconds=0.05
+            ),
+        )
+    # The slot first: a request waiting for its turn at the rate limit must not let more
+    # than the allowed number go the moment it passes.
+    async with slots if slots is not None else nullcontext():
+        if rate is not None:
+            await rate.aacquire()
+        yield
+
+
 RETRIED_STATUSES = frozenset({408, 409, 429}) | frozenset(range(500, 600))
 """Statuses a later attempt can fix (the same set OpenAI's own client retries)."""
 
@@ -530,7 +607,7 @@ def _classify(
     if isinstance(error, openai.APIStatusError):
         what = f"HTTP {error.status_code}: {_said(error)}"
     elif isinstance(error, openai.APITimeoutError):
-        what = f"no answer within {settings.timeout:g} s"
+        what = f"no answer within {endpoint(settings).timeout:g} s"
     elif isinstance(error, openai.APIConnectionError):
         what = f"connection failed ({type(error.__cause__ or error).__name__})"
     elif isinstance(error, json.JSONDecodeError | openai.APIResponseValidationError):

@@ -24,7 +24,6 @@ from typing import Any, Literal
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command, StateSnapshot
-from pydantic import ValidationError
 
 from quorum import metering, models
 from quorum.checkpoints import Persistence, list_thread_ids, open_persistence
@@ -152,7 +151,7 @@ async def resume(
             return info  # still waiting for a person: nothing can run yet
         metadata = await _metadata(kept, thread_id)
         stored = json.loads(metadata.get("quorum_context", "{}"))
-        context = _context({**stored, **(settings or {})})
+        context = QuorumContext.from_dict({**stored, **(settings or {})})
         graph = _compile(kept, info.pattern)
         if info.status == "step_limit":
             if context.max_steps <= int(info.values.get("steps", 0)):
@@ -205,14 +204,6 @@ def _answers(
     elif decisions is not None:
         answers |= {w["interrupt_id"]: check_decision(decisions) for w in approvals}
     return answers
-
-
-def _context(values: dict[str, Any]) -> QuorumContext:
-    try:
-        return QuorumContext.from_dict(values)
-    except ValidationError as error:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
-        raise UsageError(f"invalid context setting: {problems}") from None
 
 
 async def get_thread(thread_id: str, *, database: str | None = None) -> ThreadInfo:

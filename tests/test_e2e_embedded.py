@@ -28,7 +28,7 @@ from quorum.cli import app
 from quorum.context import QuorumContext
 from quorum.settings import Settings, get_settings
 from quorum.state import FactCheck, Plan, ResearchNotes, Summary, Verdict
-from tests.langgraph_dev import REPO, langgraph_dev
+from tests.langgraph_dev import langgraph_dev
 
 pytestmark = pytest.mark.embedded
 
@@ -46,6 +46,8 @@ INPUTS = {
     "react": "What is 6 times 7?",
 }
 SERVE_TIMEOUT = 120.0
+# The small model keeps this module fast; tests/test_default_model.py runs the default one.
+SMALL = {"QUORUM_EMBEDDED_MODEL": "smollm2-135m"}
 
 
 @pytest.fixture(scope="module")
@@ -53,13 +55,13 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A data folder with `quorum model serve` running on it for the whole module."""
     folder = tmp_path_factory.mktemp("embedded")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("QUORUM_", "OPENAI_"))}
-    env |= {"QUORUM_DATA_DIR": str(folder), "LANGSMITH_TRACING": "false"}
+    env |= {"QUORUM_DATA_DIR": str(folder), "LANGSMITH_TRACING": "false", **SMALL}
     log = (folder / "serve.log").open("wb")
     server = subprocess.Popen(
         [sys.executable, "-m", "quorum.cli", "model", "serve"],
         env=env, cwd=folder, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
-    settings = Settings(data_dir=folder)
+    settings = Settings(data_dir=folder, embedded_model="smollm2-135m")
     deadline = time.monotonic() + SERVE_TIMEOUT
     while embedded.find_running(settings) is None:
         assert server.poll() is None, (folder / "serve.log").read_text()
@@ -76,6 +78,7 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 @pytest.fixture
 def on_embedded(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("QUORUM_DATA_DIR", str(data_dir))
+    monkeypatch.setenv("QUORUM_EMBEDDED_MODEL", "smollm2-135m")
     get_settings.cache_clear()
     return data_dir
 
@@ -118,7 +121,7 @@ async def test_python_api(on_embedded: Path, pattern: str) -> None:
 @pytest.mark.parametrize("pattern", ["pipeline", "debate", "react"])
 def test_command_line(data_dir: Path, pattern: str) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("QUORUM_", "OPENAI_"))}
-    env |= {"QUORUM_DATA_DIR": str(data_dir), "LANGSMITH_TRACING": "false"}
+    env |= {"QUORUM_DATA_DIR": str(data_dir), "LANGSMITH_TRACING": "false", **SMALL}
     settings = [f"--set={key}={value}" for key, value in CONTEXTS[pattern].items()]
     thread = f"cli-{pattern}"
 
@@ -138,25 +141,8 @@ def test_command_line(data_dir: Path, pattern: str) -> None:
     assert shown.returncode == 0 and f"{pattern} thread {thread}: completed" in shown.stdout
 
 
-def test_readme_main_command(data_dir: Path) -> None:
-    """`make run`, as the README says, with no endpoint and no key: the embedded model."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("QUORUM_", "OPENAI_"))}
-    env |= {"QUORUM_DATA_DIR": str(data_dir), "LANGSMITH_TRACING": "false"}
-
-    run = subprocess.run(
-        ["make", "--no-print-directory", "-C", str(REPO), "run", f"PYTHON={sys.executable}",
-         "GOAL=Plan a short tea tasting for three friends"],
-        env=env, capture_output=True, text=True, timeout=1200,
-    )  # fmt: skip
-
-    assert run.returncode == 0, run.stderr[-3000:]
-    assert run.stdout.strip()
-    assert "status completed  tokens " in run.stderr
-    assert "over " in run.stderr and " model calls" in run.stderr
-
-
 async def test_over_http(data_dir: Path, tmp_path: Path) -> None:
-    with langgraph_dev(tmp_path, {"QUORUM_DATA_DIR": str(data_dir)}) as served:
+    with langgraph_dev(tmp_path, {"QUORUM_DATA_DIR": str(data_dir), **SMALL}) as served:
         async with get_client(url=served.url, api_key=None, timeout=600) as client:
             for pattern, context in CONTEXTS.items():
                 thread = await client.threads.create()

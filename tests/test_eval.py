@@ -318,6 +318,30 @@ async def test_questions_run_concurrently_up_to_the_limit() -> None:
     assert len(calls) == 6 and most == 2
 
 
+async def test_a_failed_pattern_continues_from_its_last_step_when_run_again() -> None:
+    question = [Question("What is 6 times 7?", "42", "numeric")]
+    judged: list[int] = []
+
+    def judge(agent: str, messages: list[BaseMessage]) -> dict:
+        judged.append(1)
+        if len(judged) == 1:
+            raise RuntimeError("the judge's endpoint went away")
+        return {"final_answer": "42", "winner": "a", "rationale": "r", "confidence": 0.9}
+
+    script = Script().on("judge", judge)
+    with scripted(script):
+        failed = await run_eval(question, ["debate"])
+        assert failed.results[0].status == "failed"
+        assert "the judge's endpoint went away" in (failed.results[0].error or "")
+        debaters = script.count("debater_a") + script.count("debater_b")
+        again = await run_eval(question, ["debate"])
+
+    assert again.results[0].status == "answered" and again.results[0].correct
+    # Only the judge's step ran again: the debaters' turns were kept in the checkpoints.
+    assert script.count("debater_a") + script.count("debater_b") == debaters == 6
+    assert script.count("judge") == 2
+
+
 async def test_a_failing_question_is_counted_and_named() -> None:
     def broken(agent: str, messages: list[BaseMessage]) -> dict:
         question = messages[1].text  # the repair turns come after it

@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "quorum"
 LAYERS: list[set[str]] = [
     {"settings", "context", "errors"},
     {"state"},
-    {"journal", "metering", "effects", "models", "embedded", "tools"},
+    {"journal", "metering", "effects", "models", "embedded", "model_files", "tools"},
     {"nodes"},
     {"graphs"},
     {"checkpoints", "testing", "runner"},

@@ -7,6 +7,7 @@ import json
 
 import pytest
 from langchain_core.messages import HumanMessage, SystemMessage
+from llama_cpp.llama_grammar import json_schema_to_gbnf
 
 import quorum
 from quorum import models
@@ -73,6 +74,23 @@ def test_grammar_bounds(small: bool, declared: int | None, sent: int | None) -> 
     assert fitted["properties"]["url"].get("maxLength") == sent
     assert fitted["properties"]["tags"].get("maxItems") == (models.MAX_ITEMS if small else None)
     assert fitted["additionalProperties"] is False
+
+
+def test_grammar_bounds_numbers() -> None:
+    """Bounded numbers become a choice of in-range values; unbounded ones stay free."""
+    schema = models._for_grammar(Verdict.model_json_schema(), small=True)
+    confidence = schema["properties"]["confidence"]
+    assert "type" not in confidence
+    assert confidence["enum"][0] == 0 and confidence["enum"][-1] == 1
+    assert len(confidence["enum"]) == models.NUMBER_STEPS + 1
+    # llama.cpp's own converter turns the choice into a grammar of exactly those numbers.
+    grammar = json_schema_to_gbnf(json.dumps(schema))
+    assert '"0.05"' in grammar and '"1.0"' in grammar
+    steps = models._for_grammar({"type": "integer", "minimum": 1, "maximum": 5}, small=False)
+    assert steps["enum"] == [1, 2, 3, 4, 5]
+    wide = {"type": "integer", "minimum": 0, "maximum": 10**6}
+    assert models._for_grammar(wide, small=False) == wide
+    assert models._for_grammar({"type": "number"}, small=False) == {"type": "number"}
 
 
 async def test_json_schema_mode_is_openai_strict(

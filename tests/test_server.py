@@ -22,9 +22,9 @@ import pytest
 from langgraph_sdk import get_client
 from langgraph_sdk.schema import GraphSchema
 
-from quorum.context import context_json_schema
+from quorum.context import QuorumContext, context_json_schema
 from tests.langgraph_dev import REPO, RUN_TIMEOUT, langgraph_dev
-from tests.openai_stub import OpenAIStub, schema_name
+from tests.openai_stub import OpenAIStub, Reply, schema_name
 
 pytestmark = pytest.mark.server
 
@@ -44,12 +44,23 @@ class StubServed:
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StubServed]:
     """One `langgraph dev` for the module, backed by one OpenAI stub."""
     folder = tmp_path_factory.mktemp("langgraph-dev")
+    # Agents are offered the tools of the test MCP server too (started over stdio per call).
+    mcp = {
+        "transport": "stdio",
+        "command": sys.executable,
+        "args": ["-m", "tests.mcp_server"],
+        "cwd": str(REPO),
+        "env": {"MCP_CALLS": str(folder / "mcp-calls.jsonl")},
+        "tools": {"add": {"side_effects": False}},
+    }
+    (folder / "mcp.json").write_text(json.dumps({"servers": {"numbers": mcp}}))
     with OpenAIStub() as stub:
         settings = {
             "QUORUM_BASE_URL": stub.base_url,
             "QUORUM_API_KEY": "test",
             "QUORUM_MODEL": "stub-model",
             "QUORUM_MAX_ATTEMPTS": "1",
+            "QUORUM_MCP_CONFIG": str(folder / "mcp.json"),
         }
         with langgraph_dev(folder, settings) as served:
             yield StubServed(served, stub)
@@ -214,8 +225,66 @@ async def test_assistants_publish_input_and_output_schemas(served: StubServed) -
             f"{graph} has no input or output schema\n"
             f"--- server log ---\n{served.log_text('schema')}"
         )
-        assert "input" in inputs["properties"], graph
+        assert inputs["required"] == ["input"], graph
+        assert list(inputs["properties"]) == ["input"], graph
         assert "output" in outputs["properties"], graph
+        # The run settings appear once: as the context schema, not again as configurable.
+        assert not published["config_schema"], (graph, published["config_schema"])
+
+
+async def run_refused(served: StubServed, graph: str, **run: Any) -> tuple[dict, dict]:
+    """Run `graph` over HTTP; the finished run and what `join` returned."""
+    async with get_client(url=served.url, api_key=None, timeout=RUN_TIMEOUT) as client:
+        thread = await client.threads.create()
+        created = await client.runs.create(thread["thread_id"], graph, **run)
+        joined = await client.runs.join(thread["thread_id"], created["run_id"])
+        finished = await client.runs.get(thread["thread_id"], created["run_id"])
+    return finished, joined
+
+
+@pytest.mark.parametrize(
+    ("graph", "run", "message"),
+    [
+        (
+            "orchestrator",
+            {"input": {"goal": "Plan a garden."}},
+            "invalid input for the orchestrator pattern: input: Field required; "
+            "goal: Extra inputs are not permitted",
+        ),
+        (
+            "orchestrator",
+            {"input": {"input": "Plan a garden."}, "context": {"max_plan_steps": 0}},
+            "invalid context setting: max_plan_steps: Input should be greater than or equal to 1",
+        ),
+        (
+            "react",
+            {"input": {"input": "6*7?"}, "context": {"max_steps": 0}},
+            "invalid context setting: max_steps: Input should be greater than or equal to 1",
+        ),
+    ],
+    ids=["bad-key", "bad-setting", "react-max-steps-0"],
+)
+async def test_a_bad_key_or_setting_is_refused_over_http_with_a_clear_error(
+    served: StubServed, stub: OpenAIStub, graph: str, run: dict[str, Any], message: str
+) -> None:
+    finished, joined = await run_refused(served, graph, **run)
+
+    assert finished["status"] == "error", (finished, joined)
+    assert joined["__error__"]["error"] == "UsageError", joined
+    assert message in joined["__error__"]["message"], joined
+    assert stub.chat_bodies() == [], "a refused run must not reach the model"
+
+
+async def test_a_run_without_context_completes_with_the_defaults(
+    served: StubServed, stub: OpenAIStub
+) -> None:
+    async with get_client(url=served.url, api_key=None, timeout=RUN_TIMEOUT) as client:
+        thread = await client.threads.create()
+        values = await client.runs.wait(thread["thread_id"], "react", input={"input": "6*7?"})
+        state = await client.threads.get_state(thread["thread_id"])
+
+    assert values["status"] == "answered" and "42" in values["output"], values
+    assert state["metadata"]["quorum_context"] == json.dumps(QuorumContext().to_dict())
 
 
 async def test_studio_threads_show_up_in_the_command_line(
@@ -252,3 +321,21 @@ async def test_studio_threads_show_up_in_the_command_line(
         shown.stdout
     )
     assert resumed.returncode == 0, resumed.stderr
+
+
+async def test_a_studio_run_calls_a_tool_of_an_mcp_server(
+    served: StubServed, stub: OpenAIStub
+) -> None:
+    def add_once(body: dict[str, Any]) -> Reply | None:
+        answered = any(m.get("role") == "tool" for m in body.get("messages", []))
+        return None if answered else Reply(tool_calls=[{"name": "add", "args": {"a": 2, "b": 40}}])
+
+    stub.responder = add_once
+    async with get_client(url=served.url, api_key=None, timeout=RUN_TIMEOUT) as client:
+        thread = await client.threads.create()
+        values = await client.runs.wait(thread["thread_id"], "react", input={"input": "2+40?"})
+
+    assert values["status"] == "answered", f"{values}\n{served.log_text()}"
+    assert "2 + 40 = 42" in values["output"]
+    calls = (served.database.parent / "mcp-calls.jsonl").read_text().splitlines()
+    assert [json.loads(line) for line in calls] == [{"tool": "add", "args": {"a": 2, "b": 40}}]

@@ -38,7 +38,12 @@ def _collect(hint: Any, found: set[type[BaseModel]]) -> None:
 
 
 def strict_serializer() -> JsonPlusSerializer:
-    """A serializer that refuses to revive any type not in our state or LangGraph's safe set."""
+    """A serializer that refuses to revive any type not in our state or LangGraph's safe set.
+
+    Give it to your own checkpointer when you compile a pattern's `builder` yourself, e.g.
+    `AsyncSqliteSaver(conn, serde=quorum.serializer())`: the default serializer warns on
+    every Quorum type it revives (and will refuse them in a later LangGraph).
+    """
     return JsonPlusSerializer(
         allowed_msgpack_modules=[(t.__module__, t.__name__) for t in state_types()]
     )

@@ -108,6 +108,20 @@ def _single() -> StateGraph[Any, QuorumContext, Any, Any]:
     return builder
 
 
+def _pattern_node(pattern: str) -> Any:
+    subgraph = PATTERNS[pattern].compile(name=pattern)
+
+    async def run_pattern(state: EvalState, runtime: Runtime[QuorumContext]) -> dict:
+        # A subgraph on the same thread (called from a node, it inherits the checkpointer):
+        # its steps are checkpointed, journaled and metered like any run of the pattern. It
+        # gets only what a run of it is given (patterns refuse unknown input keys).
+        result = await subgraph.ainvoke({"input": state["input"]}, context=runtime.context)
+        return {"output": result.get("output", ""), "usage": result.get("usage", {})}
+
+    run_pattern.__name__ = pattern
+    return run_pattern
+
+
 def _self_consistency() -> StateGraph[Any, QuorumContext, Any, Any]:
     builder = StateGraph(EvalState, context_schema=QuorumContext)
     builder.add_node(sampler, input_schema=SampleTask)  # its Send payload
@@ -120,9 +134,7 @@ def _self_consistency() -> StateGraph[Any, QuorumContext, Any, Any]:
 
 def _pattern(pattern: str) -> StateGraph[Any, QuorumContext, Any, Any]:
     builder = StateGraph(EvalState, context_schema=QuorumContext)
-    # The pattern runs as a subgraph on the same thread: its steps are checkpointed, journaled
-    # and metered like any run of it, and its `output` and `usage` flow back here.
-    builder.add_node(pattern, PATTERNS[pattern].compile(name=pattern))
+    builder.add_node(pattern, _pattern_node(pattern))
     builder.add_node(final_answer)
     builder.add_edge(START, pattern)
     builder.add_edge(pattern, "final_answer")

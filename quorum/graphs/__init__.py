@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from langgraph.graph import StateGraph
-
-from quorum.context import QuorumContext
 from quorum.graphs import debate, orchestrator, pipeline, react
+from quorum.graphs.pattern import Pattern
 
-PATTERNS: dict[str, StateGraph[Any, QuorumContext, Any, Any]] = {
+PATTERNS: dict[str, Pattern] = {
     "orchestrator": orchestrator.builder,
     "pipeline": pipeline.builder,
     "debate": debate.builder,

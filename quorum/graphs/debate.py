@@ -12,12 +12,13 @@ from __future__ import annotations
 
 from typing import Literal
 
-from langgraph.graph import END, START, StateGraph
+from langgraph.graph import END, START
 from langgraph.runtime import Runtime
 
 from quorum.context import QuorumContext
+from quorum.graphs.pattern import Pattern
 from quorum.nodes.debate import debater_a, debater_b, judge
-from quorum.state import DebateState
+from quorum.state import DebateInput, DebateOutput, DebateState
 
 
 async def moderator(state: DebateState, runtime: Runtime[QuorumContext]) -> dict:
@@ -42,7 +43,7 @@ def route_after_moderator(
     return "judge" if state["phase"] == "judge" else ["debater_a", "debater_b"]
 
 
-builder = StateGraph(DebateState, context_schema=QuorumContext)
+builder = Pattern("debate", DebateState, input_schema=DebateInput, output_schema=DebateOutput)
 builder.add_node(moderator)
 builder.add_node(debater_a)
 builder.add_node(debater_b)
@@ -54,4 +55,4 @@ builder.add_conditional_edges(
 builder.add_edge(["debater_a", "debater_b"], "moderator")
 builder.add_edge("judge", END)
 
-graph = builder.compile(name="debate")
+graph = builder.compile()

@@ -16,15 +16,22 @@ from __future__ import annotations
 
 from typing import Literal
 
-from langgraph.graph import END, START, StateGraph
+from langgraph.graph import END, START
 from langgraph.types import Send
 
-from quorum.context import QuorumContext
+from quorum.graphs.pattern import Pattern
 from quorum.graphs.tool_loop import tool_loop
 from quorum.nodes.planner import planner
 from quorum.nodes.synthesizer import synthesizer
 from quorum.nodes.workers import brief, report
-from quorum.state import OrchestratorState, WorkerOutput, WorkerState, WorkerTask
+from quorum.state import (
+    OrchestratorInput,
+    OrchestratorOutput,
+    OrchestratorState,
+    WorkerOutput,
+    WorkerState,
+    WorkerTask,
+)
 
 
 async def dispatch(state: OrchestratorState) -> dict:
@@ -72,7 +79,12 @@ worker = tool_loop(
     finish=report,
 )
 
-builder = StateGraph(OrchestratorState, context_schema=QuorumContext)
+builder = Pattern(
+    "orchestrator",
+    OrchestratorState,
+    input_schema=OrchestratorInput,
+    output_schema=OrchestratorOutput,
+)
 builder.add_node(planner)
 builder.add_node(dispatch)
 builder.add_node("worker", worker)
@@ -83,4 +95,4 @@ builder.add_conditional_edges("dispatch", route_after_dispatch, ["worker", "synt
 builder.add_edge("worker", "dispatch")
 builder.add_edge("synthesizer", END)
 
-graph = builder.compile(name="orchestrator")
+graph = builder.compile()

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from langgraph.graph import END, START, StateGraph
+from langgraph.graph import END, START
 from langgraph.runtime import Runtime
 
 from quorum.context import QuorumContext
+from quorum.graphs.pattern import Pattern
 from quorum.graphs.tool_loop import tool_loop
 from quorum.nodes.pipeline import (
     fact_check_brief,
@@ -31,6 +32,8 @@ from quorum.state import (
     FactCheckInput,
     FactCheckOutput,
     FactCheckState,
+    PipelineInput,
+    PipelineOutput,
     PipelineState,
     ResearchInput,
     ResearchOutput,
@@ -65,7 +68,9 @@ fact_check = tool_loop(
     finish=fact_check_verdict,
 )
 
-builder = StateGraph(PipelineState, context_schema=QuorumContext)
+builder = Pattern(
+    "pipeline", PipelineState, input_schema=PipelineInput, output_schema=PipelineOutput
+)
 builder.add_node("research", research)
 builder.add_node(summarize)
 builder.add_node("fact_check", fact_check)
@@ -76,4 +81,4 @@ builder.add_edge("summarize", "fact_check")
 builder.add_conditional_edges("fact_check", route_after_fact_check)
 builder.add_edge("format_report", END)
 
-graph = builder.compile(name="pipeline")
+graph = builder.compile()

@@ -10,29 +10,29 @@ from __future__ import annotations
 
 from typing import Literal
 
-from langgraph.graph import START, StateGraph
+from langgraph.graph import START
 from langgraph.types import Send
 
-from quorum.context import QuorumContext
+from quorum.graphs.pattern import Pattern
 from quorum.nodes.react import agent
 from quorum.nodes.tool_use import tool, tool_tasks
-from quorum.state import ReactState, ToolTask
+from quorum.state import ReactInput, ReactOutput, ReactState, ToolTask
 from quorum.tools import default_tools
 
 
-def route_after_agent(state: ReactState) -> list[Send] | Literal["__end__"]:
+async def route_after_agent(state: ReactState) -> list[Send] | Literal["__end__"]:
     """One `tool` task per tool call of the agent's turn, or stop."""
     if state.get("status") != "running":
         return "__end__"
-    names = [t.name for t in default_tools()]
+    names = [t.name for t in await default_tools()]
     return [Send("tool", task) for task in tool_tasks(state["messages"], names, "agent")]
 
 
-builder = StateGraph(ReactState, context_schema=QuorumContext)
+builder = Pattern("react", ReactState, input_schema=ReactInput, output_schema=ReactOutput)
 builder.add_node(agent)
 builder.add_node(tool, input_schema=ToolTask)  # its Send payload, not the graph state
 builder.add_edge(START, "agent")
 builder.add_conditional_edges("agent", route_after_agent, ["tool", "__end__"])
 builder.add_edge("tool", "agent")
 
-graph = builder.compile(name="react")
+graph = builder.compile()

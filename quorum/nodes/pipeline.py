@@ -71,7 +71,7 @@ async def research_brief(state: ResearchInput, runtime: Runtime[QuorumContext]) 
     """Set up the researcher: the topic, and every tool agents are offered."""
     return {
         "agent": "research",
-        "tools": [tool.name for tool in default_tools()],
+        "tools": [tool.name for tool in await default_tools()],
         "max_rounds": runtime.context.max_tool_calls,
         "messages": [SystemMessage(RESEARCH_PROMPT), HumanMessage(f"Topic: {state['input']}")],
     }

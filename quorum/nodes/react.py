@@ -40,7 +40,7 @@ async def agent(state: ReactState, runtime: Runtime[QuorumContext]) -> dict:
         "agent",
         runtime.context,
         [SystemMessage(REACT_PROMPT), *history, *new],
-        tools=default_tools(),
+        tools=await default_tools(),
     )
     if reply.tool_calls:
         return {"messages": [*new, reply], "steps": steps, "status": "running"}

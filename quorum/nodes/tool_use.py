@@ -44,7 +44,7 @@ async def act(state: ToolLoopState, runtime: Runtime[QuorumContext]) -> dict:
     """One model turn: call tools (while rounds are left), or answer."""
     agent, messages = state["agent"], state["messages"]
     names = state.get("tools", []) if tool_rounds(messages) < state["max_rounds"] else []
-    tools = offered(names)
+    tools = await offered(names)
     reply = await ask(agent, runtime.context, messages, tools=tools)
     if not tools:
         reply = without_tool_calls(agent, reply)
@@ -57,7 +57,7 @@ async def tool(state: ToolTask, runtime: Runtime[QuorumContext]) -> dict:
     An irreversible call first waits for a person's approval, unless approved in advance.
     """
     message = await call_tool(
-        offered(state["tools"]),
+        await offered(state["tools"]),
         state["call"],
         agent=state["agent"],
         approve_tools=runtime.context.approve_tools,

@@ -8,8 +8,8 @@ steps it depends on, never the whole run's state. A worker runs as a tool-use su
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from langchain_core.messages import HumanMessage, SystemMessage
 from langchain_core.tools import BaseTool
@@ -43,8 +43,8 @@ class Worker:
     description: str
     """What the planner reads to choose a worker."""
     prompt: str
-    tools: Callable[[], list[BaseTool]] = field(default=list)
-    """Built when a step runs, never at import time."""
+    tools: Callable[[], Awaitable[list[BaseTool]]] | None = None
+    """Built when a step runs, never at import time; None: the worker uses no tools."""
 
 
 WORKERS: dict[str, Worker] = {
@@ -70,7 +70,7 @@ async def brief(task: WorkerTask, runtime: Runtime[QuorumContext]) -> dict:
     )
     return {
         "agent": spec.name,
-        "tools": [tool.name for tool in spec.tools()],
+        "tools": [tool.name for tool in await spec.tools()] if spec.tools else [],
         "max_rounds": runtime.context.max_tool_calls,
         "messages": [
             SystemMessage(spec.prompt),

@@ -94,6 +94,19 @@ def is_irreversible(tool: BaseTool) -> bool:
     return bool((tool.metadata or {}).get("irreversible"))
 
 
+def needs_approval(tool: BaseTool, approve_tools: Sequence[str] = ()) -> bool:
+    """Whether a call of `tool` waits for a person.
+
+    It does when the tool is irreversible and not approved in advance: by the run, the
+    setting, or the tool's own declaration (an MCP settings file's `approve`).
+    """
+    return (
+        is_irreversible(tool)
+        and not (tool.metadata or {}).get("approved")
+        and tool.name not in approved_in_advance(approve_tools)
+    )
+
+
 def approved_in_advance(approve_tools: Sequence[str] = ()) -> set[str]:
     """Irreversible tools that need no approval: the run's list and the setting's."""
     return set(approve_tools) | set(get_settings().approve_tools)
@@ -154,8 +167,7 @@ async def call_tool(
             call.get("id") or "",
             lambda approved_args: _outcome(tool, approved_args),
             agent=agent,
-            needs_approval=is_irreversible(tool)
-            and tool.name not in approved_in_advance(approve_tools),
+            needs_approval=needs_approval(tool, approve_tools),
         )
     else:
         content, status = await _outcome(tool, args)

@@ -99,9 +99,9 @@ def test_only_write_file_has_side_effects() -> None:
     assert [t.name for t in TOOLS if is_irreversible(t)] == ["write_file"]
 
 
-def test_default_tools_offer_every_tool(configure: Any) -> None:
+async def test_default_tools_offer_every_tool(configure: Any) -> None:
     # Irreversible ones too: each of their calls waits for approval instead.
-    assert [t.name for t in default_tools()] == [t.name for t in TOOLS]
+    assert [t.name for t in await default_tools()] == [t.name for t in TOOLS]
 
 
 def test_tools_named() -> None:

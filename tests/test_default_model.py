@@ -1,0 +1,112 @@
+"""The default embedded model gives real answers offline, through the command line.
+
+No endpoint and no key. First, the README's main job as a new user runs it: `make run` joins
+Qwen2.5-Coder-1.5B-Instruct from its parts into a fresh data folder, serves it and runs the
+orchestrator on the Makefile's default goal. Then the other three patterns run on the same
+model through `quorum run`, on a server `quorum model serve` keeps up for them. Each answer
+must be on topic and hold text as the model wrote it: no HTML entities from an escaping chat
+format.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from quorum import embedded
+from quorum.settings import Settings
+from tests.langgraph_dev import REPO
+
+pytestmark = pytest.mark.embedded
+
+RUN_TIMEOUT = 2400
+"""A 1.5B model on two cores: a planner, up to three workers and a synthesizer, in series."""
+SERVE_TIMEOUT = 300.0
+ENTITY = re.compile(r"&(#\d+|#x[0-9a-f]+|[a-z]+);", re.IGNORECASE)
+MODEL_FILE = "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"
+
+# What each pattern is asked through `quorum run`, its run settings, and words its answer names.
+CASES = {
+    "debate": (
+        "Should a three-person team keep its agent checkpoints in SQLite or in PostgreSQL?",
+        {"max_rounds": 1},
+        [r"sqlite|postgres"],
+    ),
+    "pipeline": ("SQLite's write-ahead log", {"max_revisions": 1, "max_tool_calls": 1}, [r"sqlite"]),
+    "react": ("What is 17 times 23? Use the calculator.", {"max_steps": 4}, [r"\b391\b"]),
+}
+
+
+def _env(data: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("QUORUM_", "OPENAI_"))}
+    return env | {"QUORUM_DATA_DIR": str(data), "LANGSMITH_TRACING": "false"}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One data folder for the module; the 1.1 GB model joined into it goes with the module."""
+    folder = tmp_path_factory.mktemp("default-model")
+    yield folder
+    (folder / "models" / MODEL_FILE).unlink(missing_ok=True)  # pytest keeps old folders
+
+
+@pytest.fixture(scope="module")
+def served(data: Path) -> Iterator[Path]:
+    """`quorum model serve` on the default model, for the module's `quorum run` calls."""
+    log = (data / "serve.log").open("wb")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "quorum.cli", "model", "serve"],
+        env=_env(data), cwd=data, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + SERVE_TIMEOUT
+    while embedded.find_running(Settings(data_dir=data)) is None:
+        assert server.poll() is None, (data / "serve.log").read_text()
+        assert time.monotonic() < deadline, "quorum model serve did not come up"
+        time.sleep(0.5)
+    try:
+        yield data
+    finally:
+        server.terminate()
+        server.wait(30)
+        log.close()
+
+
+def test_make_run_answers_the_default_goal_on_topic(data: Path) -> None:
+    run = subprocess.run(
+        ["make", "--no-print-directory", "-C", str(REPO), "run", f"PYTHON={sys.executable}"],
+        env=_env(data), capture_output=True, text=True, timeout=RUN_TIMEOUT,
+    )  # fmt: skip
+
+    assert run.returncode == 0, run.stderr[-3000:]
+    answer = run.stdout
+    assert "status completed  tokens " in run.stderr
+    assert "sqlite" in answer.lower() and re.search(r"postgres", answer, re.IGNORECASE), answer
+    assert not ENTITY.search(answer), answer
+    assert (data / "models" / MODEL_FILE).stat().st_size == 1_117_320_768
+
+
+@pytest.mark.parametrize("pattern", list(CASES))
+def test_each_pattern_answers_on_the_default_model(served: Path, pattern: str) -> None:
+    question, context, names = CASES[pattern]
+    settings = [f"--set={key}={value}" for key, value in context.items()]
+    thread = f"default-{pattern}"
+
+    run = subprocess.run(
+        [sys.executable, "-m", "quorum.cli", "run", pattern, question, "--thread", thread,
+         *settings],
+        env=_env(served), cwd=served, capture_output=True, text=True, timeout=RUN_TIMEOUT,
+    )  # fmt: skip
+
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert f"thread {thread}  status completed  tokens " in run.stderr
+    answer = run.stdout
+    for name in names:
+        assert re.search(name, answer, re.IGNORECASE), answer
+    assert not ENTITY.search(answer), answer

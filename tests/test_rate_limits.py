@@ -1,0 +1,86 @@
+"""One rate limiter per endpoint, shared by parallel workers, measured at the server.
+
+A plan of 16 independent steps runs 16 workers at once. The scripted server allows only
+`LIMIT` chat requests at a time and answers 429 beyond, as a provider's concurrency limit
+does; the server counts what it refused. With QUORUM_MAX_CONCURRENT_REQUESTS at the limit
+(and a requests-per-second limit too) nothing is refused; without it, the same run is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import quorum
+from quorum.context import QuorumContext
+from quorum.settings import get_settings
+from tests.openai_stub import STUB_MODEL, OpenAIStub
+
+WORKERS = 16
+LIMIT = 3
+
+
+def wide_plan(body: dict[str, Any]) -> dict[str, Any]:
+    """Sixteen steps with no dependencies: all sent to workers in one wave."""
+    return {
+        "steps": [
+            {"id": f"s{i}", "worker": "analyst", "task": f"Weigh option {i}.", "dependencies": []}
+            for i in range(WORKERS)
+        ]
+    }
+
+
+@pytest.fixture
+def stub(monkeypatch: pytest.MonkeyPatch) -> Iterator[OpenAIStub]:
+    with OpenAIStub() as running:
+        running.schema_replies["Plan"] = wide_plan
+        running.max_concurrent = LIMIT
+        # Each reply takes a while, so the workers' requests overlap at the server.
+        running.delay = 0.3
+        monkeypatch.setenv("QUORUM_BASE_URL", running.base_url)
+        monkeypatch.setenv("QUORUM_API_KEY", "test")
+        monkeypatch.setenv("QUORUM_MODEL", STUB_MODEL)
+        # One attempt per call: a refusal fails the run, it does not hide in a retry.
+        monkeypatch.setenv("QUORUM_MAX_ATTEMPTS", "1")
+        get_settings.cache_clear()
+        yield running
+
+
+async def run_wide_plan(db: str) -> quorum.ThreadInfo:
+    return await quorum.run(
+        "orchestrator",
+        "Compare sixteen options.",
+        context=QuorumContext(max_plan_steps=WORKERS),
+        database=db,
+    )
+
+
+async def test_parallel_workers_share_the_endpoint_limit_and_none_is_refused(
+    stub: OpenAIStub, db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("QUORUM_MAX_CONCURRENT_REQUESTS", str(LIMIT))
+    monkeypatch.setenv("QUORUM_REQUESTS_PER_SECOND", "100")
+    get_settings.cache_clear()
+
+    info = await run_wide_plan(db)
+
+    assert info.status == "completed", info.error
+    assert len(info.values["results"]) == WORKERS
+    requests = stub.chat_requests()
+    assert len(requests) == 1 + WORKERS + 1  # planner, 16 analysts, synthesizer
+    assert stub.rejected() == []
+    assert {r.status for r in requests} == {200}
+    # The workers did run in parallel, up to the limit and never beyond it.
+    assert stub.most_concurrent == LIMIT
+
+
+async def test_without_the_limit_the_same_plan_trips_the_servers_429s(
+    stub: OpenAIStub, db: str
+) -> None:
+    """The control: the server's limit is real, so the test above can fail."""
+    with pytest.raises(quorum.RunFailed):
+        await run_wide_plan(db)
+
+    assert stub.rejected(), "16 workers at once should exceed the server's limit"
