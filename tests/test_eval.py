@@ -404,7 +404,11 @@ def _per_question(stub: OpenAIStub, questions: list[Question]) -> list[int]:
 @pytest.mark.embedded
 def test_a_short_eval_on_the_embedded_model(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("QUORUM_", "OPENAI_"))}
-    env |= {"QUORUM_DATA_DIR": str(tmp_path / "data"), "LANGSMITH_TRACING": "false"}
+    env |= {
+        "QUORUM_DATA_DIR": str(tmp_path / "data"),
+        "QUORUM_EMBEDDED_MODEL": "smollm2-135m",  # the small one: a few questions in minutes
+        "LANGSMITH_TRACING": "false",
+    }
     ran = subprocess.run(
         [sys.executable, "-m", "quorum.cli", "eval", "-s", "single,self-consistency",
          "-n", "3", "--set", "samples=2", "--out", str(tmp_path / "out")],
@@ -414,7 +418,7 @@ def test_a_short_eval_on_the_embedded_model(tmp_path: Path) -> None:
     assert ran.returncode == 0, ran.stderr
     assert "single" in ran.stdout and "self-consistency" in ran.stdout and "95% CI" in ran.stdout
     saved = json.loads((tmp_path / "out" / "eval.json").read_text())
-    assert saved["questions"] == 3 and saved["model"].startswith("SmolLM2")
+    assert saved["questions"] == 3 and saved["model"] == "smollm2-135m-instruct (embedded)"
     assert [row["questions"] for row in saved["strategies"]] == [3, 3]
     assert all(r["status"] in ("answered", "failed") for r in saved["results"])
     assert all(r["input_tokens"] > 0 for r in saved["results"] if r["status"] == "answered")

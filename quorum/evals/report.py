@@ -21,6 +21,7 @@ from typing import Any
 from rich.table import Table
 
 from quorum import models
+from quorum.embedded import model_alias
 from quorum.evals.harness import EvalResult
 from quorum.evals.statistics import Paired, paired, wilson
 from quorum.settings import get_settings
@@ -130,7 +131,7 @@ def environment() -> dict[str, Any]:
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.system()} "
         f"{platform.release()}, Python {platform.python_version()}",
         "endpoint": "embedded" if embedded else settings.base_url or "OpenAI",
-        "model": "SmolLM2-135M-Instruct (embedded)" if embedded else settings.model,
+        "model": f"{model_alias(settings)} (embedded)" if embedded else settings.model,
     }
 
 
