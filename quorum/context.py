@@ -63,6 +63,10 @@ class QuorumContext:
     max_rounds: Annotated[
         int, Field(ge=1, le=10, description="Debate: critique-and-revise rounds.")
     ] = 1
+    samples: Annotated[
+        int,
+        Field(ge=1, le=20, description="Eval self-consistency: answers sampled per question."),
+    ] = 5
     debater_a_persona: Annotated[str, Field(description="Debate: who the first debater is.")] = (
         "a careful analyst who reasons from first principles"
     )

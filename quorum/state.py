@@ -377,3 +377,27 @@ class ReactOutput(QuorumOutput, total=False):
     messages: Annotated[list[AnyMessage], add_messages]
     steps: int
     status: Literal["running", "answered", "step_limit"]
+
+
+# --- Evaluation ----------------------------------------------------------------------------------
+
+
+class EvalState(QuorumState, total=False):
+    """State of one evaluated question (`quorum eval`); `input` is the question.
+
+    Plain types only: the answer is stored as text, so the strict deserialiser needs nothing
+    more than the patterns' own types.
+    """
+
+    answer: str
+    """The structured final answer."""
+    reasoning: str
+    samples: Annotated[list[str], append]
+    """Self-consistency: each sampled answer."""
+
+
+class SampleTask(TypedDict):
+    """What one self-consistency sample gets."""
+
+    input: str
+    sample: int

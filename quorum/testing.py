@@ -185,4 +185,8 @@ DEFAULT_RESPONDERS: dict[str, Responder] = {
         "confidence": 0.8,
     },
     "agent": _react_agent,
+    # `quorum eval`'s strategies: a structured final answer.
+    "solver": lambda a, m: {"reasoning": "6 times 7", "answer": "42"},
+    "sampler": lambda a, m: {"reasoning": "6 times 7", "answer": "42"},
+    "final_answer": lambda a, m: {"reasoning": "the team's result", "answer": "42"},
 }

@@ -19,6 +19,7 @@ LAYERS: list[set[str]] = [
     {"nodes"},
     {"graphs"},
     {"checkpoints", "testing", "runner", "report"},
+    {"evals"},
     {"cli", "__init__"},
 ]
 """Each top-level module or package of `quorum`, by layer."""

@@ -1,0 +1,287 @@
+"""Run a question set through strategies, each question on its own durable thread.
+
+A question's thread id is `<eval id>-<strategy>-<index>`, and the eval id is derived from
+the questions and the run settings, so running the same eval again (after a kill, Ctrl-C or
+a failure) finds its threads: a finished question is read back from its checkpoint and not
+run again, an interrupted or failed one continues from its last checkpoint, and adding a
+strategy to an eval runs only that strategy. Questions run concurrently up to a limit, in
+question order (every strategy answers question 1 before any starts question 2), so an eval
+stopped early still compares strategies on the same questions. A total token or cost budget
+is checked before each question starts: once it is spent no new question starts, those
+running finish, and the result says what was measured and why it stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.graph.state import CompiledStateGraph
+
+from quorum import metering, models
+from quorum.checkpoints import Persistence, open_persistence
+from quorum.checkpoints.lease import hold
+from quorum.context import QuorumContext
+from quorum.errors import QuorumError, UsageError
+from quorum.evals.questions import Question
+from quorum.evals.strategies import STRATEGIES, context_for
+from quorum.settings import get_settings, redact
+
+QuestionStatus = Literal["answered", "failed", "not_run"]
+"""`answered`: the strategy gave a final answer (right or wrong). `failed`: it raised; the
+question counts as wrong. `not_run`: the eval's budget ran out before it started."""
+
+
+@dataclass(frozen=True)
+class QuestionResult:
+    """How one strategy did on one question."""
+
+    strategy: str
+    index: int
+    question: str
+    expected: str | list[str]
+    status: QuestionStatus
+    answer: str | None
+    correct: bool
+    thread_id: str
+    calls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    seconds: float = 0.0
+    """Wall time from the thread's first checkpoint to its last."""
+    error: str | None = None
+    reused: bool = False
+    """Finished by an earlier run of this eval: read from its checkpoint, not run again."""
+
+    @property
+    def measured(self) -> bool:
+        """Whether the question counts in the strategy's accuracy."""
+        return self.status != "not_run"
+
+    @property
+    def tokens(self) -> int:
+        """Input plus output tokens."""
+        return self.input_tokens + self.output_tokens
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Every strategy's result on every question, and why the eval stopped early, if it did."""
+
+    eval_id: str
+    strategies: list[str]
+    questions: list[Question]
+    results: list[QuestionResult]
+    context: dict[str, Any]
+    stopped: str | None = None
+    """Why questions were left unrun (the budget that ran out), or None."""
+
+    def of(self, strategy: str) -> list[QuestionResult]:
+        """`strategy`'s results in question order."""
+        return sorted((r for r in self.results if r.strategy == strategy), key=lambda r: r.index)
+
+
+OnResult = Callable[[QuestionResult], None]
+
+
+def eval_id_for(questions: list[Question], context: QuorumContext) -> str:
+    """The id an eval of these questions with these settings runs under."""
+    material = json.dumps(
+        {"questions": [asdict(q) for q in questions], "context": context.to_dict()},
+        sort_keys=True,
+    )
+    return "eval-" + hashlib.sha256(material.encode()).hexdigest()[:10]
+
+
+def thread_id_for(eval_id: str, strategy: str, index: int) -> str:
+    """The thread that holds `strategy`'s answer to question `index`."""
+    return f"{eval_id}-{strategy}-{index}"
+
+
+async def run_eval(
+    questions: list[Question],
+    strategies: list[str],
+    *,
+    context: QuorumContext | None = None,
+    eval_id: str | None = None,
+    database: str | None = None,
+    concurrency: int = 2,
+    max_tokens: int | None = None,
+    max_cost_usd: float | None = None,
+    on_result: OnResult | None = None,
+) -> EvalResult:
+    """Answer every question with every strategy and score the answers."""
+    unknown = [s for s in strategies if s not in STRATEGIES]
+    if unknown or not strategies:
+        raise UsageError(
+            f"unknown strategy {', '.join(unknown)}" if unknown else "no strategy chosen",
+            hint=f"choose from: {', '.join(STRATEGIES)}",
+        )
+    if not questions:
+        raise UsageError("the question set is empty")
+    if concurrency < 1:
+        raise UsageError("concurrency must be at least 1")
+    context = context or QuorumContext()
+    eval_id = eval_id or eval_id_for(questions, context)
+    contexts = {s: context_for(s, context) for s in strategies}
+    # A bad endpoint, key or model name fails here, before any question runs.
+    for distinct in {
+        json.dumps(c.to_dict(), sort_keys=True): c for c in contexts.values()
+    }.values():
+        await models.preflight(distinct)
+    done: list[QuestionResult] = []
+    stopped: str | None = None
+    async with open_persistence(database) as kept:
+        graphs = {
+            s: STRATEGIES[s].compile(checkpointer=kept.saver, store=kept.store, name=f"eval.{s}")
+            for s in strategies
+        }
+        slots = asyncio.Semaphore(concurrency)
+
+        async def answer(strategy: str, index: int) -> None:
+            try:
+                result = await _answer(
+                    kept, graphs[strategy], eval_id, strategy, index, questions[index],
+                    contexts[strategy],
+                )  # fmt: skip
+            finally:
+                slots.release()
+            done.append(result)
+            if on_result is not None:
+                on_result(result)
+
+        async with asyncio.TaskGroup() as group:
+            for index, question in enumerate(questions):
+                for strategy in strategies:
+                    await slots.acquire()
+                    stopped = stopped or _spent(done, max_tokens, max_cost_usd)
+                    if stopped is None:
+                        group.create_task(answer(strategy, index))
+                        continue
+                    slots.release()
+                    done.append(
+                        QuestionResult(
+                            strategy=strategy,
+                            index=index,
+                            question=question.question,
+                            expected=question.answer,
+                            status="not_run",
+                            answer=None,
+                            correct=False,
+                            thread_id=thread_id_for(eval_id, strategy, index),
+                        )
+                    )
+    return EvalResult(
+        eval_id=eval_id,
+        strategies=list(strategies),
+        questions=list(questions),
+        results=sorted(done, key=lambda r: (r.index, strategies.index(r.strategy))),
+        context=context.to_dict(),
+        stopped=stopped,
+    )
+
+
+def _spent(
+    done: list[QuestionResult], max_tokens: int | None, max_cost: float | None
+) -> str | None:
+    tokens = sum(r.tokens for r in done)
+    cost = sum(r.cost_usd for r in done)
+    if max_tokens is not None and tokens >= max_tokens:
+        return f"eval budget max_tokens={max_tokens} spent ({tokens} tokens)"
+    if max_cost is not None and cost >= max_cost:
+        return f"eval budget max_cost_usd={max_cost:g} spent (${cost:.4f})"
+    return None
+
+
+async def _answer(
+    kept: Persistence,
+    graph: CompiledStateGraph[Any, QuorumContext, Any, Any],
+    eval_id: str,
+    strategy: str,
+    index: int,
+    question: Question,
+    context: QuorumContext,
+) -> QuestionResult:
+    thread_id = thread_id_for(eval_id, strategy, index)
+    config: RunnableConfig = {"configurable": {"thread_id": thread_id}}
+    error: str | None = None
+    async with hold(kept.leases, thread_id, get_settings().lease_seconds):
+        snapshot = await graph.aget_state(config)
+        started = bool(snapshot.values)
+        if started and snapshot.values.get("input") != question.question:
+            raise UsageError(
+                f"thread {thread_id} holds another question than question {index + 1} of this eval",
+                hint="give this eval a new id (--id) or keep its questions as they were",
+            )
+        reused = started and not snapshot.next and "answer" in snapshot.values
+        if not reused:
+            try:
+                # A thread that started before continues from its last checkpoint.
+                await graph.ainvoke(
+                    None if started else {"input": question.question},
+                    _run_config(thread_id, eval_id, strategy, context),
+                    context=context,
+                    durability="sync",
+                )
+            except Exception as failure:  # the question failed: it is counted, with its reason
+                reason = failure.message if isinstance(failure, QuorumError) else repr(failure)
+                error = redact(f"{type(failure).__name__}: {reason}")
+            finally:
+                metering.forget(thread_id)
+            snapshot = await graph.aget_state(config)
+    # Usage from the journal: every answered call on the thread, those of earlier runs too.
+    usage = (await metering.journal_ledger(kept.store, thread_id)).usage()
+    answer = snapshot.values.get("answer") if not snapshot.next else None
+    return QuestionResult(
+        strategy=strategy,
+        index=index,
+        question=question.question,
+        expected=question.answer,
+        status="answered" if answer is not None else "failed",
+        answer=answer,
+        correct=answer is not None and question.is_correct(answer),
+        thread_id=thread_id,
+        calls=sum(u["calls"] for u in usage.values()),
+        input_tokens=sum(u["input_tokens"] for u in usage.values()),
+        output_tokens=sum(u["output_tokens"] for u in usage.values()),
+        cost_usd=round(sum(u.get("cost_usd", 0.0) for u in usage.values()), 8),
+        seconds=await _wall_seconds(kept, thread_id),
+        error=error or (None if answer is not None else "no final answer"),
+        reused=reused,
+    )
+
+
+def _run_config(
+    thread_id: str, eval_id: str, strategy: str, context: QuorumContext
+) -> RunnableConfig:
+    return {
+        "configurable": {"thread_id": thread_id},
+        "run_name": f"quorum.eval.{strategy}",
+        "tags": ["quorum", "eval", strategy],
+        "metadata": {
+            "quorum_eval": eval_id,
+            "quorum_strategy": strategy,
+            "quorum_context": json.dumps(context.to_dict()),
+            # Budgets are metered per run: a new id starts a meter seeded from the journal.
+            "run_id": str(uuid.uuid4()),
+        },
+    }
+
+
+async def _wall_seconds(kept: Persistence, thread_id: str) -> float:
+    stamps = [
+        saved.checkpoint["ts"]
+        async for saved in kept.saver.alist({"configurable": {"thread_id": thread_id}})
+    ]
+    if len(stamps) < 2:
+        return 0.0
+    first, last = (datetime.fromisoformat(ts) for ts in (min(stamps), max(stamps)))
+    return round((last - first).total_seconds(), 3)
