@@ -6,6 +6,7 @@ of given runs, which `langgraph dev` asks of a custom checkpointer (a rolled-bac
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -84,6 +85,8 @@ async def open_postgres_store(url: str) -> AsyncIterator[Any]:
 
 SETUP_LOCK = 0x71756F72
 """The advisory lock key held while the tables are set up ("quor")."""
+SETUP_POLL = 0.05
+"""Seconds between tries for that lock."""
 
 
 @asynccontextmanager
@@ -94,7 +97,15 @@ async def _one_setup_at_a_time(conn: Any) -> AsyncIterator[None]:
     at once would each apply them and all but one fail on a duplicate version row. One at a
     time, across processes and machines (the SQLite side does the same with a file lock).
     """
-    await conn.execute("SELECT pg_advisory_lock(%s)", (SETUP_LOCK,))
+    # Polled, not waited for: a session blocked in pg_advisory_lock keeps a statement open,
+    # and the store's CREATE INDEX CONCURRENTLY (run by the lock's holder) waits for every
+    # open statement to end, so the two would deadlock.
+    while True:
+        cursor = await conn.execute("SELECT pg_try_advisory_lock(%s) AS taken", (SETUP_LOCK,))
+        row = await cursor.fetchone()
+        if row is not None and row["taken"]:
+            break
+        await asyncio.sleep(SETUP_POLL)
     try:
         yield
     finally:
