@@ -14,21 +14,19 @@ import os
 import re
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from quorum import embedded
 from quorum.settings import Settings
 from tests.langgraph_dev import REPO
+from tests.model_serve import model_served
 
 pytestmark = pytest.mark.embedded
 
 RUN_TIMEOUT = 2400
 """A 1.5B model on two cores: a planner, up to three workers and a synthesizer, in series."""
-SERVE_TIMEOUT = 300.0
 ENTITY = re.compile(r"&(#\d+|#x[0-9a-f]+|[a-z]+);", re.IGNORECASE)
 MODEL_FILE = "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"
 
@@ -64,22 +62,8 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 @pytest.fixture(scope="module")
 def served(data: Path) -> Iterator[Path]:
     """`quorum model serve` on the default model, for the module's `quorum run` calls."""
-    log = (data / "serve.log").open("wb")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "quorum.cli", "model", "serve"],
-        env=_env(data), cwd=data, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
-    deadline = time.monotonic() + SERVE_TIMEOUT
-    while embedded.find_running(Settings(data_dir=data)) is None:
-        assert server.poll() is None, (data / "serve.log").read_text()
-        assert time.monotonic() < deadline, "quorum model serve did not come up"
-        time.sleep(0.5)
-    try:
+    with model_served(data, _env(data), Settings(data_dir=data)):
         yield data
-    finally:
-        server.terminate()
-        server.wait(30)
-        log.close()
 
 
 def test_make_run_answers_the_default_goal_on_topic(data: Path) -> None:

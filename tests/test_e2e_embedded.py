@@ -13,7 +13,6 @@ import asyncio
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,12 +22,12 @@ from langgraph_sdk import get_client
 from typer.testing import CliRunner
 
 import quorum
-from quorum import embedded
 from quorum.cli import EXIT_CODES, app
 from quorum.context import QuorumContext
 from quorum.settings import Settings, get_settings
 from quorum.state import FactCheck, Plan, ResearchNotes, Summary, Verdict
 from tests.langgraph_dev import langgraph_dev
+from tests.model_serve import model_served
 
 pytestmark = pytest.mark.embedded
 
@@ -45,7 +44,6 @@ INPUTS = {
     "debate": "Is tea better than coffee in the morning?",
     "react": "What is 6 times 7?",
 }
-SERVE_TIMEOUT = 120.0
 # How each run may end on the small model. A 135M model may call the calculator until ReAct's
 # step limit stops it: that is the loop working (tests/test_default_model.py checks answers).
 ENDS = {pattern: ("completed",) for pattern in CONTEXTS} | {"react": ("completed", "step_limit")}
@@ -59,23 +57,9 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     folder = tmp_path_factory.mktemp("embedded")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("QUORUM_", "OPENAI_"))}
     env |= {"QUORUM_DATA_DIR": str(folder), "LANGSMITH_TRACING": "false", **SMALL}
-    log = (folder / "serve.log").open("wb")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "quorum.cli", "model", "serve"],
-        env=env, cwd=folder, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
     settings = Settings(data_dir=folder, embedded_model="smollm2-135m")
-    deadline = time.monotonic() + SERVE_TIMEOUT
-    while embedded.find_running(settings) is None:
-        assert server.poll() is None, (folder / "serve.log").read_text()
-        assert time.monotonic() < deadline, "quorum model serve did not come up"
-        time.sleep(0.5)
-    try:
+    with model_served(folder, env, settings):
         yield folder
-    finally:
-        server.terminate()
-        server.wait(30)
-        log.close()
 
 
 @pytest.fixture
