@@ -41,13 +41,38 @@ async def run_quorum(
 
 
 async def run_raw(graph: Any, pattern: str, rounds: int = 4) -> dict[str, Any]:
-    """One run of a raw LangGraph graph (no checkpointer)."""
+    """One run of a raw LangGraph graph (with a checkpointer, each step's checkpoint synced)."""
     start: dict[str, Any] = (
         {"messages": [("user", INPUTS[pattern])]}
         if pattern == "react"
         else {"input": INPUTS[pattern]}
     )
-    return await graph.ainvoke(start, config(rounds))
+    durability = {"durability": "sync"} if graph.checkpointer else {}
+    return await graph.ainvoke(start, config(rounds), **durability)
+
+
+@asynccontextmanager
+async def stock_saver(kind: str, folder: Path) -> AsyncIterator[Any]:
+    """LangGraph's own async saver for that database kind, as a raw LangGraph user sets it up.
+
+    SQLite gets Quorum's pragmas (WAL, synchronous=NORMAL), so the two sides differ only in
+    what Quorum adds, not in how hard the disk is asked to sync.
+    """
+    if is_postgres(kind):
+        from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+
+        async with AsyncPostgresSaver.from_conn_string(kind) as saver:
+            await saver.setup()
+            yield saver
+        return
+    import aiosqlite
+    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+    async with aiosqlite.connect(folder / f"stock-{uuid.uuid4().hex[:8]}.db") as conn:
+        await conn.executescript("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")
+        saver = AsyncSqliteSaver(conn)
+        await saver.setup()
+        yield saver
 
 
 class Databases:

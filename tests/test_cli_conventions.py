@@ -174,7 +174,7 @@ def test_shell_completion_shows_installs_and_completes(
         env={"_QUORUM_COMPLETE": "complete_bash", "COMP_WORDS": "quorum run de", "COMP_CWORD": "2"}
     )
 
-    assert shown.exit_code == 0
+    assert shown.exit_code == 0, (shown.output, shown.exception)
     assert "complete -o default -F _quorum_completion quorum" in shown.stdout
     assert installed.exit_code == 0, installed.output
     script = tmp_path / "home" / ".bash_completions" / "quorum.sh"

@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 import quorum
 from quorum import cli
 from quorum.checkpoints import open_checkpointer
+from quorum.context import QuorumContext
 from quorum.settings import get_settings
 from quorum.testing import Script
 
@@ -194,15 +195,23 @@ async def test_the_saver_prunes_to_the_latest_and_deletes_runs(threads: list[str
         await saver.acopy_thread("t1", "t1-copy")
 
     assert len(run_of_t3) == 1
-    assert before["checkpoints"] > namespaces
-    assert rows(db, "t2")["checkpoints"] == namespaces  # one per namespace
+    # A short thread's conversation is rebuilt from its first checkpoint on: nothing of that
+    # chain may go (test_keep_latest_keeps_a_long_conversation prunes a long one).
+    assert rows(db, "t2")["checkpoints"] <= before["checkpoints"]
+    assert namespaces == 1
     assert latest is not None and latest.checkpoint["channel_values"]["output"] == "saved"
     assert rows(db, "t3")["checkpoints"] == rows(db, "t3")["writes"] == 0
     assert rows(db, "t4")["checkpoints"] == rows(db, "t4")["writes"] == 0
     assert kept(db, "t1")
     shown = await quorum.get_thread("t2")
     assert (shown.status, shown.output) == ("completed", "saved")
-    assert [c.step for c in shown.checkpoints] == [shown.checkpoints[0].step]
+    assert len(shown.checkpoints) == rows(db, "t2")["checkpoints"]
+    assert [type(m).__name__ for m in shown.values["messages"]] == [
+        "HumanMessage",
+        "AIMessage",
+        "ToolMessage",
+        "AIMessage",
+    ]
     copied, original = await quorum.get_thread("t1-copy"), await quorum.get_thread("t1")
     assert rows(db, "t1-copy")["checkpoints"] == rows(db, "t1")["checkpoints"]
     assert rows(db, "t1-copy")["writes"] == rows(db, "t1")["writes"]
@@ -210,3 +219,34 @@ async def test_the_saver_prunes_to_the_latest_and_deletes_runs(threads: list[str
     assert [c.checkpoint_id for c in copied.checkpoints] == [
         c.checkpoint_id for c in original.checkpoints
     ]
+
+
+async def test_keep_latest_keeps_a_long_conversation(script: Script, db: str) -> None:
+    """A conversation is stored as each step's new messages (a DeltaChannel, snapshotted every
+    100 updates): pruning to the latest state keeps the checkpoints back to the last snapshot,
+    and the state read afterwards is the whole conversation."""
+    rounds = 70
+
+    def counting(agent: str, messages: list[BaseMessage]) -> AIMessage:
+        done = sum(isinstance(m, ToolMessage) for m in messages)
+        if done == rounds:
+            return AIMessage("counted")
+        call = {"name": "calculator", "args": {"expression": f"{done} + 1"}, "id": f"c{done}"}
+        return AIMessage("", tool_calls=[call])
+
+    script.on("agent", counting)
+    await quorum.run("react", "Count", thread_id="long", context=QuorumContext(max_steps=100))
+    before = await quorum.get_thread("long")
+    stored_before = rows(db, "long")
+
+    async with open_checkpointer(db) as saver:
+        await saver.aprune(["long"], strategy="keep_latest")
+    after = await quorum.get_thread("long")
+    stored_after = rows(db, "long")
+
+    conversation = [(type(m), m.id, m.content) for m in before.values["messages"]]
+    assert len(conversation) == 2 * rounds + 2  # the task, 70 calls and results, the answer
+    assert [(type(m), m.id, m.content) for m in after.values["messages"]] == conversation
+    assert after.output == before.output == "counted"
+    assert 1 < stored_after["checkpoints"] < stored_before["checkpoints"] / 2
+    assert stored_after["writes"] < stored_before["writes"]
