@@ -166,6 +166,10 @@ def test_shell_completion_shows_installs_and_completes(
 ) -> None:
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.setenv("SHELL", "/bin/bash")
+    # Typer finds the shell from the process tree (shellingham), which depends on how the
+    # tests were started (none is found under a detached job): its own test switch makes
+    # the options take the shell by name instead.
+    monkeypatch.setenv("_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION", "1")
     (tmp_path / "home").mkdir()
 
     shown = quorum("--show-completion", "bash")
