@@ -73,6 +73,8 @@ async def suite(args: argparse.Namespace, folder: Path) -> list[Row]:
     )
     stage("concurrent runs")
     rows += await scale.concurrent(runs, batches, latency, databases)
+    stage("concurrent runs against LangGraph's own saver")
+    rows += await scale.against_stock(runs, batches, latency, databases)
     stage("concurrent quorum.run()")
     rows += await scale.through_run(runs, batches, latency, databases)
     stage("checkpoint growth")

@@ -33,7 +33,7 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import Checkpoint, CheckpointMetadata, empty_checkpoint
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
-from quorum.checkpoints.sqlite import open_sqlite
+from quorum.checkpoints.sqlite import QuorumSqliteSaver, open_sqlite
 from quorum.state import Plan, PlanStep, Usage
 
 MODES = {"FULL": 2, "NORMAL": 1}
@@ -118,12 +118,18 @@ def stock_synchronous(path: Path) -> int:
     return value
 
 
-async def open_mode(stack: AsyncExitStack, path: Path, mode: str) -> AsyncSqliteSaver:
+async def open_mode(stack: AsyncExitStack, path: Path, mode: str) -> QuorumSqliteSaver:
     """Quorum's SQLite saver on `path`, switched to `mode` (a no-op for NORMAL)."""
     saver = await stack.enter_async_context(open_sqlite(path))
-    await saver.conn.execute(f"PRAGMA synchronous={mode}")
-    async with saver.conn.execute("PRAGMA synchronous") as cursor:
-        row = await cursor.fetchone()
+    # Checkpoints are written on the saver's writer thread, with its own connection.
+    assert saver.writer is not None
+    conn = saver.writer.conn
+
+    def switch() -> Any:
+        conn.execute(f"PRAGMA synchronous={mode}")
+        return conn.execute("PRAGMA synchronous").fetchone()
+
+    row = await saver.writer.run(switch)
     if row is None or row[0] != MODES[mode]:
         raise RuntimeError(f"could not set synchronous={mode}: reads back {row}")
     return saver

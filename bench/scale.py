@@ -14,8 +14,16 @@ import uuid
 from collections.abc import Awaitable, Callable
 
 from bench.harness import Row, Target, interleaved, median
-from bench.runs import Databases, quorum_graph, run_quorum
-from bench.shapes import INPUTS, context_for
+from bench.runs import Databases, quorum_graph, run_quorum, run_raw, stock_saver
+from bench.shapes import (
+    FOUR_WORKERS,
+    INPUTS,
+    context_for,
+    orchestrator_script,
+    raw_orchestrator,
+    raw_react,
+    react_script,
+)
 from quorum import runner
 from quorum.checkpoints import open_persistence
 from quorum.runner import RunEvent
@@ -90,6 +98,46 @@ async def concurrent(runs: int, rounds: int, latency: float, databases: Database
 async def through_run(runs: int, rounds: int, latency: float, databases: Databases) -> list[Row]:
     """Durable runs through `quorum.run()`, the Python API, with its lease and read-back."""
     return await _throughput("quorum.run()", runs, rounds, latency, databases, via_api=True)
+
+
+async def against_stock(runs: int, rounds: int, latency: float, databases: Databases) -> list[Row]:
+    """Concurrent durable runs of Quorum against the raw graph made durable with LangGraph's
+    own saver: what Quorum's durability costs beyond LangGraph's. The raw side with no
+    checkpointer is run too, so the note says how much LangGraph's own durability keeps."""
+    rows = []
+    for label, kind in databases.targets():
+        for pattern, script, raw in (
+            ("react", react_script(4, delay=latency), raw_react),
+            ("orchestrator", orchestrator_script(FOUR_WORKERS, delay=latency), raw_orchestrator),
+        ):
+            ctx, raw_graph = context_for(pattern, rounds=4), raw(script)
+            async with databases.opened(kind) as kept, stock_saver(kind, databases.folder) as s:
+                graph = quorum_graph(pattern, kept)
+                stock = raw_graph.builder.compile(checkpointer=s)
+                with scripted(script):
+                    t = await interleaved(
+                        {
+                            "quorum": lambda: _batch(runs, lambda: run_quorum(graph, pattern, ctx)),  # noqa: B023
+                            "stock": lambda: _batch(runs, lambda: run_raw(stock, pattern)),  # noqa: B023
+                            "none": lambda: _batch(runs, lambda: run_raw(raw_graph, pattern)),  # noqa: B023
+                        },
+                        rounds,
+                    )
+            kept_by_stock = median(t["stock"]) / median(t["none"])
+            rows.append(
+                Row(
+                    f"{runs} concurrent durable runs vs raw with LangGraph's own saver ({pattern})",
+                    median(t["quorum"]),
+                    median(t["stock"]),
+                    "runs/s",
+                    Target(">=", 0.8),
+                    "raw LangGraph, stock saver",
+                    database=label,
+                    note=f"raw LangGraph durable on its own saver runs {kept_by_stock:.2f}x "
+                    "as many runs/s as with no checkpointer",
+                )
+            )
+    return rows
 
 
 async def memory(runs: int, databases: Databases) -> list[Row]:

@@ -68,12 +68,16 @@ class _Writer:
         self.conn.executescript(PRAGMAS)
 
     async def run(self, call: Callable[..., Any], *args: Any) -> Any:
+        """`call(*args)` on the writer thread, awaited without blocking the event loop."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.executor, functools.partial(call, *args))
 
     async def close(self) -> None:
-        await self.run(self.conn.close)
-        self.executor.shutdown()
+        """Close the connection after the writes already asked for, then end the thread."""
+        try:
+            await self.run(self.conn.close)
+        finally:  # even when cancelled: the close is queued, and the thread ends after it
+            self.executor.shutdown(wait=False)
 
 
 class QuorumSqliteSaver(AsyncSqliteSaver):
