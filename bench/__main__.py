@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import recovery, scale, steps, storage
+from bench import recovery, scale, separate, steps, storage
 from bench.harness import Row, markdown, print_table, write_chart, write_json
 from bench.runs import Databases
 
@@ -85,6 +85,11 @@ async def suite(args: argparse.Namespace, folder: Path) -> list[Row]:
     rows += await scale.memory(runs, databases)
     stage("first-event latency")
     rows += await scale.first_event(rounds, databases)
+    stage("tracing")
+    rows += separate.tracing(3 if quick else max(rounds, 10))
+    if args.tokens_model != "none":
+        stage(f"embedded model tokens/s ({args.tokens_model})")
+        rows += separate.tokens(args.tokens_model, 2 if quick else 10, 8 if quick else 128)
     return rows
 
 
@@ -99,8 +104,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=15, help="interleaved rounds per row")
     parser.add_argument("--runs", type=int, default=200, help="concurrent runs")
     parser.add_argument("--postgres", metavar="URL", help="also measure on this PostgreSQL db")
+    parser.add_argument(
+        "--tokens-model",
+        choices=["qwen2.5-coder-1.5b", "smollm2-135m", "none"],
+        help="embedded model of the tokens/s row (default: the default model; "
+        "smollm2-135m with --quick)",
+    )
     parser.add_argument("--out", type=Path, default=BENCH / "results", help="JSON and PNG here")
     args = parser.parse_args(argv)
+    if args.tokens_model is None:
+        args.tokens_model = "smollm2-135m" if args.quick else "qwen2.5-coder-1.5b"
     # Quorum's own settings: its data folder and endpoint never leak into a measurement.
     for name in ("QUORUM_BASE_URL", "OPENAI_BASE_URL", "QUORUM_API_KEY", "OPENAI_API_KEY"):
         os.environ.pop(name, None)

@@ -37,6 +37,11 @@ def test_quick_suite_writes_table_json_and_chart(tmp_path: Path) -> None:
         "calls repeated by a resume",
         "peak memory per run in flight",
         "first-event latency",
+        "durable step vs raw with LangGraph's own saver (react)",
+        "concurrent durable runs vs raw with LangGraph's own saver (orchestrator)",
+        "tracing off vs the tracing hooks cut out",
+        "tracing on (OpenTelemetry SDK, in-memory exporter) vs off",
+        "embedded model tokens/s, Quorum vs llama-cpp-python in-process (smollm2-135m)",
     ):
         assert what in names
     for row in rows:
