@@ -86,7 +86,7 @@ async def suite(args: argparse.Namespace, folder: Path) -> list[Row]:
     stage("first-event latency")
     rows += await scale.first_event(rounds, databases)
     stage("tracing")
-    rows += separate.tracing(3 if quick else max(rounds, 10))
+    rows += separate.tracing(3 if quick else max(rounds, 30))
     if args.tokens_model != "none":
         stage(f"embedded model tokens/s ({args.tokens_model})")
         rows += separate.tokens(args.tokens_model, 2 if quick else 10, 8 if quick else 128)
