@@ -291,13 +291,17 @@ class Harness:
     segment ends, fails or the harness closes, so nothing outlives the harness.
     """
 
-    def __init__(self, root: Path, *, delay: float = DELAY) -> None:
+    def __init__(self, root: Path, *, delay: float = DELAY, database: str | None = None) -> None:
         self.root = root
         self.stub = OpenAIStub()
         self.stub.delay = delay
         self.stub.responder = deterministic_replies(self.stub)
         self.env = quorum_env(self.stub, root)
-        self.database = str(root / "data" / "quorum.db")
+        # The lane's own SQLite file, or a PostgreSQL database the lanes share (thread ids
+        # are unique across a campaign).
+        self.database = database or str(root / "data" / "quorum.db")
+        if database is not None:
+            self.env["QUORUM_DATABASE"] = database
         self._live: set[subprocess.Popen[bytes]] = set()
         self._processes = 0
 
@@ -556,14 +560,20 @@ def run_campaign(
     delay: float = DELAY,
     grace: float = GRACE,
     on_verdict: Callable[[Verdict], None] | None = None,
+    database: str | None = None,
 ) -> Campaign:
-    """Measure each pattern's clean run, then run and judge every trial, `lanes` at a time."""
+    """Measure each pattern's clean run, then run and judge every trial, `lanes` at a time.
+
+    `database` (a postgresql:// URL) puts every lane's threads in that database instead of
+    each lane's own SQLite file.
+    """
     began = time.monotonic()
     patterns = list(dict.fromkeys(plan.pattern for plan in plans))
     idle: queue.Queue[Harness] = queue.Queue()
     with ExitStack() as stack:
         for n in range(lanes):
-            idle.put(stack.enter_context(Harness(root / f"lane{n}", delay=delay)))
+            lane = Harness(root / f"lane{n}", delay=delay, database=database)
+            idle.put(stack.enter_context(lane))
 
         def in_lane(job: Callable[[Harness], T]) -> T:
             harness = idle.get()

@@ -1,7 +1,8 @@
 """SIGKILL at random points in all four patterns, then `quorum resume`: judged from outside.
 
-Eight trials per pattern, each a `quorum run` process killed at a point drawn (with a fixed
-seed) from its own slice of the clean run, then resumed through the CLI until it exits 0
+Eight trials per pattern on SQLite and three on PostgreSQL, each a `quorum run` process
+killed at a point drawn (with a fixed seed) from its own slice of the clean run, then resumed
+through the CLI until it exits 0
 (`tests/crash_harness.py` says how trials run and what is measured). The kill points are
 fixed; the timings they land among are real, so each run exercises slightly different
 moments. `bench/bench_crash.py` runs the same trials by the hundred.
@@ -9,8 +10,11 @@ moments. `bench/bench_crash.py` runs the same trials by the hundred.
 
 from __future__ import annotations
 
+import uuid
 from collections import Counter
+from collections.abc import Iterator
 
+import psycopg
 import pytest
 
 from tests.crash_harness import (
@@ -27,6 +31,7 @@ from tests.crash_harness import (
     plan_trials,
     run_campaign,
 )
+from tests.test_postgres import server_url  # noqa: F401  (fixture)
 
 SEED = 20240611
 PER_PATTERN = 8
@@ -45,6 +50,47 @@ def test_killed_run_resumes_as_if_never_killed(campaign: Campaign, index: int) -
 
     assert verdict.trial.plan == PLANS[index]
     assert verdict.ok, describe(verdict)
+
+
+PG_PER_PATTERN = 3
+PG_PLANS = plan_trials(PATTERN_INPUTS, PG_PER_PATTERN, seed=SEED + 1)
+
+
+@pytest.fixture(scope="module")
+def pg_campaign(
+    server_url: str,  # noqa: F811
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Campaign]:
+    """The same trials with every lane's threads in one fresh PostgreSQL database."""
+    name = f"quorum_crash_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    try:
+        database = server_url.rsplit("/", 1)[0] + f"/{name}"
+        root = tmp_path_factory.mktemp("crash-trials-pg")
+        yield run_campaign(root, PG_PLANS, lanes=2, database=database)
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+@pytest.mark.parametrize("index", range(len(PG_PLANS)), ids=[plan.thread for plan in PG_PLANS])
+def test_killed_run_resumes_as_if_never_killed_on_postgres(
+    pg_campaign: Campaign, index: int
+) -> None:
+    verdict = pg_campaign.verdicts[index]
+
+    assert verdict.trial.plan == PG_PLANS[index]
+    assert verdict.ok, describe(verdict)
+
+
+def test_postgres_trials_kill_real_runs(pg_campaign: Campaign) -> None:
+    killed = [v for v in pg_campaign.verdicts if v.trial.kills]
+
+    assert len(pg_campaign.verdicts) == len(PATTERN_INPUTS) * PG_PER_PATTERN
+    assert len(killed) >= len(PATTERN_INPUTS) * 2
+    assert any(v.completed_at_kill for v in killed)
+    assert sum(len(v.rerequested_completed) for v in pg_campaign.verdicts) == 0
 
 
 def test_trials_kill_real_runs_at_every_stage(campaign: Campaign) -> None:
