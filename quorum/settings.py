@@ -139,6 +139,13 @@ class Settings(BaseSettings):
         ),
     )
 
+    postgres_pool_size: int = Field(
+        default=10,
+        ge=2,
+        le=1000,
+        description="Most connections a process opens to a PostgreSQL database, for the "
+        "checkpointer and for the store each; concurrent runs share them.",
+    )
     lease_seconds: float = Field(
         default=30.0,
         gt=0,

@@ -35,7 +35,17 @@ async def test_sqlite_is_wal_normal_with_busy_timeout(tmp_path: Path) -> None:
             async with conn.execute(f"PRAGMA {name}") as cursor:
                 pragmas[name] = (await cursor.fetchone())[0]
 
+        # Checkpoints are committed on the writer thread's own connection: the same there.
+        writer = saver.writer  # type: ignore[attr-defined]
+
+        def writer_pragmas() -> dict[str, object]:
+            names = ("journal_mode", "synchronous", "busy_timeout")
+            return {n: writer.conn.execute(f"PRAGMA {n}").fetchone()[0] for n in names}
+
+        on_writer = await writer.run(writer_pragmas)
+
     assert pragmas == {"journal_mode": "wal", "synchronous": 1, "busy_timeout": 10_000}
+    assert on_writer == pragmas
 
 
 async def test_tampered_checkpoint_cannot_revive_foreign_types(tmp_path: Path) -> None:

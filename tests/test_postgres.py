@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -12,6 +13,7 @@ import pytest
 import quorum
 from quorum.checkpoints import open_checkpointer
 from quorum.errors import ConfigError, RunFailed
+from quorum.settings import get_settings
 from quorum.state import Verdict
 from quorum.testing import Script
 from tests.langgraph_dev import REPO
@@ -70,6 +72,45 @@ async def test_failed_run_resumes_from_postgres(script: Script, database: str) -
 
     assert resumed.status == "completed"
     assert script.count("debater_a") == debaters  # nothing before the judge ran again
+
+
+async def test_concurrent_runs_share_a_bounded_pool_of_connections(
+    script: Script, database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Runs in flight in one process share a pool per component (saver, store): counted at
+    the server, the connections never pass the setting's bound, and every run completes."""
+    monkeypatch.setenv("QUORUM_POSTGRES_POOL_SIZE", "2")
+    get_settings.cache_clear()
+    script.delay = 0.05
+    name = database.rsplit("/", 1)[1]
+    seen: list[int] = []
+    done = asyncio.Event()
+
+    async def count_connections() -> None:
+        async with await psycopg.AsyncConnection.connect(database, autocommit=True) as watcher:
+            while not done.is_set():
+                cursor = await watcher.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND pid <> "
+                    "pg_backend_pid()",
+                    (name,),
+                )
+                row = await cursor.fetchone()
+                assert row is not None
+                seen.append(row[0])
+                await asyncio.sleep(0.005)
+
+    watching = asyncio.create_task(count_connections())
+    try:
+        ran = await asyncio.gather(
+            *(quorum.run("react", "6*7?", database=database, thread_id=f"p{n}") for n in range(8))
+        )
+    finally:
+        done.set()
+        await watching
+
+    assert [info.status for info in ran] == ["completed"] * 8
+    assert seen and max(seen) <= 2 * 2  # two pools of at most two connections each
+    assert max(seen) >= 2
 
 
 async def test_unreachable_postgres_is_a_clear_error(script: Script) -> None:

@@ -165,6 +165,6 @@ async def list_thread_ids(saver: BaseCheckpointSaver) -> list[str]:
     if isinstance(conn, aiosqlite.Connection):
         async with conn.execute(query) as cursor:
             return [row[0] for row in await cursor.fetchall()]
-    async with conn.cursor() as cursor:  # psycopg
+    async with conn.connection() as pooled, pooled.cursor() as cursor:  # psycopg's pool
         await cursor.execute(query)
         return [row["thread_id"] for row in await cursor.fetchall()]

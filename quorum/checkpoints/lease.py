@@ -130,7 +130,8 @@ class Leases:
                 await cursor.close()
                 await self.conn.commit()
                 return [tuple(row) for row in rows]
-            async with self.conn.cursor() as cursor:  # psycopg, autocommit
+            # psycopg, autocommit; the saver's connection pool
+            async with self.conn.connection() as conn, conn.cursor() as cursor:
                 await cursor.execute(sql.replace("?", "%s"), params)
                 rows = await cursor.fetchall() if cursor.description else []
                 return [tuple(row.values()) if isinstance(row, dict) else row for row in rows]

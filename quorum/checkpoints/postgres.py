@@ -1,7 +1,9 @@
 """The PostgreSQL checkpointer and store, used when the database setting is a postgresql:// URL.
 
-LangGraph's PostgreSQL saver deletes and prunes threads; Quorum's adds deleting the checkpoints
-of given runs, which `langgraph dev` asks of a custom checkpointer (a rolled-back run).
+Each opens a psycopg connection pool (up to `QUORUM_POSTGRES_POOL_SIZE` connections), so the
+runs in flight in a process do not queue on one connection. LangGraph's PostgreSQL saver
+deletes and prunes threads; Quorum's adds deleting the checkpoints of given runs, which
+`langgraph dev` asks of a custom checkpointer (a rolled-back run).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 
 from quorum.checkpoints.serde import strict_serializer
 from quorum.errors import ConfigError
+from quorum.settings import get_settings
 
 
 @asynccontextmanager
@@ -20,23 +23,36 @@ async def _connect(url: str) -> AsyncIterator[Any]:
     try:
         import psycopg
         from psycopg.rows import dict_row
+        from psycopg_pool import AsyncConnectionPool
     except ImportError as error:
         raise ConfigError(
             "PostgreSQL checkpoints need the postgres extra",
             hint="pip install 'quorum[postgres]'",
         ) from error
+    # The saver and the store read rows by column name, and manage their transactions.
+    options: dict[str, Any] = {"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row}
     try:
-        # The saver and the store read rows by column name, and manage their transactions.
-        conn = await psycopg.AsyncConnection.connect(
-            url, autocommit=True, prepare_threshold=0, row_factory=dict_row
-        )
+        # One connection first: a pool that cannot connect only times out, and the
+        # server's own reason (refused, bad password, no such database) is what helps.
+        probe = await psycopg.AsyncConnection.connect(url, **options)
     except psycopg.Error as error:
         raise ConfigError(
             f"cannot connect to the PostgreSQL checkpoint database: {error}".strip(),
             hint="check the URL in QUORUM_DATABASE (or --db) and that the server is up",
         ) from error
-    async with conn:
-        yield conn
+    await probe.close()
+    pool = AsyncConnectionPool(
+        url,
+        min_size=1,
+        max_size=get_settings().postgres_pool_size,
+        kwargs=options,
+        open=False,
+    )
+    await pool.open(wait=True)
+    try:
+        yield pool
+    finally:
+        await pool.close()
 
 
 @asynccontextmanager
@@ -64,9 +80,9 @@ async def open_postgres(url: str) -> AsyncIterator[Any]:
                     "DELETE FROM checkpoints WHERE metadata->>'run_id' = ANY(%s)", (runs,)
                 )
 
-    async with _connect(url) as conn:
-        saver = QuorumPostgresSaver(conn, serde=strict_serializer())
-        async with _one_setup_at_a_time(conn):
+    async with _connect(url) as pool:
+        saver = QuorumPostgresSaver(pool, serde=strict_serializer())
+        async with _one_setup_at_a_time(pool):
             await saver.setup()
         yield saver
 
@@ -76,9 +92,9 @@ async def open_postgres_store(url: str) -> AsyncIterator[Any]:
     """Open the store tables at `url`, creating them if needed."""
     from langgraph.store.postgres.aio import AsyncPostgresStore
 
-    async with _connect(url) as conn:
-        store = AsyncPostgresStore(conn)
-        async with _one_setup_at_a_time(conn):
+    async with _connect(url) as pool:
+        store = AsyncPostgresStore(pool)
+        async with _one_setup_at_a_time(pool):
             await store.setup()
         yield store
 
@@ -90,23 +106,25 @@ SETUP_POLL = 0.05
 
 
 @asynccontextmanager
-async def _one_setup_at_a_time(conn: Any) -> AsyncIterator[None]:
+async def _one_setup_at_a_time(pool: Any) -> AsyncIterator[None]:
     """Hold a session advisory lock while LangGraph's migrations run.
 
     They read their version, then apply what is missing: processes that open a new database
     at once would each apply them and all but one fail on a duplicate version row. One at a
     time, across processes and machines (the SQLite side does the same with a file lock).
+    The lock is held by one pooled connection while the migrations run on another.
     """
-    # Polled, not waited for: a session blocked in pg_advisory_lock keeps a statement open,
-    # and the store's CREATE INDEX CONCURRENTLY (run by the lock's holder) waits for every
-    # open statement to end, so the two would deadlock.
-    while True:
-        cursor = await conn.execute("SELECT pg_try_advisory_lock(%s) AS taken", (SETUP_LOCK,))
-        row = await cursor.fetchone()
-        if row is not None and row["taken"]:
-            break
-        await asyncio.sleep(SETUP_POLL)
-    try:
-        yield
-    finally:
-        await conn.execute("SELECT pg_advisory_unlock(%s)", (SETUP_LOCK,))
+    async with pool.connection() as conn:
+        # Polled, not waited for: a session blocked in pg_advisory_lock keeps a statement
+        # open, and the store's CREATE INDEX CONCURRENTLY (run by the lock's holder) waits
+        # for every open statement to end, so the two would deadlock.
+        while True:
+            cursor = await conn.execute("SELECT pg_try_advisory_lock(%s) AS taken", (SETUP_LOCK,))
+            row = await cursor.fetchone()
+            if row is not None and row["taken"]:
+                break
+            await asyncio.sleep(SETUP_POLL)
+        try:
+            yield
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock(%s)", (SETUP_LOCK,))
