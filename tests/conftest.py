@@ -38,6 +38,17 @@ def no_process_left_behind() -> Iterator[None]:
         )
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that starts PostgreSQL, whichever module it is in.
+
+    The server comes from one fixture, `server_url`; a test that asks for it, directly or
+    through another fixture, needs Debian's PostgreSQL and is left out of the fast lane.
+    """
+    for item in items:
+        if "server_url" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.postgres)
+
+
 @pytest.fixture(autouse=True)
 def isolated_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
     """Each test gets its own data folder and no endpoint, key or tracing from the machine."""

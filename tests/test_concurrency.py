@@ -36,7 +36,7 @@ def stub() -> Iterator[OpenAIStub]:
         yield running
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def target(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """The checkpoint database: a SQLite file, or a fresh PostgreSQL database."""
     if request.param == "sqlite":

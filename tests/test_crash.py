@@ -65,6 +65,7 @@ def quorum(*args: str, env: dict[str, str], cwd: Path, **kwargs) -> subprocess.P
     )
 
 
+@pytest.mark.crash
 def test_sigkilled_run_resumes_without_repeating_finished_steps(
     stub: OpenAIStub, tmp_path: Path
 ) -> None:

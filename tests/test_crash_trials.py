@@ -44,6 +44,7 @@ def campaign(tmp_path_factory: pytest.TempPathFactory) -> Campaign:
     return run_campaign(tmp_path_factory.mktemp("crash-trials"), PLANS, lanes=2)
 
 
+@pytest.mark.crash
 @pytest.mark.parametrize("index", range(len(PLANS)), ids=[plan.thread for plan in PLANS])
 def test_killed_run_resumes_as_if_never_killed(campaign: Campaign, index: int) -> None:
     verdict = campaign.verdicts[index]
@@ -74,6 +75,7 @@ def pg_campaign(
             admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
 
 
+@pytest.mark.crash
 @pytest.mark.parametrize("index", range(len(PG_PLANS)), ids=[plan.thread for plan in PG_PLANS])
 def test_killed_run_resumes_as_if_never_killed_on_postgres(
     pg_campaign: Campaign, index: int
@@ -84,6 +86,7 @@ def test_killed_run_resumes_as_if_never_killed_on_postgres(
     assert verdict.ok, describe(verdict)
 
 
+@pytest.mark.crash
 def test_postgres_trials_kill_real_runs(pg_campaign: Campaign) -> None:
     killed = [v for v in pg_campaign.verdicts if v.trial.kills]
 
@@ -93,6 +96,7 @@ def test_postgres_trials_kill_real_runs(pg_campaign: Campaign) -> None:
     assert sum(len(v.rerequested_completed) for v in pg_campaign.verdicts) == 0
 
 
+@pytest.mark.crash
 def test_trials_kill_real_runs_at_every_stage(campaign: Campaign) -> None:
     verdicts = campaign.verdicts
     killed = [v for v in verdicts if v.trial.kills]

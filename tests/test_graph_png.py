@@ -1,6 +1,6 @@
 """`quorum graph PATTERN --png FILE`: a picture of each pattern, drawn with no network.
 
-Graphviz's `dot` (Debian's graphviz, installed by .ci/run) draws it on this machine;
+graphviz-pure's renderer, from its wheel (a dependency), draws it on this machine;
 pytest-socket would stop any attempt to reach a drawing service.
 """
 
@@ -54,3 +54,17 @@ def test_graph_without_png_still_prints_mermaid() -> None:
 
     assert result.exit_code == 0
     assert result.stdout.startswith(("---", "graph", "%%"))
+
+
+def test_graph_png_needs_no_system_graphviz(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A machine with nothing on PATH (no Debian graphviz): the wheel's renderer still draws.
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    target = tmp_path / "react.png"
+
+    result = CliRunner().invoke(app, ["graph", "react", "--png", str(target)])
+
+    assert result.exit_code == 0, result.output
+    with Image.open(target) as image:
+        assert image.format == "PNG" and image.width > 100

@@ -1,6 +1,6 @@
 """`quorum report`: one self-contained HTML file, looked at in headless Chromium.
 
-The page is opened in Debian's `chromium` (installed by .ci/run), a screenshot is taken, and
+The page is opened in Debian's `chromium` (installed by `make test`), a screenshot is taken, and
 the bars of the timeline are read back from its pixels: each kind of span has one solid
 colour, and each bar is a band of rows of that colour. The number of model-call bars must be
 the number of calls the scripted server answered, and the orchestrator's parallel workers
@@ -53,7 +53,7 @@ class Bar:
 
 def screenshot(page: Path, png: Path) -> Image.Image:
     chromium = shutil.which("chromium")
-    assert chromium, "Debian's chromium is missing: .ci/run installs it"
+    assert chromium, "Debian's chromium is missing: `make test` installs it"
     before = {p.pid for p in processes.descendants()}
     subprocess.run(
         [
@@ -102,6 +102,7 @@ def bars(image: Image.Image, colour: str) -> list[Bar]:
     return found
 
 
+@pytest.mark.browser
 async def test_report_draws_a_bar_per_call_and_parallel_workers_overlap(
     stub: OpenAIStub, db: str, tmp_path: Path
 ) -> None:
