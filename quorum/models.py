@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import hashlib
 import json
 import random
 import re
@@ -75,8 +76,9 @@ REPAIR_PROMPT = (
 FINAL_ANSWER = "final_answer"
 ACTION_PROMPT = """
 
-You act by replying with one JSON action: "action" is a tool name or "final_answer",
-"action_input" holds the tool's arguments (or your answer), "thought" is your reasoning.
+You act by replying with one JSON action: first "thought", your reasoning about what to do
+next; then "action", a tool name or "final_answer"; then "action_input", the tool's
+arguments (or your answer, in full: the actual value, never a placeholder).
 Tools:
 {tools}
 - final_answer: give the answer to the user. action_input: ["answer"]
@@ -355,14 +357,38 @@ async def ask(
     messages: Sequence[BaseMessage],
     *,
     tools: Sequence[BaseTool] = (),
+    sample: int | None = None,
 ) -> AIMessage:
-    """One model turn for `agent`, offering `tools` when given."""
+    """One model turn for `agent`, offering `tools` when given.
+
+    `sample` numbers one of several turns sent the same prompt on purpose (see
+    `ask_structured`); each gets a seed of its own.
+    """
     model: Any = await load_chat_model(agent, context)
     if tools and isinstance(model, ChatOpenAI) and current_endpoint().tools == "json":
         return await _ask_json_action(model, messages, tools, agent, context)
     if tools:
         model = _with_tools(model, tools)
-    return await _invoke(model, messages, agent, context)
+    return await _invoke(_for_sample(model, sample), messages, agent, context)
+
+
+def sample_seed(seed: int, index: int) -> int:
+    """The seed of sample `index` drawn with the run's `seed`: its own, and the same every run.
+
+    Samples sent with one seed are one sample, k times over: a seeded server returns the
+    same text to the same prompt.
+    """
+    digest = hashlib.sha256(f"{seed}/{index}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+
+
+def _for_sample(model: Any, sample: int | None) -> Any:
+    """`model` with the seed of sample `sample` bound, when the run is seeded and sampling."""
+    seed = get_settings().seed
+    if sample is None or seed is None:
+        return model
+    # Bound, so the journal's request digest tells the samples apart too.
+    return model.bind(seed=sample_seed(seed, sample))
 
 
 def _with_tools(model: Any, tools: Sequence[BaseTool]) -> Any:
@@ -392,28 +418,98 @@ async def ask_structured(
     schema: type[T],
     *,
     json_schema: dict[str, Any] | None = None,
+    sample: int | None = None,
 ) -> T:
     """Ask `agent` for a reply matching `schema`; the model may repair a bad reply.
 
     `json_schema`, when given, is what the endpoint is asked for instead of `schema`'s own:
     a narrower form (say, an enum of the names allowed in this run) that steers the model,
-    while `schema` still validates the reply.
+    while `schema` still validates the reply. `sample` numbers one of several calls sent the
+    same prompt on purpose (self-consistency): each gets a seed of its own (`sample_seed`).
     """
-    model = _with_format(
-        await load_chat_model(agent, context), json_schema or schema, schema.__name__
-    )
+    model = _for_sample(await load_chat_model(agent, context), sample)
+    model = _with_format(model, json_schema or schema, schema.__name__)
     conversation = list(messages)
     for _ in range(STRUCTURED_REPAIRS + 1):
         # Each repair is its own journaled call: a crash mid-repair replays the ones before.
         reply = await _invoke(model, conversation, agent, context)
         try:
-            return schema.model_validate(_parse_json(reply))
-        except ValueError as error:  # invalid JSON, or a pydantic ValidationError
+            parsed = _parse_json(reply)
+            validated = schema.model_validate(parsed)
+            hollow = hollow_fields(parsed, schema)
+            if hollow:
+                raise ValueError("; ".join(hollow))
+            return validated
+        except ValueError as error:  # invalid JSON, a ValidationError, or a hollow field
             conversation += [reply, HumanMessage(REPAIR_PROMPT.format(error=_brief(error)))]
     raise ModelError(
         f"agent '{agent}' gave no valid {schema.__name__} after {STRUCTURED_REPAIRS} repairs",
         hint="try a stronger model for this agent (context 'models') or a lower temperature",
     )
+
+
+PLACEHOLDERS = frozenset(
+    {"value", "string", "text", "answer", "your answer", "the answer", "final answer",
+     "placeholder", "todo", "tbd", "xxx", "...", "…", "<answer>", "[answer]", "{answer}"}
+)  # fmt: skip
+"""Words a model writes where a real value belongs when it copies the form, not fills it."""
+
+_JSON_PUNCTUATION = frozenset('{}[]":,')
+
+
+def hollow(value: str, name: str = "", description: str = "") -> str | None:
+    """Why the text `value`, given for field `name`, holds no real value; None when it does.
+
+    A small model under a grammar can produce a reply that parses and validates but says
+    nothing: a placeholder ("value"), stray JSON punctuation ("}"), an echo of the field's
+    name or description, or a nested copy of the whole reply. Each is as wrong as invalid
+    JSON, and goes to the same bounded repair with the reason.
+    """
+    text = value.strip()
+    folded = text.casefold().replace("_", " ").strip(" .")
+    if text and set(text) <= _JSON_PUNCTUATION:
+        return f"'{name}' is only JSON punctuation ({text!r}): write the actual value"
+    if folded in PLACEHOLDERS or (name and folded == name.casefold().replace("_", " ")):
+        return f"'{name}' is a placeholder ({text!r}): write the actual value, not a stand-in"
+    if description and folded == description.casefold().strip(" ."):
+        return f"'{name}' repeats the field's description: write the actual value"
+    if text[:1] in "{[" and text[-1:] in "}]":
+        try:
+            json.loads(text)
+        except ValueError:
+            pass
+        else:
+            return f"'{name}' holds JSON ({_shorten(text)}): write only the value itself"
+    if name and re.search(r'"\w+"\s*:', text) and text.count('":') >= 2:
+        return f"'{name}' holds a copy of the JSON reply: write only the value itself"
+    return None
+
+
+def hollow_fields(reply: Any, schema: type[BaseModel]) -> list[str]:
+    """Why each string of `reply` (a parsed reply valid for `schema`) holds no real value."""
+    found: list[str] = []
+
+    def visit(value: Any, name: str, description: str) -> None:
+        if isinstance(value, str):
+            reason = hollow(value, name, description)
+            if reason is not None:
+                found.append(reason)
+        elif isinstance(value, list):
+            for item in value:
+                visit(item, name, "")
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                visit(item, str(key), "")
+
+    if isinstance(reply, dict):
+        for key, value in reply.items():
+            field = schema.model_fields.get(key)
+            visit(value, key, (field.description or "") if field else "")
+    return found
+
+
+def _shorten(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 async def _ask_json_action(
@@ -456,19 +552,30 @@ async def _ask_json_action(
         prompt[0] = SystemMessage(prompt[0].text + ACTION_PROMPT.format(tools=described))
     else:
         prompt.insert(0, SystemMessage(ACTION_PROMPT.format(tools=described).strip()))
-    raw = await _invoke(_with_format(model, schema, "Action"), prompt, agent, context)
-    try:
-        action = _parse_json(raw)
-        name, arguments, thought = action["action"], action["action_input"], action["thought"]
-    except (ValueError, KeyError, TypeError):
-        # Only a reply cut at the length limit gets here (the grammar forces the shape).
-        return AIMessage(raw.text, usage_metadata=raw.usage_metadata)
-    if name == FINAL_ANSWER or not isinstance(arguments, dict):
+    bound = _with_format(model, schema, "Action")
+    for _ in range(STRUCTURED_REPAIRS + 1):
+        raw = await _invoke(bound, prompt, agent, context)
+        try:
+            action = _parse_json(raw)
+            name, arguments, thought = action["action"], action["action_input"], action["thought"]
+        except (ValueError, KeyError, TypeError):
+            # Only a reply cut at the length limit gets here (the grammar forces the shape).
+            return AIMessage(raw.text, usage_metadata=raw.usage_metadata)
+        if name != FINAL_ANSWER and isinstance(arguments, dict):
+            call = ToolCall(name=str(name), args=arguments, id=f"call_{uuid.uuid4().hex[:12]}")
+            return AIMessage(str(thought), tool_calls=[call], usage_metadata=raw.usage_metadata)
         answer = arguments.get("answer", "") if isinstance(arguments, dict) else arguments
         # A small model sometimes leaves the answer empty and puts it in its thought.
-        return AIMessage(str(answer).strip() or str(thought), usage_metadata=raw.usage_metadata)
-    call = ToolCall(name=str(name), args=arguments, id=f"call_{uuid.uuid4().hex[:12]}")
-    return AIMessage(str(thought), tool_calls=[call], usage_metadata=raw.usage_metadata)
+        text = str(answer).strip() or str(thought)
+        reason = hollow(text, "answer")
+        if reason is None:
+            return AIMessage(text, usage_metadata=raw.usage_metadata)
+        # Each repair is its own journaled call, as in `ask_structured`.
+        prompt = [*prompt, raw, HumanMessage(REPAIR_PROMPT.format(error=reason))]
+    raise ModelError(
+        f"agent '{agent}' gave no real final answer after {STRUCTURED_REPAIRS} repairs",
+        hint="try a stronger model for this agent (context 'models') or a lower temperature",
+    )
 
 
 def _action_schema(name: str, arguments: dict[str, Any]) -> dict[str, Any]:
@@ -476,13 +583,14 @@ def _action_schema(name: str, arguments: dict[str, Any]) -> dict[str, Any]:
     arguments.pop("description", None)
     return {
         "type": "object",
-        # `action` first: a small model that commits to the action first follows it better.
+        # `thought` first: a model that commits to an action (and its answer) before it has
+        # reasoned fills in a guess or a placeholder ("value") and reasons afterwards.
         "properties": {
+            "thought": {"type": "string"},
             "action": {"const": name},
             "action_input": arguments,
-            "thought": {"type": "string"},
         },
-        "required": ["action", "action_input", "thought"],
+        "required": ["thought", "action", "action_input"],
     }
 
 
@@ -496,7 +604,7 @@ def _as_plain_turns(messages: Sequence[BaseMessage]) -> list[BaseMessage]:
     for message in messages:
         if isinstance(message, AIMessage) and message.tool_calls:
             call = message.tool_calls[0]
-            action = {"action": call["name"], "action_input": call["args"], "thought": message.text}
+            action = {"thought": message.text, "action": call["name"], "action_input": call["args"]}
             turns.append(AIMessage(json.dumps(action)))
         elif isinstance(message, ToolMessage):
             turns.append(

@@ -320,8 +320,10 @@ class Position(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    # Reasoning first: a model writes the fields in order, and one that commits to an answer
+    # before reasoning argues for whatever it wrote first.
+    reasoning: str = Field(description="Why, briefly: the working that leads to the answer.")
     answer: str = Field(description="The answer to the question.")
-    reasoning: str = Field(description="Why, briefly.")
 
 
 class Verdict(BaseModel):
@@ -329,9 +331,10 @@ class Verdict(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    # The rationale first, for the same reason as `Position.reasoning`.
+    rationale: str = Field(description="Weigh both answers: which is better supported, and why.")
     final_answer: str = Field(description="The answer the judge settles on.")
     winner: Literal["a", "b", "tie"] = Field(description="Which debater argued better.")
-    rationale: str = Field(description="Why.")
     confidence: float = Field(ge=0, le=1, description="How sure the judge is, 0 to 1.")
 
 
@@ -392,6 +395,10 @@ class ReactOutput(QuorumOutput, total=False):
 # --- Evaluation ----------------------------------------------------------------------------------
 
 
+AnswerKind = Literal["number", "text"]
+"""What an eval question's answer is: a number (numeric checker) or text."""
+
+
 class EvalState(QuorumState, total=False):
     """State of one evaluated question (`quorum eval`); `input` is the question.
 
@@ -399,8 +406,10 @@ class EvalState(QuorumState, total=False):
     more than the patterns' own types.
     """
 
+    kind: AnswerKind
+    """What the answer is, so it is taken out as that type."""
     answer: str
-    """The structured final answer."""
+    """The final answer, taken out of the strategy's working; "" when it reached none."""
     reasoning: str
     samples: Annotated[list[str], append]
     """Self-consistency: each sampled answer."""
@@ -410,4 +419,5 @@ class SampleTask(TypedDict):
     """What one self-consistency sample gets."""
 
     input: str
+    kind: AnswerKind
     sample: int

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -152,6 +153,16 @@ def debater(agent: str, messages: list[BaseMessage]) -> dict:
     return {"answer": f"{agent} answer", "reasoning": "because"}
 
 
+def extracted(prompt: str) -> dict:
+    """A faithful extraction of the worked answer in `prompt`.
+
+    It gives what the last "Final answer:" line states, and null when none does.
+    """
+    stated = re.findall(r"final answer:\s*(.+)", prompt, re.IGNORECASE)
+    text = stated[-1].strip().rstrip(".") if stated else ""
+    return {"answer": text or None}
+
+
 def _react_agent(agent: str, messages: list[BaseMessage]) -> AIMessage:
     # Asks the calculator once, then answers with its result.
     if any(isinstance(m, ToolMessage) for m in messages):
@@ -185,8 +196,8 @@ DEFAULT_RESPONDERS: dict[str, Responder] = {
         "confidence": 0.8,
     },
     "agent": _react_agent,
-    # `quorum eval`'s strategies: a structured final answer.
-    "solver": lambda a, m: {"reasoning": "6 times 7", "answer": "42"},
-    "sampler": lambda a, m: {"reasoning": "6 times 7", "answer": "42"},
-    "final_answer": lambda a, m: {"reasoning": "the team's result", "answer": "42"},
+    # `quorum eval`'s strategies: a working in plain text, then its answer taken out of it.
+    "solver": lambda a, m: "6 times 7 is 42.\nFinal answer: 42",
+    "sampler": lambda a, m: "6 times 7 is 42.\nFinal answer: 42",
+    "extract": lambda a, m: extracted(last_human(m)),
 }

@@ -30,8 +30,8 @@ from quorum.evals.checkers import check
 from quorum.evals.report import as_json, draw, rows, write_json
 from quorum.evals.statistics import mcnemar_exact, wilson
 from quorum.settings import get_settings
-from quorum.testing import Script, last_human, scripted
-from tests.openai_stub import OpenAIStub, text_of
+from quorum.testing import Script, extracted, last_human, scripted
+from tests.openai_stub import OpenAIStub, schema_name, text_of
 from tests.test_crash import quorum, quorum_env
 
 # --- Checkers and question files -----------------------------------------------------------
@@ -82,9 +82,7 @@ async def test_a_question_file_is_scored_with_each_checker(tmp_path: Path) -> No
         "Largest animal?": "a whale",  # the regex wants the whole answer to match
         "Biggest US city?": "New York City",
     }
-    script = Script().on(
-        "solver", lambda a, m: {"reasoning": "known", "answer": replies[last_human(m)]}
-    )
+    script = Script().on("solver", lambda a, m: f"Known.\nFinal answer: {replies[last_human(m)]}")
     with scripted(script):
         result = await run_eval(questions, ["single"])
 
@@ -195,22 +193,26 @@ def known_answers() -> Script:
     """single is right on questions 0-3, self-consistency on 0-8, debate on all 12."""
     samples: Counter[str] = Counter()
 
-    def solver(agent: str, messages: list[BaseMessage]) -> dict:
+    def solver(agent: str, messages: list[BaseMessage]) -> str:
         question = _question_in(messages)
         right = INDEX[question] < 4
-        return {"reasoning": "r", "answer": EXPECTED[question] if right else "-1"}
+        return f"r\nFinal answer: {EXPECTED[question] if right else '-1'}"
 
-    def sampler(agent: str, messages: list[BaseMessage]) -> dict:
+    def sampler(agent: str, messages: list[BaseMessage]) -> str:
         question = _question_in(messages)
         samples[question] += 1
         # Two of three samples right on 0-8 (the majority wins), one of three on the rest.
         right = samples[question] <= (2 if INDEX[question] < 9 else 1)
-        return {"reasoning": "r", "answer": EXPECTED[question] if right else "7"}
+        return f"r\nFinal answer: {EXPECTED[question] if right else '7'}"
 
-    def final_answer(agent: str, messages: list[BaseMessage]) -> dict:
-        return {"reasoning": "r", "answer": EXPECTED[_question_in(messages)] + ".0"}
+    def extract(agent: str, messages: list[BaseMessage]) -> dict:
+        working = last_human(messages)
+        if "Final answer:" in working:  # single and self-consistency: taken out as written
+            return extracted(working)
+        # The debate's judge (scripted) names no number: right on every question, as 123.0.
+        return {"answer": EXPECTED[_question_in(messages)] + ".0"}
 
-    return Script().on("solver", solver).on("sampler", sampler).on("final_answer", final_answer)
+    return Script().on("solver", solver).on("sampler", sampler).on("extract", extract)
 
 
 async def test_scripted_eval_gives_exact_accuracies_intervals_tokens_and_significance(
@@ -232,14 +234,14 @@ async def test_scripted_eval_gives_exact_accuracies_intervals_tokens_and_signifi
     assert (single.low, single.high) == pytest.approx((0.1381, 0.6094), abs=5e-5)
     assert (sc.low, sc.high) == pytest.approx((0.4677, 0.9111), abs=5e-5)
     assert (debate.low, debate.high) == pytest.approx((0.7575, 1.0), abs=5e-5)
-    # Every scripted reply is 10 input and 5 output tokens: 1 call per question for single,
-    # 3 samples for self-consistency, and for debate 2 answers + 2 critiques + 2 revisions
-    # + the judge + the final answer.
-    assert (single.input_tokens, single.output_tokens) == (120, 60)
-    assert (sc.input_tokens, sc.output_tokens) == (360, 180)
+    # Every scripted reply is 10 input and 5 output tokens: 2 calls per question for single
+    # (the working and the extraction), 3 samples of 2 for self-consistency, and for debate
+    # 2 answers + 2 critiques + 2 revisions + the judge + the extraction.
+    assert (single.input_tokens, single.output_tokens) == (240, 120)
+    assert (sc.input_tokens, sc.output_tokens) == (720, 360)
     assert (debate.input_tokens, debate.output_tokens) == (960, 480)
     assert script.count("solver") == 12 and script.count("sampler") == 36
-    assert script.count("judge") == 12 and script.count("final_answer") == 12
+    assert script.count("judge") == 12 and script.count("extract") == 12 + 36 + 12
     # Self-consistency wins 5 questions, loses none: p = 2 / 2**5, not significant;
     # debate wins 8: p = 2 / 2**8, significant.
     assert sc.vs_single is not None and debate.vs_single is not None
@@ -250,7 +252,8 @@ async def test_scripted_eval_gives_exact_accuracies_intervals_tokens_and_signifi
 
     saved = as_json(result)
     first = next(r for r in saved["results"] if r["strategy"] == "debate" and r["index"] == 0)
-    assert first["answer"] == EXPECTED[QUESTIONS[0].question] + ".0" and first["correct"]
+    # Taken out as a number: one spelling, whatever the working wrote.
+    assert first["answer"] == EXPECTED[QUESTIONS[0].question] and first["correct"]
     assert first["expected"] == EXPECTED[QUESTIONS[0].question]
     assert (first["input_tokens"], first["output_tokens"], first["calls"]) == (80, 40, 8)
     assert first["thread_id"] == f"{result.eval_id}-debate-0"
@@ -261,7 +264,8 @@ async def test_scripted_eval_gives_exact_accuracies_intervals_tokens_and_signifi
 
 
 async def test_every_pattern_runs_as_a_strategy() -> None:
-    with scripted(Script()) as script:
+    # The scripted patterns' results name no number: the extraction reads 42 in each.
+    with scripted(Script().on("extract", lambda a, m: {"answer": "42"})) as script:
         result = await run_eval(
             [Question("What is 6 times 7?", "42", "numeric")],
             ["single", "self-consistency", "orchestrator", "pipeline", "debate", "react"],
@@ -272,14 +276,15 @@ async def test_every_pattern_runs_as_a_strategy() -> None:
         (s, "answered", True) for s in result.strategies
     ]
     assert script.count("planner") == 1 and script.count("format_report") == 1
-    assert script.count("agent") == 2 and script.count("final_answer") == 4
+    # One extraction per answer: single, each of 2 samples, and each of the 4 patterns.
+    assert script.count("agent") == 2 and script.count("extract") == 1 + 2 + 4
 
 
 async def test_a_budget_stops_the_eval_cleanly_and_a_rerun_goes_on(tmp_path: Path) -> None:
     questions = QUESTIONS[:6]
     with scripted(known_answers()) as script:
-        stopped = await run_eval(questions, ["single"], max_tokens=45, concurrency=1)
-    assert stopped.stopped == "eval budget max_tokens=45 spent (45 tokens)"
+        stopped = await run_eval(questions, ["single"], max_tokens=90, concurrency=1)
+    assert stopped.stopped == "eval budget max_tokens=90 spent (90 tokens)"
     assert [r.status for r in stopped.results] == ["answered"] * 3 + ["not_run"] * 3
     assert rows(stopped)[0].questions == 3 and rows(stopped)[0].not_run == 3
     assert script.count("solver") == 3
@@ -289,13 +294,13 @@ async def test_a_budget_stops_the_eval_cleanly_and_a_rerun_goes_on(tmp_path: Pat
     assert finished.eval_id == stopped.eval_id and finished.stopped is None
     assert again.count("solver") == 3  # only the three not run before
     assert [r.reused for r in finished.results] == [True] * 3 + [False] * 3
-    assert rows(finished)[0].correct == 4 and rows(finished)[0].input_tokens == 60
+    assert rows(finished)[0].correct == 4 and rows(finished)[0].input_tokens == 120
 
 
 async def test_a_cost_budget_stops_the_eval(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Priced by a table: each scripted call (10 input tokens) costs $10.
+    # Priced by a table: each scripted call (10 input tokens) costs $10, a question $20.
     prices = tmp_path / "prices.json"
     prices.write_text(json.dumps({"ScriptedChatModel": {"input_per_mtok": 1e6}}))
     monkeypatch.setenv("QUORUM_PRICES", str(prices))
@@ -304,9 +309,9 @@ async def test_a_cost_budget_stops_the_eval(
     with scripted(known_answers()):
         result = await run_eval(QUESTIONS[:6], ["single"], max_cost_usd=25, concurrency=1)
 
-    assert result.stopped == "eval budget max_cost_usd=25 spent ($30.0000)"
-    assert [r.cost_usd for r in result.of("single")] == [10.0] * 3 + [0.0] * 3
-    assert rows(result)[0].cost_usd == 30.0 and rows(result)[0].not_run == 3
+    assert result.stopped == "eval budget max_cost_usd=25 spent ($40.0000)"
+    assert [r.cost_usd for r in result.of("single")] == [20.0] * 2 + [0.0] * 4
+    assert rows(result)[0].cost_usd == 40.0 and rows(result)[0].not_run == 4
 
 
 async def test_questions_run_concurrently_up_to_the_limit() -> None:
@@ -315,7 +320,7 @@ async def test_questions_run_concurrently_up_to_the_limit() -> None:
 
     calls = script.calls
     most = max(sum(1 for o in calls if o.start <= c.start < o.end) for c in calls)
-    assert len(calls) == 6 and most == 2
+    assert len(calls) == 12 and most == 2  # a working and an extraction per question
 
 
 async def test_a_failed_pattern_continues_from_its_last_step_when_run_again() -> None:
@@ -328,7 +333,7 @@ async def test_a_failed_pattern_continues_from_its_last_step_when_run_again() ->
             raise RuntimeError("the judge's endpoint went away")
         return {"final_answer": "42", "winner": "a", "rationale": "r", "confidence": 0.9}
 
-    script = Script().on("judge", judge)
+    script = Script().on("judge", judge).on("extract", lambda a, m: {"answer": "42"})
     with scripted(script):
         failed = await run_eval(question, ["debate"])
         assert failed.results[0].status == "failed"
@@ -344,19 +349,36 @@ async def test_a_failed_pattern_continues_from_its_last_step_when_run_again() ->
 
 async def test_a_failing_question_is_counted_and_named() -> None:
     def broken(agent: str, messages: list[BaseMessage]) -> dict:
-        question = messages[1].text  # the repair turns come after it
+        # The extraction's prompt; the repair turns come after it.
+        question = messages[1].text.removeprefix("Question: ").split("\n\n")[0]
         if INDEX[question] == 1:
             return {"reasoning": "no answer field"}  # invalid every time: repairs run out
-        return {"reasoning": "r", "answer": EXPECTED[question]}
+        return {"answer": EXPECTED[question]}
 
-    with scripted(Script().on("solver", broken)):
+    with scripted(Script().on("extract", broken)):
         result = await run_eval(QUESTIONS[:3], ["single"])
 
     failed = result.of("single")[1]
     assert failed.status == "failed" and not failed.correct and failed.answer is None
-    assert "gave no valid FinalAnswer" in (failed.error or "")
+    assert "gave no valid NumberAnswer" in (failed.error or "")
     assert rows(result)[0].failures == 1 and rows(result)[0].correct == 2
     assert rows(result)[0].questions == 3
+
+
+async def test_a_working_that_reaches_no_answer_is_invalid_not_failed() -> None:
+    def solver(agent: str, messages: list[BaseMessage]) -> str:
+        question = last_human(messages)
+        return "I am not sure." if INDEX[question] == 0 else f"Final answer: {EXPECTED[question]}"
+
+    with scripted(Script().on("solver", solver)):
+        result = await run_eval(QUESTIONS[:2], ["single"])
+
+    invalid, answered = result.of("single")
+    assert (invalid.status, invalid.answer, invalid.correct) == ("invalid", "", False)
+    assert invalid.error == "no well-formed answer"
+    assert answered.status == "answered" and answered.correct
+    row = rows(result)[0]
+    assert (row.invalid, row.failures, row.correct, row.questions) == (1, 0, 1, 2)
 
 
 # --- A killed eval resumes without re-running finished questions ---------------------------
@@ -366,7 +388,8 @@ def test_a_killed_eval_resumes_without_rerunning_finished_questions(tmp_path: Pa
     questions = arithmetic(5, seed=11)
     with OpenAIStub() as stub:
         env = quorum_env(stub, tmp_path)
-        stub.responder = lambda body: {"reasoning": "r", "answer": "1"}
+        # A working, then its number when the extraction asks for one.
+        stub.responder = lambda body: {"answer": 1} if schema_name(body) else "r\nFinal answer: 1"
         third = questions[2].question
         held = stub.hold(lambda body: third in text_of(body["messages"][-1]))
         args = ["eval", "-s", "single", "-n", "5", "--seed", "11", "--concurrency", "1",
@@ -377,15 +400,16 @@ def test_a_killed_eval_resumes_without_rerunning_finished_questions(tmp_path: Pa
         first.communicate(timeout=10)
         held.release()
         before = _per_question(stub, questions)
-        assert before == [1, 1, 1, 0, 0]
+        assert before == [2, 2, 1, 0, 0]  # a working and an extraction each; the third held
 
         second = quorum(*args, env=env, cwd=tmp_path)
         out, err = second.communicate(timeout=120)
         assert second.returncode == 0, err
         after = [n - b for n, b in zip(_per_question(stub, questions), before, strict=True)]
 
-    # Questions 1 and 2 were finished: never asked again. 3 was cut off: asked again once.
-    assert after == [0, 0, 1, 1, 1]
+    # Questions 1 and 2 were finished: never asked again. 3 was cut off: its working asked
+    # again once, then its extraction.
+    assert after == [0, 0, 2, 2, 2]
     assert err.count("(finished earlier)") == 2
     saved = json.loads((tmp_path / "out" / "eval.json").read_text())
     assert [r["thread_id"] for r in saved["results"]] == [f"killed-single-{i}" for i in range(5)]
@@ -420,6 +444,29 @@ def test_a_short_eval_on_the_embedded_model(tmp_path: Path) -> None:
     saved = json.loads((tmp_path / "out" / "eval.json").read_text())
     assert saved["questions"] == 3 and saved["model"] == "smollm2-135m-instruct (embedded)"
     assert [row["questions"] for row in saved["strategies"]] == [3, 3]
-    assert all(r["status"] in ("answered", "failed") for r in saved["results"])
+    assert all(r["status"] in ("answered", "invalid", "failed") for r in saved["results"])
     assert all(r["input_tokens"] > 0 for r in saved["results"] if r["status"] == "answered")
     assert (tmp_path / "out" / "eval.png").read_bytes().startswith(b"\x89PNG")
+
+
+async def test_self_consistency_samples_each_send_a_seed_of_their_own(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from quorum.models import sample_seed
+
+    with OpenAIStub() as stub:
+        monkeypatch.setenv("QUORUM_BASE_URL", stub.base_url)
+        monkeypatch.setenv("QUORUM_MODEL", "stub-model")
+        get_settings.cache_clear()
+        stub.responder = lambda body: {"answer": 4} if schema_name(body) else "Final answer: 4"
+        await run_eval(
+            [Question("What is 2+2?", "4", "numeric")],
+            ["self-consistency"],
+            context=QuorumContext(samples=4),
+        )
+        workings = [body for body in stub.chat_bodies() if not schema_name(body)]
+        seeds = sorted(body["seed"] for body in workings)
+
+    # Counted at the server: four requests, four seeds, each derived from the run's seed
+    # (7 by default) and the sample's index, so a rerun samples the same four again.
+    assert seeds == sorted(sample_seed(7, index) for index in range(4))

@@ -190,3 +190,65 @@ async def test_transient_server_error_is_retried(stub: OpenAIStub) -> None:
     thread = await quorum.run("debate", "Q?")
 
     assert thread.status == "completed"
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("}", "only JSON punctuation"),
+        ('"]', "only JSON punctuation"),
+        ("value", "placeholder"),
+        ("Final answer.", "placeholder"),
+        ("final_answer", "placeholder"),  # the field's own name
+        ("The answer the judge settles on.", "description"),
+        ('{"reasoning": "4 plus 4", "answer": 8}', "holds JSON"),
+        ('reasoning": "so 417.", "answer": 417', "copy of the JSON reply"),
+    ],
+)
+async def test_a_hollow_answer_is_repaired_with_what_was_wrong(
+    stub: OpenAIStub, value: str, problem: str
+) -> None:
+    good = {"final_answer": "spaces", "winner": "a", "rationale": "clearer", "confidence": 0.5}
+    replies = iter([{**good, "final_answer": value}, good])
+    stub.responder = lambda body: next(replies)
+
+    verdict = await models.ask_structured("judge", QuorumContext(), QUESTION, Verdict)
+
+    assert verdict.final_answer == "spaces"
+    repair = stub.chat_bodies()[-1]["messages"][-1]["content"]
+    assert problem in repair and "'final_answer'" in repair
+
+
+@pytest.mark.parametrize("value", ["421", "Spaces, for consistency.", "N/A is not an answer", "a"])
+def test_real_values_are_not_hollow(value: str) -> None:
+    assert models.hollow(value, "final_answer", "The answer the judge settles on.") is None
+
+
+async def test_a_placeholder_final_action_is_repaired(
+    stub: OpenAIStub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("QUORUM_TOOL_CALLING", "json")
+    get_settings.cache_clear()
+    actions = iter(
+        [
+            {"thought": "so 42", "action": "final_answer", "action_input": {"answer": "value"}},
+            {"thought": "so 42", "action": "final_answer", "action_input": {"answer": "42"}},
+        ]
+    )
+    stub.responder = lambda body: next(actions)
+
+    thread = await quorum.run("react", "What is 6 times 7?")
+
+    assert thread.output == "42"
+    schema = stub.chat_bodies()[0]["response_format"]["schema"]["anyOf"][0]
+    # The model reasons before it commits to an action and its input.
+    assert list(schema["properties"]) == ["thought", "action", "action_input"]
+    assert "placeholder" in stub.chat_bodies()[-1]["messages"][-1]["content"]
+
+
+def test_each_sample_gets_a_seed_of_its_own_and_the_same_on_every_run() -> None:
+    seeds = [models.sample_seed(7, index) for index in range(5)]
+
+    assert len(set(seeds)) == 5
+    assert seeds == [models.sample_seed(7, index) for index in range(5)]
+    assert seeds != [models.sample_seed(8, index) for index in range(5)]

@@ -56,16 +56,22 @@ class Progress:
         self.done = 0
         # Said first, so a Ctrl-C or a crash leaves the way back on the screen.
         console.print(
-            f"eval {eval_id}: {total} answers to give; stopped, the same command (or --id "
-            f"{eval_id}) continues it"
+            f"eval {eval_id}: running {total} answers. If it is interrupted, the same command "
+            f"(or --id {eval_id}) picks up where it left off."
         )
 
     def __call__(self, result: QuestionResult) -> None:
         """Print one finished question."""
         self.done += 1
-        mark = "[green]✓[/green]" if result.correct else "[red]✗[/red]"
+        mark = (
+            "[green]✓[/green]"
+            if result.correct
+            else "[yellow]?[/yellow]"
+            if result.status == "invalid"
+            else "[red]✗[/red]"
+        )
         note = " (finished earlier)" if result.reused else ""
-        detail = f"answer {_brief(result.answer)}" if result.answer is not None else result.error
+        detail = f"answer {_brief(result.answer)}" if result.answer else result.error
         self.console.print(
             f"  {mark} [{self.done}/{self.total}] {result.strategy} q{result.index + 1}: "
             f"{escape(str(detail))}, expected {escape(str(result.expected))}, "

@@ -34,9 +34,11 @@ from quorum.evals.questions import Question
 from quorum.evals.strategies import STRATEGIES, context_for
 from quorum.settings import get_settings, redact
 
-QuestionStatus = Literal["answered", "failed", "not_run"]
-"""`answered`: the strategy gave a final answer (right or wrong). `failed`: it raised; the
-question counts as wrong. `not_run`: the eval's budget ran out before it started."""
+QuestionStatus = Literal["answered", "invalid", "failed", "not_run"]
+"""`answered`: the strategy reached a well-formed answer (right or wrong). `invalid`: it
+finished but reached no answer of the question's kind (no number for a numeric question);
+it counts as wrong. `failed`: it raised; it counts as wrong. `not_run`: the eval's budget
+ran out before it started."""
 
 
 @dataclass(frozen=True)
@@ -226,7 +228,7 @@ async def _answer(
             try:
                 # A thread that started before continues from its last checkpoint.
                 await graph.ainvoke(
-                    None if started else {"input": question.question},
+                    None if started else {"input": question.question, "kind": question.kind},
                     _run_config(thread_id, eval_id, strategy, context),
                     context=context,
                     durability="sync",
@@ -240,21 +242,25 @@ async def _answer(
     # Usage from the journal: every answered call on the thread, those of earlier runs too.
     usage = (await metering.journal_ledger(kept.store, thread_id)).usage()
     answer = snapshot.values.get("answer") if not snapshot.next else None
+    status: QuestionStatus = "failed"
+    if answer is not None:
+        status = "answered" if question.is_well_formed(answer) else "invalid"
     return QuestionResult(
         strategy=strategy,
         index=index,
         question=question.question,
         expected=question.answer,
-        status="answered" if answer is not None else "failed",
+        status=status,
         answer=answer,
-        correct=answer is not None and question.is_correct(answer),
+        correct=status == "answered" and question.is_correct(answer or ""),
         thread_id=thread_id,
         calls=sum(u["calls"] for u in usage.values()),
         input_tokens=sum(u["input_tokens"] for u in usage.values()),
         output_tokens=sum(u["output_tokens"] for u in usage.values()),
         cost_usd=round(sum(u.get("cost_usd", 0.0) for u in usage.values()), 8),
         seconds=await _wall_seconds(kept, thread_id),
-        error=error or (None if answer is not None else "no final answer"),
+        error=error
+        or {"failed": "no final answer", "invalid": "no well-formed answer"}.get(status),
         reused=reused,
     )
 

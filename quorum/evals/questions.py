@@ -25,7 +25,8 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from quorum.errors import UsageError
-from quorum.evals.checkers import CheckerKind, check
+from quorum.evals.checkers import CheckerKind, as_number, check
+from quorum.state import AnswerKind
 
 
 @dataclass(frozen=True)
@@ -37,8 +38,19 @@ class Question:
     checker: CheckerKind = "exact"
     tolerance: float = 0.0
 
+    @property
+    def kind(self) -> AnswerKind:
+        """What its answer is: a number for the numeric checker, text for the others."""
+        return "number" if self.checker == "numeric" else "text"
+
+    def is_well_formed(self, answer: str) -> bool:
+        """Whether `answer` is an answer of this question's kind at all (right or wrong)."""
+        if self.kind == "number":
+            return as_number(answer) is not None
+        return bool(answer.strip())
+
     def is_correct(self, answer: str) -> bool:
-        """Whether `answer` (a structured final answer) is right."""
+        """Whether `answer` (a final answer taken out of a working) is right."""
         return check(self.checker, self.answer, answer, tolerance=self.tolerance)
 
 

@@ -1,6 +1,7 @@
 """The eval's report: one row per strategy, printed as a table, saved as JSON, drawn as a PNG.
 
 A row gives accuracy with its Wilson 95% interval, input and output tokens, cost, wall time,
+invalid answers (finished without a well-formed answer: wrong, but not wrongly worked),
 failures and the questions not run; every strategy but `single` is compared with `single` on
 the questions both answered (exact McNemar test). The JSON keeps every question's answer,
 expected answer, correctness, tokens and thread id, so any number can be checked by hand and
@@ -44,6 +45,8 @@ class StrategyRow:
     output_tokens: int
     cost_usd: float
     seconds: float
+    invalid: int
+    """Questions it finished without a well-formed answer (counted wrong)."""
     failures: int
     not_run: int
     vs_single: Paired | None
@@ -80,6 +83,7 @@ def rows(result: EvalResult) -> list[StrategyRow]:
                 output_tokens=sum(r.output_tokens for r in mine),
                 cost_usd=round(sum(r.cost_usd for r in mine), 8),
                 seconds=round(sum(r.seconds for r in mine), 3),
+                invalid=sum(r.status == "invalid" for r in mine),
                 failures=sum(r.status == "failed" for r in mine),
                 not_run=sum(not r.measured for r in result.of(strategy)),
                 vs_single=comparison,
@@ -97,7 +101,7 @@ def table(result: EvalResult) -> Table:
         "p-value; * significant at 5%",
     )
     for name in ("strategy", "accuracy", "95% CI", "in tok", "out tok", "cost $", "seconds",
-                 "failed", "not run", f"vs {BASELINE}"):  # fmt: skip
+                 "invalid", "failed", "not run", f"vs {BASELINE}"):  # fmt: skip
         grid.add_column(name, justify="left" if name == "strategy" else "right", no_wrap=True)
     for row in rows(result):
         grid.add_row(
@@ -108,6 +112,7 @@ def table(result: EvalResult) -> Table:
             f"{row.output_tokens:,}",
             f"{row.cost_usd:.4f}",
             f"{row.seconds:.1f}",
+            str(row.invalid),
             str(row.failures),
             str(row.not_run),
             _comparison(row.vs_single),

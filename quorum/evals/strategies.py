@@ -1,14 +1,16 @@
 """The strategies `quorum eval` compares: each is a graph that answers one question.
 
-- `single`: one model call with a structured final answer.
-- `self-consistency`: `samples` answers sampled in parallel (one `Send` each, at the run's
-  temperature), the most common one wins (Wang et al. 2022).
-- `orchestrator`, `pipeline`, `debate`, `react`: the pattern's own graph, as a subgraph,
-  followed by `final_answer`, one structured call that reads the pattern's result and states
-  the answer it reaches. Its tokens are counted with the pattern's.
+- `single`: one model call that works the question out in plain text.
+- `self-consistency`: `samples` such workings sampled in parallel (one `Send` each, each with
+  a seed of its own), the most common answer wins (Wang et al. 2022).
+- `orchestrator`, `pipeline`, `debate`, `react`: the pattern's own graph, as a subgraph.
 
-Every answer is the `answer` field of a `FinalAnswer` the model returned through the model
-seam (`quorum.models.ask_structured`), never text picked out of prose. Strategy settings
+Every strategy reasons in free text; its answer is then taken out of that text by `extract`,
+one short structured call typed by the question's checker (a JSON number for a numeric
+question), so the form of the answer can never be what limits a strategy: a small model
+asked to reason inside a JSON string, under a grammar, got 0 of 10 arithmetic questions
+right where the same model in plain text got 6. A working that reaches no answer is
+extracted as none, and counted `invalid`, apart from wrong answers. Strategy settings
 (`samples`, `max_rounds`, `model`, `models`, `temperature`) are run settings.
 """
 
@@ -28,76 +30,106 @@ from quorum.context import QuorumContext
 from quorum.evals.checkers import canonical
 from quorum.graphs import PATTERNS
 from quorum.metering import metered
-from quorum.models import ask_structured
-from quorum.state import EvalState, SampleTask
+from quorum.models import ask, ask_structured
+from quorum.state import AnswerKind, EvalState, SampleTask
 
-SOLVER_PROMPT = """Solve the problem. Work it out step by step in "reasoning", briefly, then put
-only the final answer in "answer": just the number when the question asks for a number, with
-no units or words. Reply with JSON only."""
+SOLVER_PROMPT = """Solve the problem. Work it out step by step in plain text, one step a line,
+checking each step. End with one last line: "Final answer: " and the answer alone{hint}."""
 
-FINAL_ANSWER_PROMPT = """A team of agents worked on the question below. Read their result and
-state the final answer it reaches. Put only that answer in "answer": just the number when the
-question asks for a number, with no units or words. Reply with JSON only."""
+NUMBER_HINT = " (just the number, no units or words)"
 
-RESULT_TEMPLATE = "Question: {question}\n\nThe team's result:\n{output}"
+EXTRACT_PROMPT = """Below are a question and a worked answer to it. Give the final answer the
+worked answer reaches, exactly as it states it, without solving anything yourself. If it
+reaches no answer, give null. Reply with JSON only."""
+
+EXTRACT_TEMPLATE = "Question: {question}\n\nWorked answer:\n{working}"
 
 
-class FinalAnswer(BaseModel):
-    """A final answer, with the working that led to it."""
+class NumberAnswer(BaseModel):
+    """The number a worked answer reaches."""
 
     model_config = ConfigDict(extra="forbid")
 
-    reasoning: str = Field(description="The working, briefly.")
-    answer: str = Field(description="Only the final answer, e.g. 42: no units or words.")
+    answer: float | None = Field(description="The final number reached; null if none.")
 
 
-async def _solve(agent: str, question: str, context: QuorumContext) -> FinalAnswer:
-    messages = [SystemMessage(SOLVER_PROMPT), HumanMessage(question)]
-    return await ask_structured(agent, context, messages, FinalAnswer)
+class TextAnswer(BaseModel):
+    """The answer a worked answer reaches."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    answer: str | None = Field(
+        description="The final answer reached, in a few words; null if none."
+    )
+
+
+async def extract(question: str, working: str, kind: AnswerKind, context: QuorumContext) -> str:
+    """The answer `working` reaches, typed by `kind`: "" when it reaches none."""
+    schema: type[NumberAnswer | TextAnswer] = NumberAnswer if kind == "number" else TextAnswer
+    messages = [
+        SystemMessage(EXTRACT_PROMPT),
+        HumanMessage(EXTRACT_TEMPLATE.format(question=question, working=working.strip())),
+    ]
+    reply = await ask_structured("extract", context, messages, schema)
+    if reply.answer is None:
+        return ""
+    return canonical(str(reply.answer)) if kind == "number" else str(reply.answer).strip()
+
+
+async def _work(
+    agent: str, state: EvalState | SampleTask, context: QuorumContext, sample: int | None = None
+) -> str:
+    hint = NUMBER_HINT if state.get("kind") == "number" else ""
+    messages = [SystemMessage(SOLVER_PROMPT.format(hint=hint)), HumanMessage(state["input"])]
+    return (await ask(agent, context, messages, sample=sample)).text
 
 
 @metered
 async def solver(state: EvalState, runtime: Runtime[QuorumContext]) -> dict:
-    """Answer the question in one call."""
-    reply = await _solve("solver", state["input"], runtime.context)
-    return {"answer": reply.answer, "reasoning": reply.reasoning}
+    """Work the question out in one call, then take out its answer."""
+    working = await _work("solver", state, runtime.context)
+    kind = state.get("kind", "text")
+    answer = await extract(state["input"], working, kind, runtime.context)
+    return {"answer": answer, "reasoning": working}
 
 
 def route_to_samplers(state: EvalState, runtime: Runtime[QuorumContext]) -> list[Send]:
     """One sampler per sample, in parallel."""
     return [
-        Send("sampler", SampleTask(input=state["input"], sample=index))
-        for index in range(runtime.context.samples)
+        Send("sampler", SampleTask(input=state["input"], kind=state.get("kind", "text"), sample=i))
+        for i in range(runtime.context.samples)
     ]
 
 
 @metered
 async def sampler(state: SampleTask, runtime: Runtime[QuorumContext]) -> dict:
-    """Sample one answer."""
-    reply = await _solve("sampler", state["input"], runtime.context)
-    return {"samples": [reply.answer]}
+    """Sample one working, with a seed of its own, and take out its answer."""
+    working = await _work("sampler", state, runtime.context, sample=state["sample"])
+    answer = await extract(state["input"], working, state.get("kind", "text"), runtime.context)
+    return {"samples": [answer]}
 
 
 async def vote(state: EvalState) -> dict:
-    """The most common answer wins; a tie goes to the one sampled first."""
-    samples = state.get("samples", [])
+    """The most common answer wins; a tie goes to the one sampled first.
+
+    Samples that reached no answer do not vote; if none did, there is no answer.
+    """
+    samples = [a for a in state.get("samples", []) if a]
+    if not samples:
+        return {"answer": "", "reasoning": "no sample reached an answer"}
     votes = Counter(canonical(answer) for answer in samples)
     winner, count = votes.most_common(1)[0]
     answer = next(a for a in samples if canonical(a) == winner)
-    return {"answer": answer, "reasoning": f"{count} of {len(samples)} samples agree"}
+    total = len(state.get("samples", []))
+    return {"answer": answer, "reasoning": f"{count} of {total} samples agree"}
 
 
 @metered
 async def final_answer(state: EvalState, runtime: Runtime[QuorumContext]) -> dict:
-    """State the answer the pattern's result reaches, as a structured reply."""
-    prompt = RESULT_TEMPLATE.format(question=state["input"], output=state.get("output", ""))
-    reply = await ask_structured(
-        "final_answer",
-        runtime.context,
-        [SystemMessage(FINAL_ANSWER_PROMPT), HumanMessage(prompt)],
-        FinalAnswer,
-    )
-    return {"answer": reply.answer, "reasoning": reply.reasoning}
+    """Take out the answer the pattern's result reaches."""
+    output = state.get("output", "")
+    kind = state.get("kind", "text")
+    return {"answer": await extract(state["input"], output, kind, runtime.context)}
 
 
 def _single() -> StateGraph[Any, QuorumContext, Any, Any]:

@@ -52,8 +52,8 @@ class Revision(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    reasoning: str = Field(description="Why, briefly: what the critique changed, or not.")
     answer: str = Field(description="The revised answer.")
-    reasoning: str = Field(description="Why, briefly.")
     agrees_with_opponent: bool = Field(description="True if both now hold the same answer.")
 
 
