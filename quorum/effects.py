@@ -125,19 +125,24 @@ async def run_once(
     if state in ("completed", "failed", "rejected"):
         return entry["content"], entry["status"]
     if state == "started":
-        resolution = interrupt(
-            {
-                "type": RECONCILE,
-                "tool": tool,
-                "args": _plain(entry["args"]),
-                "agent": agent,
-                "call_id": call_id,
-                "idempotency_key": entry["idempotency_key"],
-                "started_at": entry["started_at"],
-                "question": f"{tool} started but its outcome was never recorded (the process "
-                "stopped while it ran). Did it take effect?",
-            }
-        )
+        question = {
+            "type": RECONCILE,
+            "tool": tool,
+            "args": _plain(entry["args"]),
+            "agent": agent,
+            "call_id": call_id,
+            "idempotency_key": entry["idempotency_key"],
+            "started_at": entry["started_at"],
+            "question": f"{tool} started but its outcome was never recorded (the process "
+            "stopped while it ran). Did it take effect?",
+        }
+        resolution = interrupt(question)
+        if isinstance(resolution, dict) and "action" in resolution:
+            # A decision sent to the approval this step showed before it was killed. LangGraph
+            # hands answers to a step's questions by position, so it reached this question:
+            # it answers nothing here, and this question is asked on its own.
+            resolution = interrupt(question)
+        entry = {**entry, "answered": [*entry.get("answered", []), question]}
         if resolution == "done":
             content = json.dumps(
                 {"note": f"{tool} took effect (confirmed by an operator; its result was lost)"}
@@ -150,20 +155,18 @@ async def run_once(
             )
         entry["resolved"] = "retry"
     elif needs_approval and state != "approved":
-        decision = check_decision(
-            interrupt(
-                {
-                    "type": APPROVAL,
-                    "tool": tool,
-                    "args": _plain(args),
-                    "agent": agent,
-                    "call_id": call_id,
-                    "idempotency_key": entry["idempotency_key"],
-                    "question": f"agent '{agent or '?'}' wants to run {tool}, which cannot be "
-                    "undone. Approve it?",
-                }
-            )
-        )
+        question = {
+            "type": APPROVAL,
+            "tool": tool,
+            "args": _plain(args),
+            "agent": agent,
+            "call_id": call_id,
+            "idempotency_key": entry["idempotency_key"],
+            "question": f"agent '{agent or '?'}' wants to run {tool}, which cannot be "
+            "undone. Approve it?",
+        }
+        decision = check_decision(interrupt(question))
+        entry = {**entry, "answered": [*entry.get("answered", []), question]}
         if decision["action"] == "reject":
             reason = decision.get("reason") or "no reason given"
             content = json.dumps(
@@ -193,6 +196,22 @@ async def run_once(
         status,
     )  # fmt: skip
     return content, status
+
+
+async def decided_calls(store: Any, thread_id: str) -> set[str]:
+    """The tool call ids of `thread_id` whose approval a person has already answered.
+
+    After a kill, the thread's checkpoint still shows the approval question its step last
+    stopped at; the ledger knows it was answered, so it no longer waits for anyone.
+    """
+    namespace = thread_namespace(NAMESPACE, thread_id)
+    found = await store.asearch(namespace, limit=10_000)
+    return {
+        question["call_id"]
+        for item in found
+        for question in item.value.get("answered", [])
+        if question.get("type") == APPROVAL
+    }
 
 
 async def _record(

@@ -26,7 +26,7 @@ import asyncio
 import json
 import re
 import uuid
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Set
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -35,7 +35,7 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command, StateSnapshot
 
-from quorum import metering, models, telemetry
+from quorum import effects, metering, models, telemetry
 from quorum.checkpoints import Persistence, list_thread_ids, shared_persistence
 from quorum.checkpoints.lease import Lease, hold
 from quorum.context import QuorumContext
@@ -120,6 +120,9 @@ class ThreadInfo:
     unknown outcome (each with its `type`, `tool`, `args`, `agent`, `call_id`, `question`)."""
     ledger: Ledger = field(default_factory=Ledger)
     """What its model calls spent, per agent and per run, with latencies and errors."""
+    answered: list[str] = field(default_factory=list)
+    """Tool calls whose approval a person gave before the step was stopped (a kill): the
+    decision is recorded, so a resume goes on without asking it again."""
 
 
 OnEvent = Callable[[RunEvent], None]
@@ -188,6 +191,11 @@ async def resume(
             return await _thread_info(kept, thread_id, ignore_lease=True)
         if info.status == "completed":
             return info
+        if approve is not None and info.answered and not info.waiting:
+            # `approve` was killed after the approval was recorded: the person's decision
+            # stands, and the step goes on from there (to ask what became of the call, if
+            # it had started).
+            approve = None
         answers = _answers(info, resolution, approve)
         if info.waiting and not answers:
             return info  # still waiting for a person: nothing can run yet
@@ -538,16 +546,25 @@ async def _metadata(kept: Persistence, thread_id: str) -> dict[str, Any]:
     return dict(found.metadata or {})
 
 
-def _waiting(snapshot: StateSnapshot) -> list[dict[str, Any]]:
+def _waiting(snapshot: StateSnapshot, decided: Set[str] = frozenset()) -> list[dict[str, Any]]:
+    """The questions the thread waits on; approvals of the `decided` calls are answered.
+
+    A step killed after its approval was answered (and recorded in the effect ledger) still
+    shows that question in its checkpoint: it waits for nobody, and answering it again
+    would hand its answer to the step's next question.
+    """
     return [
         {**interrupt.value, "interrupt_id": interrupt.id}
         for interrupt in snapshot.interrupts
         if isinstance(interrupt.value, dict)
         and interrupt.value.get("type") in (RECONCILE, APPROVAL)
+        and not (interrupt.value["type"] == APPROVAL and interrupt.value.get("call_id") in decided)
     ]
 
 
-def _status(snapshot: StateSnapshot, lease: Lease | None) -> tuple[Status, str | None]:
+def _status(
+    snapshot: StateSnapshot, lease: Lease | None, decided: Set[str] = frozenset()
+) -> tuple[Status, str | None]:
     error = next((t.error for t in snapshot.tasks if t.error), None)
     if error is not None:
         if isinstance(error, BudgetExceeded) or str(error).startswith("BudgetExceeded("):
@@ -555,7 +572,7 @@ def _status(snapshot: StateSnapshot, lease: Lease | None) -> tuple[Status, str |
             message = re.sub(r"^BudgetExceeded\((['\"])(.*)\1\)$", r"\2", str(error))
             return "budget_exceeded", redact(message)
         return "failed", redact(str(error))
-    waiting = {w["type"] for w in _waiting(snapshot)}
+    waiting = {w["type"] for w in _waiting(snapshot, decided)}
     if RECONCILE in waiting:
         return "needs_reconciliation", None
     if APPROVAL in waiting:
@@ -593,7 +610,8 @@ async def _thread_info(
     snapshot = await graph.aget_state(_config(thread_id))
     if lease is None and not ignore_lease and graphs is None:
         lease = await kept.leases.get(thread_id)
-    status, error = _status(snapshot, None if ignore_lease else lease)
+    decided = await effects.decided_calls(kept.store, thread_id) if snapshot.interrupts else set()
+    status, error = _status(snapshot, None if ignore_lease else lease, decided)
     checkpoints = await _branch(graph, thread_id) if with_history else []
     values = dict(snapshot.values)
     # The journal knows every answered call, also those of a step that has not finished
@@ -612,7 +630,14 @@ async def _thread_info(
         values=values,
         history=[entry for entry in checkpoints if entry.agents],
         checkpoints=checkpoints,
-        waiting=_waiting(snapshot),
+        waiting=_waiting(snapshot, decided),
+        answered=sorted(
+            call
+            for i in snapshot.interrupts
+            if isinstance(i.value, dict)
+            and i.value.get("type") == APPROVAL
+            and (call := i.value.get("call_id")) in decided
+        ),
         ledger=ledger,
     )
 

@@ -424,3 +424,54 @@ async def test_langgraph_dev_waits_for_approval_and_resumes_over_http(
     outcome = [m["content"] for m in values["messages"] if m["type"] == "tool"]
     assert disk.count("note.md") == (1, 1), outcome
     assert (disk.folder / "note.md").read_text() == "saved by call_save"
+
+
+# The CLI's `approve`, killed with SIGKILL the moment the approved file is in place: before
+# the ledger records the write's outcome, as a kill at the worst instant would.
+KILLED_AS_THE_FILE_LANDS = """
+import os, signal, sys
+rename = os.rename
+def landing(src, dst, *args, **kwargs):
+    rename(src, dst, *args, **kwargs)
+    if str(dst) == sys.argv[1]:
+        os.kill(os.getpid(), signal.SIGKILL)
+os.rename = landing
+from quorum.cli import app
+app(sys.argv[2:])
+"""
+
+
+@pytest.mark.parametrize("then", ["approve", "resume"])
+def test_a_killed_approve_finishes_with_one_write(
+    stub: OpenAIStub, tmp_path: Path, disk: Disk, then: str
+) -> None:
+    env = env_for(stub, tmp_path)
+    stub.responder = saving("note.md")
+    waiting = cli("run", "react", "Save a note", "--thread", "t1", env=env, cwd=tmp_path)
+    assert waiting.returncode == 5, waiting.stderr
+
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_AS_THE_FILE_LANDS, "note.md", "approve", "t1"],
+        env=env, cwd=tmp_path, stdin=subprocess.DEVNULL, capture_output=True, timeout=CLI_TIMEOUT,
+    )  # fmt: skip
+    assert killed.returncode == -signal.SIGKILL
+    assert disk.count("note.md") == (1, 1)
+    # The approval was answered: nobody waits for it any more.
+    assert show("t1", env=env, cwd=tmp_path)["status"] == "interrupted"
+
+    # Whichever way the person goes on, the step asks what became of the write it started
+    # (its outcome was never recorded) instead of taking the old approval for an answer.
+    again = cli(then, "t1", env=env, cwd=tmp_path)
+    assert again.returncode == 5, again.stderr
+    thread = show("t1", env=env, cwd=tmp_path)
+    assert thread["status"] == "needs_reconciliation"
+    [asked] = thread["waiting"]
+    assert (asked["type"], asked["call_id"]) == ("needs_reconciliation", "call_save")
+    assert disk.count("note.md") == (1, 1)
+
+    done = cli("resolve", "t1", "done", env=env, cwd=tmp_path)
+
+    assert done.returncode == 0, done.stderr
+    assert "status completed" in done.stderr
+    assert disk.count("note.md") == (1, 1)  # written once, through the kill
+    assert (disk.folder / "note.md").read_text() == "saved by call_save"
