@@ -562,10 +562,25 @@ def _waiting(snapshot: StateSnapshot, decided: Set[str] = frozenset()) -> list[d
     ]
 
 
+def _cancelled(error: Exception | str) -> bool:
+    """Whether a task's stored error is a cancellation (kept as the exception or its repr)."""
+    return isinstance(error, asyncio.CancelledError) or str(error).startswith("CancelledError(")
+
+
 def _status(
     snapshot: StateSnapshot, lease: Lease | None, decided: Set[str] = frozenset()
 ) -> tuple[Status, str | None]:
-    error = next((t.error for t in snapshot.tasks if t.error), None)
+    # A task that was cancelled did not fail: a sibling's error or a stop (Ctrl-C, SIGTERM)
+    # cancelled it. The thread stands as that error, or as interrupted.
+    errors = [t.error for t in snapshot.tasks if t.error and not _cancelled(t.error)]
+    error = next(
+        (
+            e
+            for e in errors
+            if isinstance(e, BudgetExceeded) or str(e).startswith("BudgetExceeded(")
+        ),
+        errors[0] if errors else None,
+    )
     if error is not None:
         if isinstance(error, BudgetExceeded) or str(error).startswith("BudgetExceeded("):
             # Stored as the exception's repr: show its message.

@@ -140,3 +140,34 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(stub: OpenAIStub, tmp_path:
     _, err = resumed.communicate(timeout=60)
     assert resumed.returncode == 0, err
     assert calls(stub)["planner"] == 1
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=str)
+def test_a_stop_with_workers_in_flight_leaves_the_thread_interrupted(
+    stub: OpenAIStub, tmp_path: Path, sig: signal.Signals, code: int
+) -> None:
+    env = quorum_env(stub, tmp_path)
+    # Both parallel workers of the default plan are asked, and neither answers yet.
+    researcher = stub.hold(lambda body: agent_of(body) == "researcher")
+    analyst = stub.hold(lambda body: agent_of(body) == "analyst")
+    run = quorum(
+        "run", "orchestrator", "Plan a launch", "--thread", "w1",
+        env=env, cwd=tmp_path, preexec_fn=_interruptible,
+    )  # fmt: skip
+    try:
+        assert researcher.arrived.wait(60) and analyst.arrived.wait(60), run.communicate(timeout=5)
+        run.send_signal(sig)
+        _, err = run.communicate(timeout=30)
+    finally:
+        run.kill()
+        run.communicate()
+        researcher.release()
+        analyst.release()
+
+    assert run.returncode == code, err
+    assert "Traceback" not in err
+    shown = quorum("show", "w1", "--json", env=env, cwd=tmp_path)
+    out, _ = shown.communicate(timeout=60)
+    thread = json.loads(out)
+    # Each worker was cancelled by the stop: neither failed, and the thread is resumable.
+    assert (thread["status"], thread["error"]) == ("interrupted", None)
