@@ -168,6 +168,19 @@ class Spent:
         self.tokens += call.input_tokens + call.output_tokens
         self.cost_usd += call.cost_usd
 
+    def __add__(self, other: Spent) -> Spent:
+        return Spent(
+            self.calls + other.calls, self.tokens + other.tokens, self.cost_usd + other.cost_usd
+        )
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """One call in flight, held against the budgets until its reply is counted."""
+
+    agent: str
+    spent: Spent
+
 
 @dataclass
 class RunMeter:
@@ -175,6 +188,8 @@ class RunMeter:
 
     total: Spent = field(default_factory=Spent)
     agents: dict[str, Spent] = field(default_factory=dict)
+    in_flight: list[Reservation] = field(default_factory=list)
+    """Calls sent and not answered yet: parallel workers' calls count before they return."""
     seconds_before: float = 0.0
     """Seconds earlier runs of the thread took (time with no process running is not counted)."""
     started: float = field(default_factory=time.monotonic)
@@ -209,27 +224,52 @@ class RunMeter:
             left["max_seconds"] = round(context.max_seconds - self.seconds, 3)
         return left
 
-    def check(
-        self, agent: str, context: QuorumContext, *, estimate: int = 0, before: bool = True
-    ) -> None:
-        """Raise `BudgetExceeded` if `agent` went over a budget, or would with one more call.
+    def reserve(
+        self, agent: str, context: QuorumContext, *, estimate: int = 0, cost: float = 0.0
+    ) -> Reservation:
+        """Hold one call of `agent` against the budgets, or raise `BudgetExceeded`.
 
-        `before` a call, one more call and an `estimate` of its input tokens are counted.
+        The call counts, with its `estimate`d input tokens and their `cost`, from now until
+        `settle`: checked and held with no await between, so parallel workers sharing the
+        run's meter can never send more calls together than `max_model_calls` allows.
         """
-        limits: list[tuple[str | None, Spent, Any]] = [(None, self.total, context)]
+        held = Reservation(agent, Spent(1, estimate, cost))
+        self._check(agent, context, held)
+        self.in_flight.append(held)
+        return held
+
+    def settle(self, held: Reservation, call: journal.CallRecord | None) -> None:
+        """End a reservation: count the answered `call` in its place (None: it failed)."""
+        self.in_flight.remove(held)
+        if call is not None:
+            self.add(held.agent, call)
+
+    def check(self, agent: str, context: QuorumContext) -> None:
+        """Raise `BudgetExceeded` if the run (or `agent`) has gone over a budget."""
+        self._check(agent, context, None)
+
+    def _check(self, agent: str, context: QuorumContext, held: Reservation | None) -> None:
+        # Before a call, the calls in flight count as spent; after one, only what was.
+        counted = self.in_flight if held is not None else []
+        mine = [r.spent for r in counted if r.agent == agent]
+        flying = sum((r.spent for r in counted), Spent())
+        limits: list[tuple[str | None, Spent, Any]] = [(None, self.total + flying, context)]
         if agent in context.agent_budgets:
-            own = self.agents.get(agent, Spent())
+            own = sum(mine, self.agents.get(agent, Spent()))
             limits.append((agent, own, context.agent_budgets[agent]))
-        one = 1 if before else 0
+        more = held.spent if held is not None else Spent()
         for who, spent, budget in limits:
             calls, tokens, cost = budget.max_model_calls, budget.max_tokens, budget.max_cost_usd
-            if calls is not None and spent.calls + one > calls:
+            if calls is not None and spent.calls + more.calls > calls:
                 raise _exceeded(who, "max_model_calls", calls, spent.calls, "calls")
-            if tokens is not None and spent.tokens + (estimate if before else 0) > tokens:
-                more = f" (+{estimate} estimated for the next call)" if before else ""
-                raise _exceeded(who, "max_tokens", tokens, spent.tokens, "tokens", extra=more)
-            if cost is not None and spent.cost_usd > cost:
-                raise _exceeded(who, "max_cost_usd", cost, round(spent.cost_usd, 6), "USD")
+            if tokens is not None and spent.tokens + more.tokens > tokens:
+                extra = f" (+{more.tokens} estimated for the next call)" if held else ""
+                raise _exceeded(who, "max_tokens", tokens, spent.tokens, "tokens", extra=extra)
+            if cost is not None and spent.cost_usd + more.cost_usd > cost:
+                extra = f" (+${more.cost_usd:.6f} estimated for the next call)" if held else ""
+                raise _exceeded(
+                    who, "max_cost_usd", cost, round(spent.cost_usd, 6), "USD", extra=extra
+                )
         if context.max_seconds is not None and self.seconds > context.max_seconds:
             raise _exceeded(None, "max_seconds", context.max_seconds, round(self.seconds, 1), "s")
 

@@ -674,18 +674,24 @@ async def _invoke(
             meter = (
                 await metering.run_meter(entry.store, entry.thread_id, entry.run) if entry else None
             )
+            held = None
             if meter is not None:
-                meter.check(agent, context, estimate=metering.estimate_tokens(messages))
-            record = await _request(model, messages, record, entry, meter)
-            if meter is not None:
-                meter.add(agent, record)
+                estimate = metering.estimate_tokens(messages)
+                cost = metering.cost_usd(get_settings(), name, estimate, 0)
+                held = meter.reserve(agent, context, estimate=estimate, cost=cost)
+            answered = None
+            try:
+                record = answered = await _request(model, messages, record, entry, meter)
+            finally:
+                if meter is not None and held is not None:
+                    meter.settle(held, answered)
         if span is not None:
             left = meter.left(agent, context) if meter is not None else {}
             telemetry.ended_model_call(span, record, replayed=replayed, left=left)
         if meter is not None:
             # Over budget now: stop here. The reply is journaled, so a resume with a larger
             # budget gets it back without paying for it again.
-            meter.check(agent, context, before=False)
+            meter.check(agent, context)
     metering.record(agent, record)
     assert record.reply is not None
     return record.reply
