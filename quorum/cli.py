@@ -859,6 +859,7 @@ def _jsonable(info: ThreadInfo, *, full: bool) -> Any:
         "ledger": info.ledger,
         "error": info.error,
         "waiting": info.waiting,
+        "answered": info.answered,
     }
     if full:
         data["history"] = info.history

@@ -164,6 +164,9 @@ async def run_once(
             "idempotency_key": entry["idempotency_key"],
             "question": f"agent '{agent or '?'}' wants to run {tool}, which cannot be "
             "undone. Approve it?",
+            # Which ledger entry records the answer: the same call id can be asked again
+            # in another step (a fork re-runs the step that made it).
+            "ledger_key": key,
         }
         decision = check_decision(interrupt(question))
         entry = {**entry, "answered": [*entry.get("answered", []), question]}
@@ -199,7 +202,7 @@ async def run_once(
 
 
 async def decided_calls(store: Any, thread_id: str) -> set[str]:
-    """The tool call ids of `thread_id` whose approval a person has already answered.
+    """The ledger keys of `thread_id`'s calls whose approval a person has already answered.
 
     After a kill, the thread's checkpoint still shows the approval question its step last
     stopped at; the ledger knows it was answered, so it no longer waits for anyone.
@@ -207,10 +210,9 @@ async def decided_calls(store: Any, thread_id: str) -> set[str]:
     namespace = thread_namespace(NAMESPACE, thread_id)
     found = await store.asearch(namespace, limit=10_000)
     return {
-        question["call_id"]
+        item.key
         for item in found
-        for question in item.value.get("answered", [])
-        if question.get("type") == APPROVAL
+        if any(q.get("type") == APPROVAL for q in item.value.get("answered", []))
     }
 
 

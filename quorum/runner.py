@@ -547,7 +547,7 @@ async def _metadata(kept: Persistence, thread_id: str) -> dict[str, Any]:
 
 
 def _waiting(snapshot: StateSnapshot, decided: Set[str] = frozenset()) -> list[dict[str, Any]]:
-    """The questions the thread waits on; approvals of the `decided` calls are answered.
+    """The questions the thread waits on; approvals whose ledger keys are `decided` are not.
 
     A step killed after its approval was answered (and recorded in the effect ledger) still
     shows that question in its checkpoint: it waits for nobody, and answering it again
@@ -558,7 +558,9 @@ def _waiting(snapshot: StateSnapshot, decided: Set[str] = frozenset()) -> list[d
         for interrupt in snapshot.interrupts
         if isinstance(interrupt.value, dict)
         and interrupt.value.get("type") in (RECONCILE, APPROVAL)
-        and not (interrupt.value["type"] == APPROVAL and interrupt.value.get("call_id") in decided)
+        and not (
+            interrupt.value["type"] == APPROVAL and interrupt.value.get("ledger_key") in decided
+        )
     ]
 
 
@@ -651,7 +653,8 @@ async def _thread_info(
             for i in snapshot.interrupts
             if isinstance(i.value, dict)
             and i.value.get("type") == APPROVAL
-            and (call := i.value.get("call_id")) in decided
+            and i.value.get("ledger_key") in decided
+            and (call := i.value.get("call_id"))
         ),
         ledger=ledger,
     )

@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from langchain_core.tools import BaseTool, StructuredTool, ToolException
-from langchain_mcp_adapters.client import MultiServerMCPClient
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from quorum.errors import ConfigError, problems
@@ -131,6 +130,10 @@ async def mcp_tools() -> list[BaseTool]:
 
 
 async def _load(config: McpConfig) -> list[BaseTool]:
+    # Imported here: the MCP client and its transports take a noticeable part of a second
+    # to import, and most runs (and every CLI command that runs none) configure no server.
+    from langchain_mcp_adapters.client import MultiServerMCPClient
+
     tools: list[BaseTool] = []
     for name, server in config.servers.items():
         connection = server.model_dump(exclude={"prefix", "tools"}, exclude_none=True)
