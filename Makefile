@@ -10,8 +10,9 @@ UV := VIRTUAL_ENV=$(CURDIR)/$(VENV) $(BIN)/uv
 export CMAKE_ARGS ?= -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF
 GOAL ?= Compare SQLite and PostgreSQL as the checkpoint store for a small team's agent service
 # The fast lane leaves out what starts the embedded model, a server, PostgreSQL or the
-# SIGKILL trials, or opens Chromium: the unit and stub-server tests, for development loops.
-FAST := not embedded and not server and not postgres and not crash and not browser
+# SIGKILL trials, opens Chromium or takes seconds (whole CLI runs in other processes): the
+# unit and in-process stub-server tests, for development loops.
+FAST := not embedded and not server and not postgres and not crash and not browser and not slow
 
 .PHONY: setup lock upgrade run smoke lint test test-fast system-deps clean
 
@@ -54,7 +55,7 @@ system-deps:
 test: lint system-deps  ## Lint, type-check and run the whole test suite.
 	$(BIN)/python -m pytest
 
-test-fast: lint  ## The fast lane: no embedded model, servers, PostgreSQL or crash trials.
+test-fast: lint  ## The fast lane: no embedded model, servers, PostgreSQL, crash trials or slow tests.
 	$(BIN)/python -m pytest -m "$(FAST)"
 
 # Threads live in the per-user data folder (QUORUM_DATA_DIR), never in the checkout: clean

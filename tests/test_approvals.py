@@ -174,6 +174,7 @@ class Terminal:
         os.close(self.master)
 
 
+@pytest.mark.slow
 def test_cli_runs_an_approved_call_once_and_a_rejected_one_never(
     stub: OpenAIStub, tmp_path: Path, disk: Disk
 ) -> None:
@@ -232,6 +233,7 @@ def test_cli_runs_an_approved_call_once_and_a_rejected_one_never(
     assert told(stub, "a person rejected this call of write_file: not today")
 
 
+@pytest.mark.slow
 def test_terminal_approval_runs_the_call_once(stub: OpenAIStub, tmp_path: Path, disk: Disk) -> None:
     env = env_for(stub, tmp_path)
     stub.responder = saving("note.md")
@@ -252,6 +254,7 @@ def test_terminal_approval_runs_the_call_once(stub: OpenAIStub, tmp_path: Path, 
     assert (disk.folder / "note.md").read_text() == "saved by call_save"
 
 
+@pytest.mark.slow
 def test_terminal_asks_again_after_a_kill_and_runs_the_call_once(
     stub: OpenAIStub, tmp_path: Path, disk: Disk
 ) -> None:
@@ -287,6 +290,7 @@ def test_terminal_asks_again_after_a_kill_and_runs_the_call_once(
     assert asked and code == 0, f"exit {code}: {second.transcript}"
 
 
+@pytest.mark.slow
 def test_terminal_rejection_with_a_reason_runs_nothing(
     stub: OpenAIStub, tmp_path: Path, disk: Disk
 ) -> None:
@@ -325,6 +329,7 @@ def parallel_researchers(body: Json) -> Reply | None:
     return write_call("a.md", "call_a") if "note A" in task else write_call("b.md", "call_b")
 
 
+@pytest.mark.slow
 async def test_parallel_approvals_are_each_answered_by_id(
     stub: OpenAIStub,
     tmp_path: Path,
@@ -442,6 +447,7 @@ app(sys.argv[2:])
 
 
 @pytest.mark.parametrize("then", ["approve", "resume"])
+@pytest.mark.slow
 def test_a_killed_approve_finishes_with_one_write(
     stub: OpenAIStub, tmp_path: Path, disk: Disk, then: str
 ) -> None:

@@ -7,9 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.langgraph_dev import REPO
 
 
+@pytest.mark.slow
 def test_quick_suite_writes_table_json_and_chart(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "bench", "--quick", "--out", str(tmp_path)],

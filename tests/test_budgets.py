@@ -182,6 +182,7 @@ def settings(values: dict[str, Any]) -> list[str]:
 
 
 @pytest.mark.parametrize("case", RUN_CASES, ids=[case.name for case in RUN_CASES])
+@pytest.mark.slow
 def test_run_budget_stops_an_endless_agent_and_a_larger_one_completes(
     stub: CountingStub, tmp_path: Path, case: Case
 ) -> None:
@@ -238,6 +239,7 @@ class ResearcherStub:
 
 
 @pytest.mark.parametrize("case", AGENT_CASES, ids=[case.name for case in AGENT_CASES])
+@pytest.mark.slow
 def test_agent_budget_stops_only_that_agent_and_a_larger_one_completes(
     stub: CountingStub, tmp_path: Path, case: Case
 ) -> None:
@@ -280,6 +282,7 @@ def test_agent_budget_stops_only_that_agent_and_a_larger_one_completes(
     assert_usage_is_what_was_served(stopped_thread, served_when_stopped)
 
 
+@pytest.mark.slow
 def test_budget_counts_calls_from_before_a_sigkill(stub: CountingStub, tmp_path: Path) -> None:
     env = env_for(stub, tmp_path)
     stub.responder = calculator_call
@@ -322,6 +325,7 @@ def test_budget_counts_calls_from_before_a_sigkill(stub: CountingStub, tmp_path:
     assert_usage_is_what_was_served(thread, stub.served)
 
 
+@pytest.mark.slow
 def test_step_limit_exits_4_and_more_steps_complete(stub: CountingStub, tmp_path: Path) -> None:
     env = env_for(stub, tmp_path)
     stub.responder = calculator_call
@@ -366,6 +370,7 @@ def wide(width: int) -> Any:
     [(6, "max_model_calls", 3), (8, "max_model_calls", 4), (6, "agent_budgets", 2)],
     ids=["3-of-6", "4-of-8", "agent-2-of-6"],
 )
+@pytest.mark.slow
 def test_parallel_workers_never_send_more_calls_than_the_budget(
     stub: CountingStub, tmp_path: Path, width: int, budget: str, limit: int
 ) -> None:

@@ -92,6 +92,7 @@ def in_terminal(*args: str, env: dict[str, str] | None = None) -> tuple[int, str
     return code, b"".join(chunks).decode("utf-8", "replace")
 
 
+@pytest.mark.slow
 def test_a_terminal_gets_colour(stub: OpenAIStub) -> None:
     code, output = in_terminal("run", "react", "What is 6*7?", "--thread", "tty")
 
@@ -100,6 +101,7 @@ def test_a_terminal_gets_colour(stub: OpenAIStub) -> None:
     assert "tty" in output
 
 
+@pytest.mark.slow
 def test_no_color_turns_colour_off_in_a_terminal(stub: OpenAIStub) -> None:
     code, output = in_terminal(
         "run", "react", "What is 6*7?", "--thread", "nc", env=environment(NO_COLOR="1")
@@ -110,6 +112,7 @@ def test_no_color_turns_colour_off_in_a_terminal(stub: OpenAIStub) -> None:
     assert "status completed" in output
 
 
+@pytest.mark.slow
 def test_piped_output_has_no_colour_and_nothing_cut(stub: OpenAIStub) -> None:
     thread = "a-rather-long-thread-id-1234"
     ran = piped("run", "react", "What is 6*7?", "--thread", thread)

@@ -99,6 +99,7 @@ def run_workers(
         reap(processes)
 
 
+@pytest.mark.slow
 def test_four_resumes_of_a_crashed_thread_one_runs(
     target: str, stub: OpenAIStub, tmp_path: Path
 ) -> None:
@@ -162,6 +163,7 @@ print("exit codes", *codes)
 """One process making runs one after another, through the CLI's own entry point."""
 
 
+@pytest.mark.slow
 def test_eight_processes_of_25_runs_share_one_sqlite_file(stub: OpenAIStub, tmp_path: Path) -> None:
     shared = tmp_path / "data" / "quorum.db"
     env = quorum_env(stub, tmp_path) | {"QUORUM_DATABASE": str(shared)}
@@ -207,6 +209,7 @@ print("ran", *ran)
 """One worker process trying to run every thread it is given, one after another."""
 
 
+@pytest.mark.slow
 def test_four_workers_competing_for_200_threads_run_each_once(
     target: str, stub: OpenAIStub, tmp_path: Path
 ) -> None:

@@ -101,6 +101,7 @@ def test_sigkilled_run_resumes_without_repeating_finished_steps(
     assert after == Counter(writer=1, synthesizer=1)
 
 
+@pytest.mark.slow
 def test_python_entry_point_is_the_cli(stub: OpenAIStub, tmp_path: Path) -> None:
     shown = quorum("graph", "pipeline", env=quorum_env(stub, tmp_path), cwd=tmp_path)
 
@@ -116,6 +117,7 @@ def _interruptible() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_cleanly_and_says_how_to_resume(stub: OpenAIStub, tmp_path: Path) -> None:
     env = quorum_env(stub, tmp_path)
     held = stub.hold(lambda body: agent_of(body) == "analyst")
@@ -143,6 +145,7 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(stub: OpenAIStub, tmp_path:
 
 
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=str)
+@pytest.mark.slow
 def test_a_stop_with_workers_in_flight_leaves_the_thread_interrupted(
     stub: OpenAIStub, tmp_path: Path, sig: signal.Signals, code: int
 ) -> None:

@@ -181,6 +181,7 @@ def killed_run(
     assert run.returncode == -signal.SIGKILL
 
 
+@pytest.mark.slow
 def test_kill_right_after_the_rename_never_writes_twice(
     stub: OpenAIStub, env: dict[str, str], tmp_path: Path, workspace: Workspace
 ) -> None:
@@ -227,6 +228,7 @@ def test_kill_right_after_the_rename_never_writes_twice(
 
 
 @pytest.mark.parametrize("decision", ["retry", "done"])
+@pytest.mark.slow
 def test_kill_while_writing_needs_a_decision(
     decision: str, stub: OpenAIStub, env: dict[str, str], tmp_path: Path, workspace: Workspace
 ) -> None:
@@ -285,6 +287,7 @@ def test_kill_while_writing_needs_a_decision(
     [(500, 3, 3), (400, 1, 1)],
     ids=["500-beyond-max-attempts", "400"],
 )
+@pytest.mark.slow
 def test_failure_after_the_effect_resumes_without_writing_again(
     status: int,
     times: int,
@@ -333,6 +336,7 @@ def full_disk(tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(folder)], check=True)
 
 
+@pytest.mark.slow
 def test_full_disk_is_a_clear_tool_error_and_leaves_no_part(
     full_disk: Path, stub: OpenAIStub, env: dict[str, str], tmp_path: Path
 ) -> None:

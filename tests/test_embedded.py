@@ -19,6 +19,7 @@ from quorum.settings import Settings
 from tests.openai_stub import OpenAIStub
 
 
+@pytest.mark.slow
 def test_model_file_is_found_without_importing_its_package() -> None:
     code = (
         "import sys; from quorum import embedded; from quorum.settings import Settings; "
@@ -131,6 +132,7 @@ def test_text_reaches_the_model_as_written(tmp_path: Path) -> None:
     assert as_written != escaped
 
 
+@pytest.mark.slow
 def test_parallel_streamed_requests_queue_and_each_is_answered_in_full(tmp_path: Path) -> None:
     """Two workers' requests on one model: the second waits, neither is cut short."""
     server = embedded.start(Settings(data_dir=tmp_path, embedded_model="smollm2-135m"))

@@ -215,6 +215,7 @@ def known_answers() -> Script:
     return Script().on("solver", solver).on("sampler", sampler).on("extract", extract)
 
 
+@pytest.mark.slow
 async def test_scripted_eval_gives_exact_accuracies_intervals_tokens_and_significance(
     tmp_path: Path,
 ) -> None:
@@ -384,6 +385,7 @@ async def test_a_working_that_reaches_no_answer_is_invalid_not_failed() -> None:
 # --- A killed eval resumes without re-running finished questions ---------------------------
 
 
+@pytest.mark.slow
 def test_a_killed_eval_resumes_without_rerunning_finished_questions(tmp_path: Path) -> None:
     questions = arithmetic(5, seed=11)
     with OpenAIStub() as stub:

@@ -151,6 +151,7 @@ def test_retry_after_is_waited_for(
 @pytest.mark.parametrize(
     ("fault", "attempts"), [("500", 3), ("dropped", 2), ("timeout", 2), ("malformed", 4)]
 )
+@pytest.mark.slow
 def test_a_persistent_fault_stops_at_max_attempts_and_resume_continues(
     fault: str, attempts: int, stub: OpenAIStub, cli: Cli
 ) -> None:

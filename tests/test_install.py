@@ -122,6 +122,7 @@ def runtime_closure(wheel: Path) -> set[str]:
     return {key.partition("[")[0] for key in seen}
 
 
+@pytest.mark.slow
 def test_the_wheel_installs_with_locked_versions_and_runs(tmp_path: Path, stub: OpenAIStub) -> None:
     dist = tmp_path / "dist"
     env = {**os.environ, "VIRTUAL_ENV": str(BIN.parent)}

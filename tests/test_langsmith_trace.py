@@ -49,6 +49,7 @@ def ancestors(runs: dict[str, Json], run: Json) -> list[str]:
 
 
 @pytest.mark.parametrize("compression", [True, False], ids=["zstd", "plain"])
+@pytest.mark.slow
 def test_orchestrator_run_tree(compression: bool, tmp_path: Path) -> None:
     with CountingStub() as stub, LangSmithCapture(compression=compression) as capture:
         done = cli(

@@ -106,6 +106,7 @@ async def test_ledger_of_an_unknown_thread_says_so(db: str) -> None:
         await quorum.ledger("nope", database=db)
 
 
+@pytest.mark.slow
 def test_ledger_counts_each_call_once_across_a_kill_and_resume(tmp_path: Path) -> None:
     with Harness(tmp_path) as harness:
         baseline = harness.measure_baseline("orchestrator", runs=1)

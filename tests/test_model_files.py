@@ -207,6 +207,7 @@ def test_the_server_options_pass_text_through_and_use_every_core(tmp_path: Path)
     assert "chat_format" not in custom and "cache" not in custom  # its own template
 
 
+@pytest.mark.slow
 def test_the_default_model_is_joined_from_installed_parts_without_importing_them(
     tmp_path: Path,
 ) -> None:

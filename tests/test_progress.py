@@ -32,6 +32,7 @@ def stub() -> Iterator[OpenAIStub]:
         yield running
 
 
+@pytest.mark.slow
 def test_piped_run_prints_plain_progress_lines(stub: OpenAIStub, tmp_path: Path) -> None:
     env = quorum_env(stub, tmp_path)
     done = subprocess.run(
@@ -55,6 +56,7 @@ def test_piped_run_prints_plain_progress_lines(stub: OpenAIStub, tmp_path: Path)
     assert any(line.startswith("thread p1  status completed") for line in lines)
 
 
+@pytest.mark.slow
 def test_terminal_run_shows_a_live_display(stub: OpenAIStub, tmp_path: Path) -> None:
     env = quorum_env(stub, tmp_path) | {"TERM": "xterm-256color", "COLUMNS": "120"}
     env.pop("NO_COLOR", None)
@@ -104,6 +106,7 @@ def test_terminal_run_shows_a_live_display(stub: OpenAIStub, tmp_path: Path) -> 
     assert "▶ planner" not in plain  # a terminal shows who is running live, not as lines
 
 
+@pytest.mark.slow
 def test_resumed_run_counts_what_the_thread_spent_before(stub: OpenAIStub, tmp_path: Path) -> None:
     stub.delay = 0.0
     env = quorum_env(stub, tmp_path)

@@ -57,6 +57,7 @@ async def run_wide_plan(db: str) -> quorum.ThreadInfo:
     )
 
 
+@pytest.mark.slow
 async def test_parallel_workers_share_the_endpoint_limit_and_none_is_refused(
     stub: OpenAIStub, db: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

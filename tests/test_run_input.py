@@ -73,6 +73,7 @@ def test_invalid_utf8_is_refused_before_anything_is_saved(
     assert script.calls == [] and thread_ids(db) == []
 
 
+@pytest.mark.slow
 def test_undecodable_argument_is_refused(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("QUORUM_")}
     env |= {"QUORUM_DATA_DIR": str(tmp_path / "data"), "LC_ALL": "C.UTF-8"}
@@ -159,6 +160,7 @@ async def test_final_turn_with_only_tool_calls_is_a_named_error(script: Script) 
             max_tool_calls=0))  # fmt: skip
 
 
+@pytest.mark.slow
 def test_sigterm_stops_like_ctrl_c_and_names_the_thread(tmp_path: Path) -> None:
     with OpenAIStub() as stub:
         env = quorum_env(stub, tmp_path)

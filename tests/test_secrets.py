@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from tests.openai_stub import schema_name
 from tests.test_budgets import CountingStub, cli
 from tests.test_tracing import clean_env
@@ -28,6 +30,7 @@ OTLP_TOKEN = "otlp-canary-token-9d4e2f"
 ECHO = "Incorrect API key provided: {key}. You can find your API key at ..."
 
 
+@pytest.mark.slow
 def test_no_secret_in_spans_payloads_output_or_checkpoints(tmp_path: Path) -> None:
     printed: list[str] = []
     with CountingStub() as stub, OtlpReceiver() as otlp, LangSmithCapture() as langsmith:

@@ -239,6 +239,7 @@ def span_attribute(span: Any, key: str) -> Any:
 
 
 @pytest.mark.parametrize("variable", ["OTEL_EXPORTER_OTLP_ENDPOINT", "traces endpoint"])
+@pytest.mark.slow
 def test_a_cli_run_exports_over_otlp_http(
     variable: str, stub: CountingStub, tmp_path: Path
 ) -> None:
@@ -277,6 +278,7 @@ def test_a_cli_run_exports_over_otlp_http(
     ) == sorted((u["prompt_tokens"], u["completion_tokens"]) for u in stub.served)
 
 
+@pytest.mark.slow
 def test_console_exporter_writes_spans_to_stderr(stub: CountingStub, tmp_path: Path) -> None:
     env = clean_env(tmp_path, stub) | {"OTEL_TRACES_EXPORTER": "console"}
     done = cli("run", "react", INPUTS["react"], env=env, cwd=tmp_path)
@@ -285,6 +287,7 @@ def test_console_exporter_writes_spans_to_stderr(stub: CountingStub, tmp_path: P
     assert '"name": "quorum.react"' not in done.stdout, "stdout keeps only the answer"
 
 
+@pytest.mark.slow
 def test_an_unsupported_exporter_setting_fails_before_anything_is_saved(
     tmp_path: Path,
 ) -> None:

@@ -84,6 +84,7 @@ def _paths(base: Path) -> st.SearchStrategy[str]:
     return st.one_of(built, built.map(lambda p: p.rstrip("/\\")), st.text(max_size=30))
 
 
+@pytest.mark.slow
 def test_generated_paths_reach_nothing_outside_the_workspace(layout: Path) -> None:
     base = layout
     before = _outside_state(base)

@@ -131,6 +131,7 @@ def open_tools(
 
 
 @pytest.mark.parametrize("tool", all_tools(), ids=lambda t: t.name)
+@pytest.mark.slow
 def test_fuzzed_arguments_get_a_structured_answer(tool: BaseTool, open_tools: None) -> None:
     answers: list[str] = []  # the tool messages' texts
 
@@ -167,6 +168,7 @@ def test_fuzzed_arguments_get_a_structured_answer(tool: BaseTool, open_tools: No
     assert sum(not text.startswith('{"error":"invalid arguments') for text in answers) >= 50
 
 
+@pytest.mark.slow
 def test_fuzzed_pages_get_a_structured_answer(
     configure: Callable[..., None], canary: LoopbackServer
 ) -> None:
