@@ -27,6 +27,7 @@ import json
 import logging
 import math
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -286,7 +287,11 @@ def _exceeded(
     )
 
 
-_meters: dict[tuple[str, str], RunMeter] = {}
+_meters: OrderedDict[tuple[str, str], RunMeter] = OrderedDict()
+MAX_METERS = 1024
+"""Meters kept in a process. Runs from the LangGraph server have no driver that drops theirs
+when they end, so the least recently used go beyond this: a meter is only a cache of its
+run's journal, and one asked for again is seeded from it again."""
 
 
 async def run_meter(store: BaseStore, thread_id: str, run: str) -> RunMeter:
@@ -300,6 +305,12 @@ async def run_meter(store: BaseStore, thread_id: str, run: str) -> RunMeter:
                 meter.seconds_before = max(meter.seconds_before, call.run_seconds)
         # Parallel tasks ask at once: the first to finish seeding wins, so all share one.
         _meters.setdefault(key, meter)
+        while len(_meters) > MAX_METERS:
+            oldest = next(iter(_meters))
+            if _meters[oldest].in_flight:
+                break  # never drop a meter holding calls in flight: its budget would leak
+            del _meters[oldest]
+    _meters.move_to_end(key)
     return _meters[key]
 
 

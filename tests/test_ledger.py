@@ -179,3 +179,22 @@ def test_percentiles_are_latencies_that_were_seen() -> None:
 
     assert (row.calls, row.seconds, row.p50_seconds, row.p95_seconds) == (20, 210.0, 10.0, 19.0)
     assert LedgerRow.of([]) == LedgerRow()
+
+
+async def test_a_long_lived_process_keeps_a_bounded_number_of_meters() -> None:
+    # The LangGraph server drives runs with no driver to drop their meters when they end:
+    # a process that serves thousands of runs keeps only the most recently used.
+    from langgraph.store.memory import InMemoryStore
+
+    from quorum import metering
+
+    store = InMemoryStore()
+    metering._meters.clear()
+    for run in range(metering.MAX_METERS + 500):
+        await metering.run_meter(store, f"thread-{run}", "run")
+
+    assert len(metering._meters) == metering.MAX_METERS
+    assert ("thread-0", "run") not in metering._meters
+    latest = (f"thread-{metering.MAX_METERS + 499}", "run")
+    assert list(metering._meters)[-1] == latest
+    metering._meters.clear()
