@@ -52,7 +52,7 @@ lint: setup
 system-deps:
 	@scripts/system-deps.sh
 
-test: lint system-deps  ## Lint, type-check and run the whole test suite.
+test: system-deps lint  ## Lint, type-check and run the whole test suite.
 	$(BIN)/python -m pytest
 
 test-fast: lint  ## The fast lane: no embedded model, servers, PostgreSQL, crash trials or slow tests.
