@@ -144,18 +144,42 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 def _run_async(coroutine: Coroutine[Any, Any, T], *, thread: str | None = None) -> T:
     # A service manager, a container runtime or `kill` stops a run with SIGTERM: stop it
-    # as cleanly as Ctrl-C (asyncio cancels the run, LangGraph keeps every finished step).
+    # as cleanly as Ctrl-C. While the event loop runs, SIGTERM cancels the run's task, as
+    # asyncio does for Ctrl-C, so every agent stops at an await and LangGraph keeps every
+    # finished step; raised from a signal handler instead, it could land inside a task's
+    # cancel scope and fail that agent. Outside the loop it stops the command at once.
     on_main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if on_main else None
+    terminated = False
+
+    async def stoppable() -> T:
+        task = asyncio.current_task()
+        assert task is not None
+
+        def terminate() -> None:
+            nonlocal terminated
+            terminated = True
+            task.cancel()
+
+        loop = asyncio.get_running_loop()
+        if on_main:
+            loop.add_signal_handler(signal.SIGTERM, terminate)
+        try:
+            return await coroutine
+        finally:
+            if on_main:
+                loop.remove_signal_handler(signal.SIGTERM)
+                signal.signal(signal.SIGTERM, _on_sigterm)
+
     try:
-        return asyncio.run(coroutine)
+        return asyncio.run(stoppable())
     except QuorumError as error:
         _fail(error)
-    except KeyboardInterrupt as stop:
+    except (KeyboardInterrupt, asyncio.CancelledError) as stop:
         # Every finished step is already checkpointed; say how to pick the thread up again.
         where = f"; continue with `quorum resume {thread}`" if thread else ""
         err.print(f"[yellow]stopped[/yellow]{escape(where)}")
-        raise typer.Exit(143 if isinstance(stop, _Terminated) else 130) from None
+        raise typer.Exit(143 if terminated or isinstance(stop, _Terminated) else 130) from None
     finally:
         if on_main:
             signal.signal(signal.SIGTERM, previous)

@@ -42,7 +42,7 @@ INPUTS = {
     "orchestrator": "Compare tea and coffee for a morning routine",
     "pipeline": "Green tea",
     "debate": "Is tea better than coffee in the morning?",
-    "react": "What is 6 times 7?",
+    "react": "What is 6 times 7? Use the calculator.",
 }
 # How each run may end on the small model. A 135M model may call the calculator until ReAct's
 # step limit stops it: that is the loop working (tests/test_default_model.py checks answers).
