@@ -569,22 +569,20 @@ def _cancelled(error: Exception | str) -> bool:
     return isinstance(error, asyncio.CancelledError) or str(error).startswith("CancelledError(")
 
 
+def _budget(error: Exception | str) -> bool:
+    """Whether a task's stored error is a budget stop (kept as the exception or its repr)."""
+    return isinstance(error, BudgetExceeded) or str(error).startswith("BudgetExceeded(")
+
+
 def _status(
     snapshot: StateSnapshot, lease: Lease | None, decided: Set[str] = frozenset()
 ) -> tuple[Status, str | None]:
     # A task that was cancelled did not fail: a sibling's error or a stop (Ctrl-C, SIGTERM)
     # cancelled it. The thread stands as that error, or as interrupted.
     errors = [t.error for t in snapshot.tasks if t.error and not _cancelled(t.error)]
-    error = next(
-        (
-            e
-            for e in errors
-            if isinstance(e, BudgetExceeded) or str(e).startswith("BudgetExceeded(")
-        ),
-        errors[0] if errors else None,
-    )
+    error = next((e for e in errors if _budget(e)), errors[0] if errors else None)
     if error is not None:
-        if isinstance(error, BudgetExceeded) or str(error).startswith("BudgetExceeded("):
+        if _budget(error):
             # Stored as the exception's repr: show its message.
             message = re.sub(r"^BudgetExceeded\((['\"])(.*)\1\)$", r"\2", str(error))
             return "budget_exceeded", redact(message)
