@@ -149,8 +149,11 @@ def raw_orchestrator(script: Script) -> Any:
     }
 
     async def planner(state: RawOrchestratorState) -> dict:
+        # As Quorum's planner does: think in text, then write the plan.
+        asked = [SystemMessage("Plan."), HumanMessage(f"Goal: {state['input']}")]
+        working = await models["planner"].ainvoke(asked)
         reply = await models["planner"].ainvoke(
-            [SystemMessage("Plan."), HumanMessage(f"Goal: {state['input']}")]
+            [*asked, AIMessage(working.text), HumanMessage("Now the plan as JSON.")]
         )
         return {"plan": Plan.model_validate_json(reply.text)}
 

@@ -6,11 +6,12 @@ nothing else, so journaling, metering, tool steps and checkpoints all run for re
 
     from quorum import testing
 
-    script = testing.Script().on("judge", lambda agent, messages: {
-        "final_answer": "42", "winner": "a", "rationale": "clearer", "confidence": 0.9})
+    script = testing.Script().on("judge", testing.reasoned(
+        "Both reach 42; a shows its work.",
+        {"final_answer": "42", "winner": "a", "confidence": 0.9}))
     with testing.scripted(script):
         thread = await quorum.run("debate", "What is 6 x 7?")
-    assert script.count("judge") == 1
+    assert script.count("judge") == 2  # it weighs the answers in text, then rules
 
 A responder gets the agent's name and the messages it was sent and returns the reply: text,
 a dict (sent as JSON, for structured output) or an `AIMessage` (for tool calls). Agents
@@ -143,14 +144,29 @@ def plan_of(*steps: tuple[str, str, list[str]]) -> dict:
     }
 
 
-def debater(agent: str, messages: list[BaseMessage]) -> dict:
+def stating(messages: list[BaseMessage]) -> bool:
+    """Whether this call asks the agent to state, in a schema, what it just reasoned.
+
+    An agent that reasons first (`quorum.models.ask_reasoned`) sends its working back as an
+    AI turn, then asks for the structured reply.
+    """
+    return any(isinstance(m, AIMessage) for m in messages)
+
+
+def reasoned(working: str, reply: dict) -> Responder:
+    """A responder for an agent that reasons first: `working` as text, then `reply`."""
+    return lambda agent, messages: reply if stating(messages) else working
+
+
+def debater(agent: str, messages: list[BaseMessage]) -> Reply:
     """A debater that answers, critiques and revises, never agreeing."""
-    prompt = last_human(messages)
-    if prompt.startswith("Question:") and "Critique that answer" in prompt:
-        return {"critique": f"{agent} finds a gap"}
-    if "Revise your answer" in prompt:
-        return {"answer": f"{agent} revised", "reasoning": "because", "agrees_with_opponent": False}
-    return {"answer": f"{agent} answer", "reasoning": "because"}
+    if "Critique that answer" in last_human(messages):
+        return f"{agent} finds a gap"
+    revising = any(isinstance(m, HumanMessage) and "Revise your answer" in m.text for m in messages)
+    answer = f"{agent} revised" if revising else f"{agent} answer"
+    if not stating(messages):
+        return f"{agent} weighs it.\nAnswer: {answer}"
+    return {"answer": answer, "agrees_with_opponent": False} if revising else {"answer": answer}
 
 
 def extracted(prompt: str) -> dict:
@@ -176,25 +192,24 @@ def _react_agent(agent: str, messages: list[BaseMessage]) -> AIMessage:
 
 DEFAULT_RESPONDERS: dict[str, Responder] = {
     # A valid reply for every agent of every pattern.
-    "planner": lambda a, m: plan_of(
-        ("s1", "researcher", []), ("s2", "analyst", []), ("s3", "writer", ["s1", "s2"])
+    "planner": reasoned(
+        "Research and analysis can run at once; the writer needs both.",
+        plan_of(("s1", "researcher", []), ("s2", "analyst", []), ("s3", "writer", ["s1", "s2"])),
     ),
     "researcher": lambda a, m: f"researched: {last_human(m)}",
     "analyst": lambda a, m: f"analysed: {last_human(m)}",
     "writer": lambda a, m: f"wrote: {last_human(m)}",
     "synthesizer": lambda a, m: "# Final answer\nAll steps merged.",
     "research": lambda a, m: {"findings": [{"claim": "Water boils at 100 C", "source": "doc"}]},
-    "summarize": lambda a, m: {"text": "Water boils at 100 C.", "claims": ["boils at 100 C"]},
+    "summarize": reasoned("Water boils at 100 C.", {"claims": ["boils at 100 C"]}),
     "fact_check": lambda a, m: {"verdict": "supported", "unsupported_claims": []},
-    "format_report": lambda a, m: {"markdown": "# Water\nWater boils at 100 C."},
+    "format_report": lambda a, m: "# Water\nWater boils at 100 C.",
     "debater_a": debater,
     "debater_b": debater,
-    "judge": lambda a, m: {
-        "final_answer": "debater_a revised",
-        "winner": "a",
-        "rationale": "clearer",
-        "confidence": 0.8,
-    },
+    "judge": reasoned(
+        "Debater a's answer is clearer.",
+        {"final_answer": "debater_a revised", "winner": "a", "confidence": 0.8},
+    ),
     "agent": _react_agent,
     # `quorum eval`'s strategies: a working in plain text, then its answer taken out of it.
     "solver": lambda a, m: "6 times 7 is 42.\nFinal answer: 42",

@@ -30,7 +30,7 @@ from quorum.evals.checkers import check
 from quorum.evals.report import as_json, draw, rows, write_json
 from quorum.evals.statistics import mcnemar_exact, wilson
 from quorum.settings import get_settings
-from quorum.testing import Script, extracted, last_human, scripted
+from quorum.testing import Script, extracted, last_human, scripted, stating
 from tests.openai_stub import OpenAIStub, schema_name, text_of
 from tests.test_crash import quorum, quorum_env
 
@@ -276,7 +276,7 @@ async def test_every_pattern_runs_as_a_strategy() -> None:
     assert [(r.strategy, r.status, r.correct) for r in result.results] == [
         (s, "answered", True) for s in result.strategies
     ]
-    assert script.count("planner") == 1 and script.count("format_report") == 1
+    assert script.count("planner") == 2 and script.count("format_report") == 1
     # One extraction per answer: single, each of 2 samples, and each of the 4 patterns.
     assert script.count("agent") == 2 and script.count("extract") == 1 + 2 + 4
 
@@ -328,11 +328,13 @@ async def test_a_failed_pattern_continues_from_its_last_step_when_run_again() ->
     question = [Question("What is 6 times 7?", "42", "numeric")]
     judged: list[int] = []
 
-    def judge(agent: str, messages: list[BaseMessage]) -> dict:
+    def judge(agent: str, messages: list[BaseMessage]) -> dict | str:
         judged.append(1)
         if len(judged) == 1:
             raise RuntimeError("the judge's endpoint went away")
-        return {"final_answer": "42", "winner": "a", "rationale": "r", "confidence": 0.9}
+        if not stating(messages):
+            return "Both reach 42."
+        return {"final_answer": "42", "winner": "a", "confidence": 0.9}
 
     script = Script().on("judge", judge).on("extract", lambda a, m: {"answer": "42"})
     with scripted(script):
@@ -344,8 +346,8 @@ async def test_a_failed_pattern_continues_from_its_last_step_when_run_again() ->
 
     assert again.results[0].status == "answered" and again.results[0].correct
     # Only the judge's step ran again: the debaters' turns were kept in the checkpoints.
-    assert script.count("debater_a") + script.count("debater_b") == debaters == 6
-    assert script.count("judge") == 2
+    assert script.count("debater_a") + script.count("debater_b") == debaters == 10
+    assert script.count("judge") == 3  # the failed call, then its weighing and its ruling
 
 
 async def test_a_failing_question_is_counted_and_named() -> None:

@@ -8,7 +8,7 @@ import quorum
 from quorum.context import QuorumContext
 from quorum.errors import RunFailed
 from quorum.nodes.planner import Plan, validate_plan
-from quorum.testing import Script, plan_of
+from quorum.testing import Script, plan_of, stating
 
 WORKERS = {"researcher": "", "analyst": "", "writer": ""}
 
@@ -44,15 +44,15 @@ async def test_planner_repairs_an_invalid_plan(script: Script) -> None:
             plan_of(("a", "researcher", []), ("b", "writer", ["a"])),
         ]
     )
-    script.on("planner", lambda agent, messages: next(plans))
+    script.on("planner", lambda agent, messages: next(plans) if stating(messages) else "Hmm.")
 
     result = await quorum.run("orchestrator", "Goal")
 
     assert result.status == "completed"
-    assert script.count("planner") == 2
-    feedback = script.calls[1].messages[-1].text
+    assert script.count("planner") == 4  # think, write; then think again on the feedback, write
+    feedback = script.calls[2].messages[-1].text
     assert "unknown worker 'poet'" in feedback and "cycle" in feedback
-    assert result.usage["planner"]["calls"] == 2
+    assert result.usage["planner"]["calls"] == 4
 
 
 async def test_planner_out_of_repairs_ends_with_clear_error(script: Script) -> None:
@@ -64,7 +64,7 @@ async def test_planner_out_of_repairs_ends_with_clear_error(script: Script) -> N
     assert failure.value.agent == "planner"
     assert "no valid plan after 1 repairs" in str(failure.value)
     assert "depends on missing step 'missing'" in str(failure.value)
-    assert script.count("planner") == 2
+    assert script.count("planner") == 4
     thread = await quorum.get_thread(failure.value.thread_id)
     assert thread.status == "failed"
 
@@ -73,9 +73,9 @@ async def test_planner_never_runs_a_step(script: Script) -> None:
     await quorum.run("orchestrator", "Goal")
 
     planner_calls = [c for c in script.calls if c.agent == "planner"]
-    assert len(planner_calls) == 1
+    assert len(planner_calls) == 2  # it thinks, then writes the plan
     # Each step was run by its own worker agent, not by the planner.
-    assert [c.agent for c in script.calls[1:3]] in (
+    assert [c.agent for c in script.calls[2:4]] in (
         ["researcher", "analyst"],
         ["analyst", "researcher"],
     )

@@ -15,7 +15,7 @@ from quorum.checkpoints import open_checkpointer
 from quorum.errors import ConfigError, RunFailed
 from quorum.settings import get_settings
 from quorum.state import Verdict
-from quorum.testing import Script
+from quorum.testing import Script, stating
 from tests.langgraph_dev import REPO
 
 
@@ -61,7 +61,9 @@ async def test_failed_run_resumes_from_postgres(script: Script, database: str) -
     def flaky(agent, messages):
         if error := next(failures, None):
             raise error
-        return {"final_answer": "a", "winner": "a", "rationale": "r", "confidence": 0.5}
+        if not stating(messages):
+            return "a argued better."
+        return {"final_answer": "a", "winner": "a", "confidence": 0.5}
 
     script.on("judge", flaky)
     with pytest.raises(RunFailed, match="agent 'judge' failed"):

@@ -93,12 +93,12 @@ def test_fork_asks_again_from_its_checkpoint_and_never_before(stub: OpenAIStub, 
     forked = quorum_cli("resume", "f", "--from", fact_check["checkpoint_id"])
 
     assert forked.exit_code == 0, forked.output
-    assert forked.stdout == "stub markdown\n"
+    assert forked.stdout.startswith("Stub answer to: Topic: Water")
     fork_asked = asked(stub) - first_run
-    # The fact-checker's tool turn, its answer and its verdict, then the formatter: never the
-    # research or the summary before the checkpoint.
-    assert fork_asked == Counter({None: 2, "FactCheck": 1, "Document": 1}), fork_asked
-    assert {"ResearchNotes", "Summary"} <= set(first_run)
+    # The fact-checker's tool turn, its answer and its verdict, then the formatter (prose):
+    # never the research or the summary before the checkpoint.
+    assert fork_asked == Counter({None: 3, "FactCheck": 1}), fork_asked
+    assert {"ResearchNotes", "Claims"} <= set(first_run)
     # The thread's history is now the fork's branch: it starts at the fork's checkpoint.
     branch = checkpoints("f")
     assert [c["source"] for c in branch] == [
@@ -117,7 +117,7 @@ def test_fork_asks_again_from_its_checkpoint_and_never_before(stub: OpenAIStub, 
     again = quorum_cli("resume", "f", "--from", fact_check["checkpoint_id"][:30])
 
     assert again.exit_code == 0, again.output
-    assert asked(stub) - first_run == Counter({None: 4, "FactCheck": 2, "Document": 2})
+    assert asked(stub) - first_run == Counter({None: 6, "FactCheck": 2})
     assert quorum_cli("threads", "--json").stdout.count('"status": "completed"') == 1
 
 
@@ -131,7 +131,7 @@ async def test_a_failed_fork_resumes_without_asking_again(script: Script) -> Non
     def flaky(agent, messages):
         if (error := next(failures, None)) is not None:
             raise error
-        return {"markdown": "# Water\nForked."}
+        return "# Water\nForked."
 
     script.on("format_report", flaky)
     before = Counter(call.agent for call in script.calls)
@@ -143,11 +143,12 @@ async def test_a_failed_fork_resumes_without_asking_again(script: Script) -> Non
 
     assert failed.status == "failed"
     assert resumed.status == "completed" and resumed.output == "# Water\nForked."
-    # The fork asked the summarizer and the fact-checker (its answer and verdict) once each,
-    # as the first run did; resuming the failed fork asked only the failed step again.
-    assert before == Counter({"research": 2, "summarize": 1, "fact_check": 2, "format_report": 1})
+    # The fork asked the summarizer (its summary and claims) and the fact-checker (its answer
+    # and verdict) once each, as the first run did; resuming the failed fork asked only the
+    # failed step again.
+    assert before == Counter({"research": 2, "summarize": 2, "fact_check": 2, "format_report": 1})
     assert Counter(call.agent for call in script.calls) - before == Counter(
-        {"summarize": 1, "fact_check": 2, "format_report": 2}
+        {"summarize": 2, "fact_check": 2, "format_report": 2}
     )
 
 
@@ -166,7 +167,8 @@ async def test_a_fork_runs_with_changed_settings(script: Script) -> None:
     )
 
     assert first.status == forked.status == "completed"
-    assert script.count("summarize") - before == 2  # the fork allows one revision
+    # the fork allows one revision: two summaries, each written and its claims listed
+    assert script.count("summarize") - before == 4
 
 
 async def test_a_fork_asks_again_before_an_irreversible_call(
@@ -226,7 +228,7 @@ async def test_a_failed_studio_thread_is_fixed_from_the_command_line(tmp_path: P
             "QUORUM_MAX_ATTEMPTS": "1",
         }
         with langgraph_dev(tmp_path, settings) as served:
-            stub.fail(500, when=lambda body: schema_name(body) == "Verdict")
+            stub.fail(500, when=lambda body: schema_name(body) == "Ruling")
             async with get_client(url=served.url, api_key=None, timeout=RUN_TIMEOUT) as client:
                 thread = (await client.threads.create())["thread_id"]
                 await client.runs.wait(
@@ -264,9 +266,9 @@ async def test_a_failed_studio_thread_is_fixed_from_the_command_line(tmp_path: P
 
     assert failed["status"] == "failed" and "Verdict" not in json.dumps(failed["values"])
     assert resumed.returncode == 0, resumed.stderr
-    assert fixed == Counter({"Verdict": 1}), fixed  # only the failed judge was asked again
+    assert fixed == Counter({"Ruling": 1}), fixed  # only the failed judge was asked again
     assert forked.returncode == 0, forked.stderr
-    assert asked(stub)["Verdict"] == asked_in_studio["Verdict"] + 2
+    assert asked(stub)["Ruling"] == asked_in_studio["Ruling"] + 2
     assert deleted == 0
     assert "Using custom checkpointer: QuorumSqliteSaver" in loaded
     for warning in (

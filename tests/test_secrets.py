@@ -50,7 +50,7 @@ def test_no_secret_in_spans_payloads_output_or_checkpoints(tmp_path: Path) -> No
         printed += [done.stdout, done.stderr]
         assert done.returncode == 0, done.stderr
         # Refused outright: the run fails, the echo in its stored error and on the screen.
-        stub.fail(400, message=ECHO, when=lambda body: schema_name(body) == "Verdict")
+        stub.fail(400, message=ECHO, when=lambda body: schema_name(body) == "Ruling")
         failed = cli("run", "debate", "Tabs or spaces?", "--thread", "bad1", env=env, cwd=tmp_path)
         printed += [failed.stdout, failed.stderr]
         assert failed.returncode == 1, failed.stderr

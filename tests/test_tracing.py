@@ -178,7 +178,7 @@ async def test_a_failed_call_names_its_error_type_and_attempts(
     monkeypatch.setenv("QUORUM_MAX_ATTEMPTS", "2")
     monkeypatch.setenv("QUORUM_RETRY_WAIT", "0")
     get_settings.cache_clear()
-    stub.fail(500, times=2, when=lambda body: schema_name(body) == "Verdict")
+    stub.fail(500, times=2, when=lambda body: schema_name(body) == "Ruling")
     with pytest.raises(quorum.RunFailed):
         await quorum.run("debate", INPUTS["debate"])
     spans = exporter.get_finished_spans()

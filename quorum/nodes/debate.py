@@ -1,10 +1,14 @@
 """The debate's agents: two debaters with their own personas (and models), and a judge.
 
 A debater answers, critiques the other's answer, then revises its own in the light of the
-critique it received; the moderator (graph code, not a model) moves the phases along.
+critique it received; the moderator (graph code, not a model) moves the phases along. Every
+agent reasons in plain text; a critique stays prose, and an answer, a revision or the judge's
+verdict is then stated in a small schema with the reasoning in view (`ask_reasoned`).
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 from langchain_core.messages import HumanMessage, SystemMessage
 from langgraph.runtime import Runtime
@@ -12,53 +16,77 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from quorum.context import QuorumContext
 from quorum.metering import metered
-from quorum.models import ask_structured
+from quorum.models import ask, ask_reasoned
 from quorum.state import DebateState, Position, Side, Verdict
 
 DEBATER_PROMPT = """You are {persona}, one of two debaters answering a question. Be accurate
-and concise. Reply with JSON only."""
+and concise: reason in plain text, and check each step."""
 
-ANSWER_TEMPLATE = "Question: {question}\nGive your answer and your reasoning."
+ANSWER_TEMPLATE = """Question: {question}
+Work out your answer step by step, then end with one last line: "Answer: " and your answer."""
 
 CRITIQUE_TEMPLATE = """Question: {question}
-Your opponent answered:
+Your opponent's answer and reasoning:
 {other}
 Critique that answer: point out errors, gaps and weak reasoning, and say what is right."""
 
 REVISE_TEMPLATE = """Question: {question}
-Your answer was:
+Your answer and reasoning were:
 {own}
 Your opponent's critique of it:
 {critique}
-Your opponent's answer:
+Your opponent's answer and reasoning:
 {other}
-Revise your answer. Set agrees_with_opponent to true only if you now hold the same answer."""
+Revise your answer: keep what holds, fix what the critique shows is wrong. End with one last
+line: "Answer: " and your answer, then say whether you now hold the same answer as your
+opponent."""
 
-JUDGE_PROMPT = """You are the judge of a debate. Read the question and both final answers, decide
-which is better supported and correct, and give the final answer. Confidence is between 0 and
-1. Reply with JSON only."""
+ANSWER_REQUEST = "Now state the answer your reasoning above ends on, as JSON."
+
+REVISION_REQUEST = """Now state, as JSON, the answer your revision above ends on, and whether you
+now hold the same answer as your opponent."""
+
+JUDGE_PROMPT = """You are the judge of a debate. Read the question and both final answers, and
+weigh them in plain text: check each one's reasoning, and decide which answer is correct and
+better supported."""
+
+RULING_REQUEST = """Now state your ruling as JSON: the final answer you settle on (the answer
+itself), which debater argued better (a, b or tie), and how sure you are, from 0 to 1."""
 
 
-class Critique(BaseModel):
-    """A debater's critique of the other's answer."""
+class Claim(BaseModel):
+    """The answer a debater's reasoning ends on."""
 
     model_config = ConfigDict(extra="forbid")
 
-    critique: str = Field(description="Errors, gaps and strengths of the opponent's answer.")
+    answer: str = Field(description="The answer itself, as the reasoning states it.")
 
 
 class Revision(BaseModel):
-    """A debater's revised answer."""
+    """The answer a debater's revision ends on, and whether both sides now hold it."""
 
     model_config = ConfigDict(extra="forbid")
 
-    reasoning: str = Field(description="Why, briefly: what the critique changed, or not.")
-    answer: str = Field(description="The revised answer.")
+    answer: str = Field(description="The revised answer itself.")
     agrees_with_opponent: bool = Field(description="True if both now hold the same answer.")
+
+
+class Ruling(BaseModel):
+    """The outcome of the judge's weighing."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    final_answer: str = Field(description="The answer the judge settles on, itself.")
+    winner: Literal["a", "b", "tie"] = Field(description="Which debater argued better.")
+    confidence: float = Field(ge=0, le=1, description="How sure the judge is, 0 to 1.")
 
 
 def _other(side: Side) -> Side:
     return "b" if side == "a" else "a"
+
+
+def _argued(position: Position) -> str:
+    return position.reasoning or position.answer
 
 
 async def _debate_turn(side: Side, state: DebateState, context: QuorumContext) -> dict:
@@ -69,22 +97,27 @@ async def _debate_turn(side: Side, state: DebateState, context: QuorumContext) -
     phase = state["phase"]
     if phase == "answer":
         prompt = ANSWER_TEMPLATE.format(question=question)
-        position = await ask_structured(agent, context, [system, HumanMessage(prompt)], Position)
-        return {"positions": {side: position}}
-    other = positions[_other(side)].answer
+        working, claim = await ask_reasoned(
+            agent, context, [system, HumanMessage(prompt)], Claim, request=ANSWER_REQUEST
+        )
+        return {"positions": {side: Position(reasoning=working, answer=claim.answer)}}
+    other = _argued(positions[_other(side)])
     if phase == "critique":
+        # A critique is prose for the other side to read: nothing in it needs a schema.
         prompt = CRITIQUE_TEMPLATE.format(question=question, other=other)
-        critique = await ask_structured(agent, context, [system, HumanMessage(prompt)], Critique)
-        return {"critiques": {_other(side): critique.critique}}
+        critique = await ask(agent, context, [system, HumanMessage(prompt)])
+        return {"critiques": {_other(side): critique.text}}
     prompt = REVISE_TEMPLATE.format(
         question=question,
-        own=positions[side].answer,
+        own=_argued(positions[side]),
         critique=state["critiques"][side],
         other=other,
     )
-    revision = await ask_structured(agent, context, [system, HumanMessage(prompt)], Revision)
+    working, revision = await ask_reasoned(
+        agent, context, [system, HumanMessage(prompt)], Revision, request=REVISION_REQUEST
+    )
     return {
-        "positions": {side: Position(answer=revision.answer, reasoning=revision.reasoning)},
+        "positions": {side: Position(answer=revision.answer, reasoning=working)},
         "agreement": {side: revision.agrees_with_opponent},
     }
 
@@ -103,19 +136,18 @@ async def debater_b(state: DebateState, runtime: Runtime[QuorumContext]) -> dict
 
 @metered
 async def judge(state: DebateState, runtime: Runtime[QuorumContext]) -> dict:
-    """Decide the debate with a structured verdict."""
+    """Weigh both final answers in plain text, then give the verdict."""
     positions = state["positions"]
     answers = "\n\n".join(
-        f"Debater {side}:\n{positions[side].answer}\nReasoning: {positions[side].reasoning}"
+        f"Debater {side}'s answer: {positions[side].answer}\nReasoning:\n{_argued(positions[side])}"
         for side in ("a", "b")
     )
-    verdict = await ask_structured(
+    working, ruling = await ask_reasoned(
         "judge",
         runtime.context,
-        [
-            SystemMessage(JUDGE_PROMPT),
-            HumanMessage(f"Question: {state['input']}\n\n{answers}"),
-        ],
-        Verdict,
+        [SystemMessage(JUDGE_PROMPT), HumanMessage(f"Question: {state['input']}\n\n{answers}")],
+        Ruling,
+        request=RULING_REQUEST,
     )
+    verdict = Verdict(rationale=working, **ruling.model_dump())
     return {"verdict": verdict, "output": verdict.final_answer}

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from quorum.context import QuorumContext
 from quorum.metering import metered
-from quorum.models import ask_structured
+from quorum.models import ask, ask_reasoned, ask_structured
 from quorum.state import (
     FactCheck,
     FactCheckInput,
@@ -34,8 +34,11 @@ For each fact give the claim and its source (a document path, a URL, or 'general
 NOTES_REQUEST = "Now write your research notes as JSON: each fact with its source."
 
 SUMMARY_PROMPT = """You are a summarizer. Write a short, accurate summary of the research notes
-below, and list each factual claim the summary makes. Use only facts from the notes.
-Reply with JSON only."""
+below, in plain prose: a few sentences, using only facts from the notes. Write the summary
+alone, with no heading and no preamble."""
+
+CLAIMS_REQUEST = """Now list, as JSON, each factual claim your summary makes: one short sentence
+each, as the summary states it."""
 
 REVISION_NOTE = """A fact-checker found these claims unsupported by the notes; remove or fix
 them:
@@ -52,15 +55,15 @@ FACT_CHECK_TOOLS = ("search_documents", "read_document")
 
 FORMAT_PROMPT = """You are an editor. Format the summary as a markdown document: a title, the
 summary as short paragraphs or bullets, and a 'Sources' section from the notes. Reply with
-JSON only."""
+the markdown document alone."""
 
 
-class Document(BaseModel):
-    """Output of the format stage."""
+class Claims(BaseModel):
+    """The factual claims a summary makes."""
 
     model_config = ConfigDict(extra="forbid")
 
-    markdown: str = Field(description="The finished markdown document.")
+    claims: list[str] = Field(description="Each factual claim the summary makes.")
 
 
 def _notes(notes: ResearchNotes) -> str:
@@ -100,7 +103,10 @@ async def summarize(state: PipelineState, runtime: Runtime[QuorumContext]) -> di
     if check and check.unsupported_claims:
         claims = "\n".join(f"- {c}" for c in check.unsupported_claims)
         messages.append(HumanMessage(REVISION_NOTE.format(claims=claims)))
-    summary = await ask_structured("summarize", runtime.context, messages, Summary)
+    text, listed = await ask_reasoned(
+        "summarize", runtime.context, messages, Claims, request=CLAIMS_REQUEST
+    )
+    summary = Summary(text=text.strip(), claims=listed.claims)
     return {"summary": summary, "revisions": state.get("revisions", -1) + 1}
 
 
@@ -136,8 +142,8 @@ async def fact_check_verdict(state: FactCheckState, runtime: Runtime[QuorumConte
 
 @metered
 async def format_report(state: PipelineState, runtime: Runtime[QuorumContext]) -> dict:
-    """Format the checked summary as markdown."""
-    document = await ask_structured(
+    """Format the checked summary as markdown: prose, so no schema stands in its way."""
+    document = await ask(
         "format_report",
         runtime.context,
         [
@@ -147,6 +153,5 @@ async def format_report(state: PipelineState, runtime: Runtime[QuorumContext]) -
                 f"Notes:\n{_notes(state['notes'])}"
             ),
         ],
-        Document,
     )
-    return {"output": document.markdown}
+    return {"output": document.text}

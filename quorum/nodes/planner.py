@@ -1,6 +1,7 @@
 """The planner agent: turns a goal into a validated plan of steps for the workers.
 
-The planner plans and delegates; it never does a step itself. Its plan is checked here
+The planner plans and delegates; it never does a step itself. It thinks the plan through in
+plain text first, then writes it in the plan schema (`ask_reasoned`). Its plan is checked here
 (known workers, unique ids, dependencies that exist, no cycles, not too long) and an invalid
 plan goes back to it with the problems listed, a bounded number of times.
 """
@@ -17,7 +18,7 @@ from langgraph.runtime import Runtime
 from quorum.context import QuorumContext
 from quorum.errors import PlanError
 from quorum.metering import metered
-from quorum.models import ask_structured, current_endpoint
+from quorum.models import ask_reasoned, current_endpoint
 from quorum.nodes.workers import WORKERS
 from quorum.state import OrchestratorState, Plan
 
@@ -33,7 +34,11 @@ Rules:
 - List in `dependencies` the ids of the steps whose results a step needs; steps with no
   dependencies between them run at the same time, so only add the ones that are needed.
 - Use at most {max_steps} steps. Fewer is better when it does the job.
-Reply with JSON only."""
+First think the plan through in plain text: what the goal needs, which worker takes each
+part, and which parts need the results of others. Write no JSON yet."""
+
+PLAN_REQUEST = """Now write the plan you settled on as JSON: each step with its id, its worker,
+its task in full and its dependencies."""
 
 REPAIR_TEMPLATE = """Your previous plan was invalid:
 {plan}
@@ -135,11 +140,12 @@ async def planner(state: OrchestratorState, runtime: Runtime[QuorumContext]) -> 
         HumanMessage(f"Goal: {state['input']}"),
         *(HumanMessage(feedback) for feedback in state.get("plan_feedback", [])[-1:]),
     ]
-    plan = await ask_structured(
+    _, plan = await ask_reasoned(
         "planner",
         context,
         messages,
         Plan,
+        request=PLAN_REQUEST,
         json_schema=plan_json_schema(
             list(workers),
             context.max_plan_steps,
