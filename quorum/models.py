@@ -496,13 +496,15 @@ def hollow(value: str, name: str = "", description: str = "") -> str | None:
     """Why the text `value`, given for field `name`, holds no real value; None when it does.
 
     A small model under a grammar can produce a reply that parses and validates but says
-    nothing: a placeholder ("value"), stray JSON punctuation ("}"), an echo of the field's
-    name or description, or a nested copy of the whole reply. Each is as wrong as invalid
-    JSON, and goes to the same bounded repair with the reason.
+    nothing: an empty string, a placeholder ("value"), stray JSON punctuation ("}"), an echo
+    of the field's name or description, or a nested copy of the whole reply. Each is as wrong
+    as invalid JSON, and goes to the same bounded repair with the reason.
     """
     text = value.strip()
     folded = text.casefold().replace("_", " ").strip(" .")
-    if text and set(text) <= _JSON_PUNCTUATION:
+    if not text:
+        return f"'{name}' is empty: write the actual value"
+    if set(text) <= _JSON_PUNCTUATION:
         return f"'{name}' is only JSON punctuation ({text!r}): write the actual value"
     if folded in PLACEHOLDERS or (name and folded == name.casefold().replace("_", " ")):
         return f"'{name}' is a placeholder ({text!r}): write the actual value, not a stand-in"

@@ -22,6 +22,7 @@ from langgraph_sdk import get_client
 from typer.testing import CliRunner
 
 import quorum
+from bench.conformance import cases, conformance
 from quorum.cli import EXIT_CODES, app
 from quorum.context import QuorumContext
 from quorum.settings import Settings, get_settings
@@ -143,3 +144,17 @@ async def test_over_http(data_dir: Path, tmp_path: Path) -> None:
                 assert values["output"].strip(), (pattern, values)
                 assert values["usage"], (pattern, values)
                 assert served.checkpoint_count(thread["thread_id"]) > 0
+
+
+async def test_every_schema_is_filled_with_meaning_or_fails_clearly(on_embedded: Path) -> None:
+    # The conformance set (bench/conformance.py) on the small model: each of Quorum's schemas
+    # asked through the node that asks for it in a run. A 135M model fails some of them; what
+    # must hold is that no reply Quorum accepts is hollow (judged by the bench, not by
+    # Quorum's own check), and that a node that gets none says so.
+    rows = await conformance("smollm2-135m", 1, numbers=3)
+
+    assert [row.schema for row in rows] == [case.schema for case in cases(3)]
+    for row in rows:
+        assert row.valid + len(row.errors) == row.n, row
+        assert row.filled == row.valid, row
+        assert all("gave no valid" in error for error in row.errors), row.errors

@@ -197,6 +197,7 @@ async def test_transient_server_error_is_retried(stub: OpenAIStub) -> None:
     [
         ("}", "only JSON punctuation"),
         ('"]', "only JSON punctuation"),
+        ("  ", "is empty"),
         ("value", "placeholder"),
         ("Final answer.", "placeholder"),
         ("final_answer", "placeholder"),  # the field's own name

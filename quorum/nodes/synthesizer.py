@@ -10,8 +10,14 @@ from quorum.metering import metered
 from quorum.models import ask
 from quorum.state import OrchestratorState
 
-SYNTHESIZER_PROMPT = """You merge the results of a team's steps into one final answer to the
-user's goal. Use only what the results say; where they disagree, say so. Answer in markdown."""
+SYNTHESIZER_PROMPT = """You write the final answer to the user's goal from the results of a
+team's steps. Answer the goal itself, in markdown:
+- If the goal asks to compare or choose, start with your recommendation in one sentence,
+  naming the option you recommend; then the reasons for it; then the trade-offs, saying when
+  the other option would be the better choice.
+- Use only what the results say; where they disagree, say so.
+- Say each thing once: no repeated paragraphs, no closing summary that restates the answer,
+  no filler."""
 
 RESULTS_TEMPLATE = """Goal: {goal}
 
