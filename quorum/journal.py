@@ -10,16 +10,19 @@ it, and those are replayed too, so the digest also tells a call's place in its t
 The reply is written to the run's LangGraph store (the same database as the checkpoints)
 before the caller sees it; a task that runs again gets the recorded reply and sends nothing.
 Failed attempts are written under the same key, so a call's attempts and errors survive a
-crash as well. Outside a graph run with a store (a node called by hand, a graph compiled
-without one) calls simply go to the model.
+crash as well. A reply that made its step fail (it stayed invalid through the repairs) is
+marked rejected and never replayed: the step's next run asks again. Outside a graph run with
+a store (a node called by hand, a graph compiled without one) calls simply go to the model.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from langchain_core.messages import (
@@ -60,6 +63,9 @@ class CallRecord:
     kept it."""
     run: str = ""
     """Which run of the thread got the reply."""
+    rejected: bool = False
+    """The step that used the reply failed because of it (replies that stayed invalid, a
+    plan that stayed invalid): kept for the record, never replayed; the call is made again."""
 
     def to_json(self) -> dict[str, Any]:
         """The record as the store keeps it."""
@@ -95,6 +101,38 @@ class JournalEntry:
     async def write(self, record: CallRecord) -> None:
         """Record the call durably (the store commits before this returns)."""
         await self.store.aput(self.namespace, self.key, record.to_json(), index=False)
+
+
+_used: ContextVar[list[tuple[JournalEntry, CallRecord]] | None] = ContextVar(
+    "quorum_journal_used", default=None
+)
+
+
+@contextmanager
+def step_calls() -> Iterator[list[tuple[JournalEntry, CallRecord]]]:
+    """Collect the journaled calls whose replies the step running in this block uses."""
+    calls: list[tuple[JournalEntry, CallRecord]] = []
+    token = _used.set(calls)
+    try:
+        yield calls
+    finally:
+        _used.reset(token)
+
+
+def used(entry: JournalEntry, record: CallRecord) -> None:
+    """Note that the running step uses the reply in `record` (requested or replayed)."""
+    calls = _used.get()
+    if calls is not None:
+        calls.append((entry, record))
+
+
+async def reject(calls: Sequence[tuple[JournalEntry, CallRecord]]) -> None:
+    """Mark the replies of a step that failed because of them: the next run asks again.
+
+    Replaying them would fail the step the same way on every resume, for nothing.
+    """
+    for entry, record in calls:
+        await entry.write(replace(record, rejected=True))
 
 
 def entry_for(agent: str, model: Any, messages: Sequence[BaseMessage]) -> JournalEntry | None:

@@ -40,7 +40,7 @@ from langgraph.types import Command
 
 from quorum import journal, telemetry
 from quorum.context import QuorumContext
-from quorum.errors import BudgetExceeded, ConfigError
+from quorum.errors import BudgetExceeded, ConfigError, InvalidReply, PlanError
 from quorum.settings import Settings
 from quorum.state import Usage, add_usage
 
@@ -81,8 +81,17 @@ def metered(node: F) -> F:
         agent = str(state.get("agent") or node.__name__)
         token = _spent.set(spent)
         try:
-            with telemetry.agent_span(agent, state.get("label") or agent) as span:
-                update = await node(*args, **kwargs)
+            with (
+                telemetry.agent_span(agent, state.get("label") or agent) as span,
+                journal.step_calls() as calls,
+            ):
+                try:
+                    update = await node(*args, **kwargs)
+                except (InvalidReply, PlanError):
+                    # The step failed because of its replies: a resume must ask again, not
+                    # replay them into the same failure.
+                    await journal.reject(calls)
+                    raise
                 telemetry.ended_step(span, spent)
         finally:
             _spent.reset(token)

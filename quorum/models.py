@@ -60,7 +60,7 @@ from pydantic import BaseModel, SecretStr, ValidationError
 
 from quorum import embedded, journal, metering, model_files, telemetry
 from quorum.context import QuorumContext
-from quorum.errors import ConfigError, ModelError, UsageError
+from quorum.errors import ConfigError, InvalidReply, ModelError, UsageError
 from quorum.settings import Settings, get_settings, redact
 
 T = TypeVar("T", bound=BaseModel)
@@ -442,7 +442,7 @@ async def ask_structured(
             return validated
         except ValueError as error:  # invalid JSON, a ValidationError, or a hollow field
             conversation += [reply, HumanMessage(REPAIR_PROMPT.format(error=_brief(error)))]
-    raise ModelError(
+    raise InvalidReply(
         f"agent '{agent}' gave no valid {schema.__name__} after {STRUCTURED_REPAIRS} repairs",
         hint="try a stronger model for this agent (context 'models') or a lower temperature",
     )
@@ -609,7 +609,7 @@ async def _ask_json_action(
             return AIMessage(text, usage_metadata=raw.usage_metadata)
         # Each repair is its own journaled call, as in `ask_structured`.
         prompt = [*prompt, raw, HumanMessage(REPAIR_PROMPT.format(error=reason))]
-    raise ModelError(
+    raise InvalidReply(
         f"agent '{agent}' gave no real final answer after {STRUCTURED_REPAIRS} repairs",
         hint="try a stronger model for this agent (context 'models') or a lower temperature",
     )
@@ -705,9 +705,10 @@ async def _invoke(
         record = (await entry.read() if entry else None) or journal.CallRecord(
             agent=agent, model=name
         )
-        replayed = record.reply is not None
+        replayed = record.reply is not None and not record.rejected
         meter = None
         if not replayed:
+            record.rejected = False
             meter = (
                 await metering.run_meter(entry.store, entry.thread_id, entry.run) if entry else None
             )
@@ -730,6 +731,8 @@ async def _invoke(
             # budget gets it back without paying for it again.
             meter.check(agent, context)
     metering.record(agent, record)
+    if entry is not None:
+        journal.used(entry, record)
     assert record.reply is not None
     return record.reply
 

@@ -38,15 +38,27 @@ def no_process_left_behind() -> Iterator[None]:
         )
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark every test that starts PostgreSQL, whichever module it is in.
+    """Mark every test that starts PostgreSQL, and group what must not run side by side.
 
     The server comes from one fixture, `server_url`; a test that asks for it, directly or
     through another fixture, needs Debian's PostgreSQL and is left out of the fast lane.
+
+    `make test` runs the suite on every core (pytest-xdist, `--dist loadgroup`). The tests
+    that run an embedded model share one worker: each model server takes both cores of a
+    small machine, and two at once would each run at half speed. The PostgreSQL tests share
+    another, since one server on one port serves them all. The embedded ones go first: they
+    are the longest share, and the other workers run the rest beside them.
     """
     for item in items:
         if "server_url" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.postgres)
+        for group in ("embedded", "postgres"):
+            if item.get_closest_marker(group) is not None:
+                item.add_marker(pytest.mark.xdist_group(group))
+                break
+    items.sort(key=lambda item: item.get_closest_marker("embedded") is None)
 
 
 @pytest.fixture(autouse=True)

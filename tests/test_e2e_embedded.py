@@ -17,12 +17,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from langchain_core.messages import ToolMessage
+from langchain_core.messages import HumanMessage, ToolMessage
 from langgraph_sdk import get_client
 from typer.testing import CliRunner
 
 import quorum
 from bench.conformance import cases, conformance
+from quorum import models
 from quorum.cli import EXIT_CODES, app
 from quorum.context import QuorumContext
 from quorum.settings import Settings, get_settings
@@ -158,3 +159,16 @@ async def test_every_schema_is_filled_with_meaning_or_fails_clearly(on_embedded:
         assert row.valid + len(row.errors) == row.n, row
         assert row.filled == row.valid, row
         assert all("gave no valid" in error for error in row.errors), row.errors
+
+
+async def test_samples_of_one_prompt_differ_and_each_repeats(on_embedded: Path) -> None:
+    # Self-consistency's samples on a real server at temperature 0.7: each has a seed of its
+    # own (from the run's seed and its index), so they differ, and the same sample drawn
+    # again is the same text.
+    context = QuorumContext(temperature=0.7)
+    prompt = [HumanMessage("Write one short sentence about tea.")]
+    drawn = [(await models.ask("sampler", context, prompt, sample=i)).text for i in range(3)]
+    again = (await models.ask("sampler", context, prompt, sample=1)).text
+
+    assert len(set(drawn)) > 1, drawn
+    assert again == drawn[1]

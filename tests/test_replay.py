@@ -27,7 +27,7 @@ import quorum
 from quorum.cli import app
 from quorum.testing import Script
 from tests.langgraph_dev import RUN_TIMEOUT, langgraph_dev
-from tests.openai_stub import STUB_MODEL, OpenAIStub, schema_name
+from tests.openai_stub import STUB_MODEL, OpenAIStub, schema_name, valid_plan
 
 
 def quorum_cli(*args: str):
@@ -278,3 +278,62 @@ async def test_a_failed_studio_thread_is_fixed_from_the_command_line(tmp_path: P
         "missing acopy_thread",
     ):
         assert warning not in missing, missing
+
+
+async def test_a_resume_asks_again_for_replies_that_failed_their_step(stub: OpenAIStub) -> None:
+    # The planner's plans name a worker that does not exist until the stub is fixed: the run
+    # fails with the planner out of repairs. Replaying its plans on resume would fail the same
+    # way forever; the resume must ask again (counted at the server).
+    fixed = False
+
+    def plans(body: dict) -> dict | None:
+        if schema_name(body) != "Plan":
+            return None
+        plan = valid_plan(body)
+        if not fixed:
+            plan["steps"][0]["worker"] = "poet"
+        return plan
+
+    stub.responder = plans
+    context = quorum.QuorumContext(max_plan_repairs=1)
+    with pytest.raises(quorum.RunFailed, match="no valid plan after 1 repairs"):
+        await quorum.run("orchestrator", "Goal", thread_id="bad", context=context)
+    failed_asks = asked(stub)["Plan"]
+    assert failed_asks == 2
+
+    with pytest.raises(quorum.RunFailed, match="no valid plan"):
+        await quorum.resume("bad")
+    assert asked(stub)["Plan"] == failed_asks + 1  # asked again, not replayed
+
+    fixed = True
+    resumed = await quorum.resume("bad")
+
+    assert resumed.status == "completed"
+    assert asked(stub)["Plan"] == failed_asks + 2
+
+
+async def test_a_resume_asks_again_for_a_reply_that_stayed_hollow(stub: OpenAIStub) -> None:
+    # The judge's ruling holds a placeholder through every repair; the run fails. A resume
+    # asks again; the steps before the judge are replayed, not asked again.
+    hollow = True
+
+    def rulings(body: dict) -> dict | None:
+        if schema_name(body) != "Ruling":
+            return None
+        answer = "value" if hollow else "spaces"
+        return {"final_answer": answer, "winner": "a", "confidence": 0.5}
+
+    stub.responder = rulings
+    with pytest.raises(quorum.RunFailed, match="gave no valid Ruling after 2 repairs"):
+        await quorum.run("debate", "Tabs or spaces?", thread_id="hollow")
+    before = asked(stub)
+    assert before["Ruling"] == 3
+
+    hollow = False
+    resumed = await quorum.resume("hollow")
+
+    assert resumed.status == "completed" and resumed.output == "spaces"
+    again = asked(stub) - before
+    # The judge's weighing (the step's first call) is asked again with its ruling: both
+    # were replies of the step that failed. Nothing before the judge is.
+    assert again == Counter({None: 1, "Ruling": 1}), again
