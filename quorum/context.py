@@ -7,12 +7,13 @@ model fields fall back to `quorum.settings.Settings`.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Annotated, Any
 
 from pydantic import Field, TypeAdapter, ValidationError
 
-from quorum.errors import UsageError, problems
+from quorum.errors import UsageError, check_utf8, problems
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -124,6 +125,9 @@ class QuorumContext:
                 f"unknown context setting {', '.join(sorted(unknown))}",
                 hint=f"known: {', '.join(known)}",
             )
+        for name, value in data.items():
+            for text in _texts(value):
+                check_utf8(text, f"context setting {name}")
         try:
             return _ADAPTER.validate_python(data)
         except ValidationError as error:
@@ -141,6 +145,19 @@ class QuorumContext:
 
 
 _ADAPTER = TypeAdapter(QuorumContext)
+
+
+def _texts(value: Any) -> Iterator[str]:
+    """Every string in a setting's value (and in its keys), however deeply nested."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _texts(key)
+            yield from _texts(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from _texts(item)
 
 
 def context_json_schema() -> dict[str, Any]:

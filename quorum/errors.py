@@ -93,3 +93,18 @@ def problems(error: ValidationError) -> str:
     return "; ".join(
         f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in error.errors()
     )
+
+
+def check_utf8(text: str, what: str) -> None:
+    """Refuse `text` unless it is valid UTF-8 text; `what` names it in the error.
+
+    Bytes a terminal could not decode arrive in Python as lone surrogates: they cannot be
+    stored, sent or printed, so they are refused where they come in, before anything is saved.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise UsageError(
+            f"{what} is not valid UTF-8 text (undecodable bytes at character {error.start})",
+            hint="pass UTF-8 text; convert other encodings first, e.g. with iconv",
+        ) from None

@@ -48,6 +48,7 @@ from quorum.errors import (
     ThreadBusy,
     ThreadNotFound,
     UsageError,
+    check_utf8,
 )
 from quorum.graphs import PATTERNS
 from quorum.metering import Ledger
@@ -144,6 +145,7 @@ async def run(
         )
     check_input(text)
     thread_id = thread_id or new_thread_id()
+    check_utf8(thread_id, "the thread id")
     context = context or QuorumContext()
     # A bad endpoint, key, model name or tracing setting fails here, before anything is saved.
     telemetry.tracer()
@@ -414,13 +416,7 @@ def check_input(text: str) -> None:
         raise UsageError(
             "the input is empty", hint="give the goal, topic, question or task to work on"
         )
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as error:
-        raise UsageError(
-            f"the input is not valid UTF-8 text (undecodable bytes at character {error.start})",
-            hint="pass UTF-8 text; convert other encodings first, e.g. with iconv",
-        ) from None
+    check_utf8(text, "the input")
 
 
 def new_thread_id() -> str:
@@ -432,12 +428,12 @@ def _config(thread_id: str) -> RunnableConfig:
     return {"configurable": {"thread_id": thread_id}}
 
 
-def _compile(kept: Persistence, pattern: str) -> CompiledStateGraph[Any, QuorumContext, Any, Any]:
-    return PATTERNS[pattern].compile(checkpointer=kept.saver, store=kept.store, name=pattern)
-
-
 def _lease(kept: Persistence, thread_id: str) -> Any:
     return hold(kept.leases, thread_id, get_settings().lease_seconds)
+
+
+def _compile(kept: Persistence, pattern: str) -> CompiledStateGraph[Any, QuorumContext, Any, Any]:
+    return PATTERNS[pattern].compile(checkpointer=kept.saver, store=kept.store, name=pattern)
 
 
 async def _drive(

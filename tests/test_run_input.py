@@ -91,6 +91,33 @@ def test_undecodable_argument_is_refused(tmp_path: Path) -> None:
     assert not (tmp_path / "data" / "quorum.db").exists()
 
 
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["--thread", "caf\udce9"], "the thread id"),
+        (["--set", "debater_a_persona=caf\udce9"], "context setting debater_a_persona"),
+        (["--set", 'models={"judge": "caf\udce9"}'], "context setting models"),
+    ],
+)
+def test_undecodable_thread_ids_and_settings_are_refused(
+    script: Script, db: str, args: list[str], named: str
+) -> None:
+    # What Python makes of bytes the terminal could not decode: a lone surrogate.
+    result = CliRunner().invoke(app, ["run", "debate", "Q?", *args])
+
+    assert result.exit_code == 2, result.output
+    assert f"error: {named} is not valid UTF-8 text" in result.stderr
+    assert "Traceback" not in result.output
+    assert script.calls == [] and not Path(db).exists()
+
+
+def test_showing_an_undecodable_thread_id_is_a_usage_error(script: Script) -> None:
+    result = CliRunner().invoke(app, ["show", "caf\udce9"])
+
+    assert result.exit_code == 2, result.output
+    assert "error: the thread id is not valid UTF-8 text" in result.stderr
+
+
 def test_input_both_ways_or_none_is_a_usage_error(script: Script, tmp_path: Path) -> None:
     (tmp_path / "t.txt").write_text("x")
 

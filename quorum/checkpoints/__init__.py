@@ -27,7 +27,7 @@ from quorum import effects, journal
 from quorum.checkpoints.lease import Leases
 from quorum.checkpoints.postgres import open_postgres, open_postgres_store
 from quorum.checkpoints.sqlite import open_sqlite, open_sqlite_store
-from quorum.errors import NoDatabase
+from quorum.errors import NoDatabase, check_utf8
 from quorum.settings import get_settings
 
 
@@ -87,6 +87,8 @@ async def open_persistence(
     PostgreSQL database is opened as it is.
     """
     target = target or get_settings().database_target
+    if thread_id is not None:
+        check_utf8(thread_id, "the thread id")
     if not create:
         _must_exist(target, thread_id)
     async with AsyncExitStack() as stack:
@@ -124,6 +126,8 @@ async def shared_persistence(
     run per thread. The database is closed when its last user is done.
     """
     target = target or get_settings().database_target
+    if thread_id is not None:
+        check_utf8(thread_id, "the thread id")
     if not create:
         _must_exist(target, thread_id)
     opened = _OPENED.setdefault(asyncio.get_running_loop(), {}).setdefault(target, _Opened())
