@@ -15,6 +15,7 @@ serve a half-written or unverified model.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import importlib.metadata
@@ -144,8 +145,14 @@ def _join(parts: list[Path], target: Path, model: EmbeddedModel) -> None:
         check_header(Path(temporary), model)
         os.chmod(temporary, 0o644)  # mkstemp's 0600 is for the half-written file only
         os.replace(temporary, target)
-    except BaseException:
+    except BaseException as error:
         Path(temporary).unlink(missing_ok=True)
+        if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+            raise ConfigError(
+                f"no room in {target.parent} for the embedded model {model.title} "
+                f"({total / 1e9:.1f} GB, joined once on first use)",
+                hint="free space there, or set QUORUM_DATA_DIR to a folder on a disk with room",
+            ) from error
         raise
     _stamp(target).write_text(json.dumps(_fingerprint(target, model)))
 

@@ -23,8 +23,10 @@ Only commands that run create the database: listing, showing and deleting thread
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import re
+import sqlite3
 import uuid
 from collections.abc import Callable, Collection, Mapping, Set
 from dataclasses import dataclass, field
@@ -424,6 +426,17 @@ def new_thread_id() -> str:
     return uuid.uuid4().hex[:12]
 
 
+def _disk_full(error: BaseException | None) -> bool:
+    """Whether `error`, or an error it came from, is a disk out of space."""
+    while error is not None:
+        if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+            return True
+        if isinstance(error, sqlite3.OperationalError) and "disk is full" in str(error):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
 def _config(thread_id: str) -> RunnableConfig:
     return {"configurable": {"thread_id": thread_id}}
 
@@ -481,6 +494,12 @@ async def _drive(
     except BudgetExceeded:
         return  # the thread stops as `budget_exceeded`, resumable with a larger budget
     except Exception as error:
+        if _disk_full(error):
+            raise QuorumError(
+                f"{pattern} run {thread_id} stopped: the disk holding its database is full "
+                f"({get_settings().database_target}); every step finished before it is saved",
+                hint=f"free space there, then continue with `quorum resume {thread_id}`",
+            ) from error
         state = await graph.aget_state(_config(thread_id))
         failed = next((t.name for t in state.tasks if t.error), None) or "unknown"
         hint = error.hint if isinstance(error, QuorumError) else ""

@@ -214,3 +214,36 @@ def test_sigterm_stops_like_ctrl_c_and_names_the_thread(tmp_path: Path) -> None:
         )  # fmt: skip
         assert resumed.returncode == 0, resumed.stderr
         assert "status completed" in resumed.stderr
+
+
+def _on_a_full_disk(command: list[str], disk: Path, env: dict[str, str]) -> list[str]:
+    """`command` run in a mount namespace of its own, with a 200 KB tmpfs mounted at `disk`."""
+    mounted = f'mount -t tmpfs -o size=200k tmpfs {disk} && exec "$@"'
+    return ["unshare", "--mount", "--map-root-user", "sh", "-c", mounted, "sh", *command]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("endpoint", ["stub", "embedded"])
+def test_a_full_disk_is_one_clear_line(tmp_path: Path, endpoint: str) -> None:
+    # On the stub the database fills up; on the embedded model, joining the model does.
+    disk = tmp_path / "data"
+    disk.mkdir()
+    with OpenAIStub() as stub:
+        env = quorum_env(stub, tmp_path)
+        if endpoint == "embedded":
+            env = {k: v for k, v in env.items() if not k.startswith("QUORUM_")}
+            env["QUORUM_DATA_DIR"] = str(disk)
+        command = [sys.executable, "-m", "quorum.cli", "run", "react", "Q?", "--thread", "t"]
+        done = subprocess.run(
+            _on_a_full_disk(command, disk, env),
+            env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    (line,) = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    if endpoint == "stub":
+        assert "the disk holding its database is full" in line
+        assert "then continue with `quorum resume t`" in line
+    else:
+        assert "no room in" in line and "for the embedded model" in line
