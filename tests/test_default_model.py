@@ -29,6 +29,7 @@ RUN_TIMEOUT = 2400
 """A 1.5B model on two cores: a planner, up to three workers and a synthesizer, in series."""
 ENTITY = re.compile(r"&(#\d+|#x[0-9a-f]+|[a-z]+);", re.IGNORECASE)
 MODEL_FILE = "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"
+RECOMMENDS = re.compile(r"\brecommend|\bchoose\b|\bgo with\b|\bbetter (choice|fit|option)", re.I)
 
 # What each pattern is asked through `quorum run`, its run settings, and words its answer names.
 CASES = {
@@ -77,6 +78,10 @@ def test_make_run_answers_the_default_goal_on_topic(data: Path) -> None:
     assert "status completed  tokens " in run.stderr
     assert "sqlite" in answer.lower() and re.search(r"postgres", answer, re.IGNORECASE), answer
     assert not ENTITY.search(answer), answer
+    # An answer worth reading: it recommends, and says each thing once.
+    assert RECOMMENDS.search(answer), answer
+    paragraphs = [" ".join(p.split()).lower() for p in re.split(r"\n\s*\n", answer) if p.strip()]
+    assert len(paragraphs) == len(set(paragraphs)), answer
     assert (data / "models" / MODEL_FILE).stat().st_size == 1_117_320_768
 
 
