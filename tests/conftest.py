@@ -55,10 +55,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if "server_url" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.postgres)
         for group in ("embedded", "postgres"):
-            if item.get_closest_marker(group) is not None:
+            if item.get_closest_marker("xdist_group") is None and item.get_closest_marker(group):
                 item.add_marker(pytest.mark.xdist_group(group))
-                break
-    items.sort(key=lambda item: item.get_closest_marker("embedded") is None)
+    items.sort(key=lambda item: _group(item) != "embedded")
+
+
+def _group(item: pytest.Item) -> str | None:
+    marker = item.get_closest_marker("xdist_group")
+    return str(marker.args[0]) if marker is not None else None
 
 
 @pytest.fixture(autouse=True)

@@ -34,7 +34,7 @@ from tests.crash_harness import (
 from tests.test_postgres import server_url  # noqa: F401  (fixture)
 
 SEED = 20240611
-PER_PATTERN = 8
+PER_PATTERN = 6  # bench/bench_crash.py runs them by the hundred
 PLANS = plan_trials(PATTERN_INPUTS, PER_PATTERN, seed=SEED)
 
 
@@ -53,7 +53,7 @@ def test_killed_run_resumes_as_if_never_killed(campaign: Campaign, index: int) -
     assert verdict.ok, describe(verdict)
 
 
-PG_PER_PATTERN = 3
+PG_PER_PATTERN = 2
 PG_PLANS = plan_trials(PATTERN_INPUTS, PG_PER_PATTERN, seed=SEED + 1)
 
 

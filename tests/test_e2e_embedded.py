@@ -50,7 +50,9 @@ INPUTS = {
 # step limit stops it: that is the loop working (tests/test_default_model.py checks answers).
 ENDS = {pattern: ("completed",) for pattern in CONTEXTS} | {"react": ("completed", "step_limit")}
 # The small model keeps this module fast; tests/test_default_model.py runs the default one.
-SMALL = {"QUORUM_EMBEDDED_MODEL": "smollm2-135m"}
+# Its replies are capped shorter than the default: a 135M model writes to the cap, and these
+# tests check the system, not the prose.
+SMALL = {"QUORUM_EMBEDDED_MODEL": "smollm2-135m", "QUORUM_EMBEDDED_MAX_OUTPUT_TOKENS": "384"}
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +69,8 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 @pytest.fixture
 def on_embedded(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("QUORUM_DATA_DIR", str(data_dir))
-    monkeypatch.setenv("QUORUM_EMBEDDED_MODEL", "smollm2-135m")
+    for name, value in SMALL.items():
+        monkeypatch.setenv(name, value)
     get_settings.cache_clear()
     return data_dir
 
