@@ -58,10 +58,10 @@ lint: setup
 system-deps:
 	@scripts/system-deps.sh
 
-# On every core (pytest-xdist); tests/conftest.py keeps the embedded-model tests on one worker
-# and the PostgreSQL ones on one worker. JOBS=0 runs the suite in this process, in order.
+# On every core (pytest-xdist): tests/conftest.py hands out whole modules, the ones that keep
+# an embedded model answering as one unit. JOBS=0 runs the suite in this process, in order.
 JOBS ?= auto
-XDIST = $(if $(filter 0,$(JOBS)),,-n $(JOBS) --dist loadgroup)
+XDIST = $(if $(filter 0,$(JOBS)),,-n $(JOBS))
 
 test: system-deps lint  ## Lint, type-check and run the whole test suite.
 	$(BIN)/python -m pytest $(XDIST)

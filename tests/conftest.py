@@ -14,6 +14,34 @@ from tests.langgraph_dev import REPO
 # Time for what the last tests stopped to finish ending (a server shutting down gracefully).
 LEFTOVER_GRACE = 20.0
 
+# The tests that keep an embedded model busy answering. `make test` runs the suite on every
+# core (pytest-xdist), and these share one worker: a llama.cpp server takes both cores of a
+# small machine, and two at once (or one beside other heavy work) each run several times
+# slower. They go first, as the longest share; the other workers run the rest beside them.
+INFERENCE = (
+    "tests/test_default_model.py",
+    "tests/test_e2e_embedded.py",
+    "tests/test_eval.py::test_a_short_eval_on_the_embedded_model",
+)
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """Hand out whole modules (their module-scoped servers are started once), the inference
+    modules as one unit.
+
+    Written here because pytest-xdist's own `--dist loadgroup` cannot group on this pytest:
+    it renames items through an attribute pytest 9 no longer reads.
+    """
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModulesWithInferenceTogether(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            if nodeid.startswith(INFERENCE):
+                return "inference"
+            return nodeid.split("::", 1)[0]
+
+    return ModulesWithInferenceTogether(config, log)
+
 
 @pytest.fixture(scope="session", autouse=True)
 def no_process_left_behind() -> Iterator[None]:
@@ -27,7 +55,10 @@ def no_process_left_behind() -> Iterator[None]:
     processes.become_subreaper()
     yield
     if any(process.name == "postgres" for process in processes.descendants()):
-        subprocess.run(["bash", str(REPO / ".ci" / "postgres"), "stop"], check=True, timeout=120)
+        subprocess.run(
+            ["bash", str(REPO / ".ci" / "postgres"), "stop"],
+            env=processes.postgres_env(), check=True, timeout=120,
+        )  # fmt: skip
     left = processes.wait_for_none(processes.descendants, LEFTOVER_GRACE)
     processes.kill(left)  # a failed run leaves nothing behind either
     if left:
@@ -38,31 +69,16 @@ def no_process_left_behind() -> Iterator[None]:
         )
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark every test that starts PostgreSQL, and group what must not run side by side.
+    """Mark every test that starts PostgreSQL; put the inference tests first.
 
     The server comes from one fixture, `server_url`; a test that asks for it, directly or
     through another fixture, needs Debian's PostgreSQL and is left out of the fast lane.
-
-    `make test` runs the suite on every core (pytest-xdist, `--dist loadgroup`). The tests
-    that run an embedded model share one worker: each model server takes both cores of a
-    small machine, and two at once would each run at half speed. The PostgreSQL tests share
-    another, since one server on one port serves them all. The embedded ones go first: they
-    are the longest share, and the other workers run the rest beside them.
     """
     for item in items:
         if "server_url" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.postgres)
-        for group in ("embedded", "postgres"):
-            if item.get_closest_marker("xdist_group") is None and item.get_closest_marker(group):
-                item.add_marker(pytest.mark.xdist_group(group))
-    items.sort(key=lambda item: _group(item) != "embedded")
-
-
-def _group(item: pytest.Item) -> str | None:
-    marker = item.get_closest_marker("xdist_group")
-    return str(marker.args[0]) if marker is not None else None
+    items.sort(key=lambda item: not item.nodeid.startswith(INFERENCE))
 
 
 @pytest.fixture(autouse=True)

@@ -99,3 +99,16 @@ def kill(processes: list[Process]) -> None:
             os.kill(process.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+def postgres_env() -> dict[str, str]:
+    """The environment `.ci/postgres` starts (and stops) this worker's own server with.
+
+    Each pytest-xdist worker has one, on a port and in a folder of its own.
+    """
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    index = int(worker.removeprefix("gw") or 0)
+    return os.environ | {
+        "QUORUM_TEST_PG_PORT": str(55432 + index),
+        "QUORUM_TEST_PG_DIR": f"/tmp/quorum-test-postgres-{worker}",
+    }

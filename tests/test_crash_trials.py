@@ -104,7 +104,7 @@ def test_trials_kill_real_runs_at_every_stage(campaign: Campaign) -> None:
     assert len(verdicts) == len(PATTERN_INPUTS) * PER_PATTERN
     # A kill due after the process ended would test nothing; the drawn points all fall
     # while it lives (the last slice ends within its interpreter teardown).
-    assert len(killed) >= 30, [describe(v) for v in verdicts if not v.trial.kills]
+    assert len(killed) >= len(verdicts) - 2, [describe(v) for v in verdicts if not v.trial.kills]
     for pattern in PATTERN_INPUTS:
         ours = [v for v in killed if v.trial.plan.pattern == pattern]
         # Each pattern had kills after some calls completed (so a repeat would show) and

@@ -31,9 +31,7 @@ from tests.processes import (
     wait_for_none,
 )
 
-# Servers started and stopped, with little inference: beside the inference-heavy embedded
-# tests (their own xdist group), not after them.
-pytestmark = [pytest.mark.embedded, pytest.mark.xdist_group("lifetime")]
+pytestmark = pytest.mark.embedded
 
 GONE_WITHIN = 5.0  # the issue saw the server still running 5 s after its owner ended
 START_TIMEOUT = 90.0

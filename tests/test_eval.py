@@ -237,12 +237,13 @@ async def test_scripted_eval_gives_exact_accuracies_intervals_tokens_and_signifi
     assert (debate.low, debate.high) == pytest.approx((0.7575, 1.0), abs=5e-5)
     # Every scripted reply is 10 input and 5 output tokens: 2 calls per question for single
     # (the working and the extraction), 3 samples of 2 for self-consistency, and for debate
-    # 2 answers + 2 critiques + 2 revisions + the judge + the extraction.
+    # 2 answers and 2 revisions of 2 calls each (reasoning, then its statement), 2 critiques,
+    # the judge's weighing and ruling, and the extraction: 13.
     assert (single.input_tokens, single.output_tokens) == (240, 120)
     assert (sc.input_tokens, sc.output_tokens) == (720, 360)
-    assert (debate.input_tokens, debate.output_tokens) == (960, 480)
+    assert (debate.input_tokens, debate.output_tokens) == (1560, 780)
     assert script.count("solver") == 12 and script.count("sampler") == 36
-    assert script.count("judge") == 12 and script.count("extract") == 12 + 36 + 12
+    assert script.count("judge") == 24 and script.count("extract") == 12 + 36 + 12
     # Self-consistency wins 5 questions, loses none: p = 2 / 2**5, not significant;
     # debate wins 8: p = 2 / 2**8, significant.
     assert sc.vs_single is not None and debate.vs_single is not None
@@ -256,7 +257,7 @@ async def test_scripted_eval_gives_exact_accuracies_intervals_tokens_and_signifi
     # Taken out as a number: one spelling, whatever the working wrote.
     assert first["answer"] == EXPECTED[QUESTIONS[0].question] and first["correct"]
     assert first["expected"] == EXPECTED[QUESTIONS[0].question]
-    assert (first["input_tokens"], first["output_tokens"], first["calls"]) == (80, 40, 8)
+    assert (first["input_tokens"], first["output_tokens"], first["calls"]) == (130, 65, 13)
     assert first["thread_id"] == f"{result.eval_id}-debate-0"
     write_json(result, tmp_path / "eval.json")
     draw(result, tmp_path / "eval.png")

@@ -102,7 +102,7 @@ def test_orchestrator_run_tree(compression: bool, tmp_path: Path) -> None:
     assert {"researcher s1", "analyst s2", "writer s3"} <= set(names)
     models = [run for run in runs.values() if run["run_type"] == "llm"]
     assert sorted(run["name"] for run in models) == sorted(
-        ["planner", "researcher", "researcher", "analyst", "writer", "synthesizer"]
+        ["planner", "planner", "researcher", "researcher", "analyst", "writer", "synthesizer"]
     )
     for model in models:
         assert capture.metadata(model)["quorum_agent"] == model["name"]

@@ -17,13 +17,15 @@ from quorum.settings import get_settings
 from quorum.state import Verdict
 from quorum.testing import Script, stating
 from tests.langgraph_dev import REPO
+from tests.processes import postgres_env
 
 
 @pytest.fixture(scope="module")
 def server_url() -> str:
     started = subprocess.run(
-        ["bash", str(REPO / ".ci" / "postgres")], capture_output=True, text=True, timeout=600
-    )
+        ["bash", str(REPO / ".ci" / "postgres")],
+        env=postgres_env(), capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
     assert started.returncode == 0, started.stderr
     return started.stdout.strip()
 

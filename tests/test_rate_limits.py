@@ -70,7 +70,7 @@ async def test_parallel_workers_share_the_endpoint_limit_and_none_is_refused(
     assert info.status == "completed", info.error
     assert len(info.values["results"]) == WORKERS
     requests = stub.chat_requests()
-    assert len(requests) == 1 + WORKERS + 1  # planner, 16 analysts, synthesizer
+    assert len(requests) == 2 + WORKERS + 1  # planner (thinking, plan), 16 analysts, synthesizer
     assert stub.rejected() == []
     assert {r.status for r in requests} == {200}
     # The workers did run in parallel, up to the limit and never beyond it.
