@@ -49,6 +49,15 @@ class QuorumContext:
     max_steps: Annotated[
         int, Field(ge=1, le=200, description="ReAct: most reason/act steps before stopping.")
     ] = 8
+    max_reasoning_tokens: Annotated[
+        int,
+        Field(
+            ge=16,
+            le=32768,
+            description="Cap on an agent's plain-text reasoning before a structured reply, "
+            "and on a debate's critique.",
+        ),
+    ] = 320
     max_tool_calls: Annotated[
         int, Field(ge=0, le=50, description="Most tool calls one worker may make.")
     ] = 3

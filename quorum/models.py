@@ -358,13 +358,17 @@ async def ask(
     *,
     tools: Sequence[BaseTool] = (),
     sample: int | None = None,
+    max_tokens: int | None = None,
 ) -> AIMessage:
     """One model turn for `agent`, offering `tools` when given.
 
     `sample` numbers one of several turns sent the same prompt on purpose (see
-    `ask_structured`); each gets a seed of its own.
+    `ask_structured`); each gets a seed of its own. `max_tokens` caps this reply below the
+    endpoint's own cap.
     """
     model: Any = await load_chat_model(agent, context)
+    if max_tokens is not None:
+        model = model.bind(max_tokens=max_tokens)
     if tools and isinstance(model, ChatOpenAI) and current_endpoint().tools == "json":
         return await _ask_json_action(model, messages, tools, agent, context)
     if tools:
@@ -469,9 +473,12 @@ async def ask_reasoned(
     model got 6 of 10 arithmetic questions right working in plain text, 0 of 10 with the same
     working inside a JSON string. So the agent first answers `messages` freely; then one short
     structured turn (`ask_structured`, with its bounded repair) states the outcome, with the
-    working in view. Each turn is its own journaled call.
+    working in view. Each turn is its own journaled call. The working is capped at the
+    run's `max_reasoning_tokens`: a small model on a CPU writes a few tokens a second.
     """
-    working = await ask(agent, context, messages, sample=sample)
+    working = await ask(
+        agent, context, messages, sample=sample, max_tokens=context.max_reasoning_tokens
+    )
     reply = await ask_structured(
         agent,
         context,

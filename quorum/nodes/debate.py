@@ -20,7 +20,7 @@ from quorum.models import ask, ask_reasoned
 from quorum.state import DebateState, Position, Side, Verdict
 
 DEBATER_PROMPT = """You are {persona}, one of two debaters answering a question. Be accurate
-and concise: reason in plain text, and check each step."""
+and brief: reason in plain text, in a few sentences, and check each step."""
 
 ANSWER_TEMPLATE = """Question: {question}
 Work out your answer step by step, then end with one last line: "Answer: " and your answer."""
@@ -28,7 +28,8 @@ Work out your answer step by step, then end with one last line: "Answer: " and y
 CRITIQUE_TEMPLATE = """Question: {question}
 Your opponent's answer and reasoning:
 {other}
-Critique that answer: point out errors, gaps and weak reasoning, and say what is right."""
+Critique that answer in a few sentences: point out errors, gaps and weak reasoning, and say
+what is right."""
 
 REVISE_TEMPLATE = """Question: {question}
 Your answer and reasoning were:
@@ -47,8 +48,8 @@ REVISION_REQUEST = """Now state, as JSON, the answer your revision above ends on
 now hold the same answer as your opponent."""
 
 JUDGE_PROMPT = """You are the judge of a debate. Read the question and both final answers, and
-weigh them in plain text: check each one's reasoning, and decide which answer is correct and
-better supported."""
+weigh them in plain text, in a few sentences: check each one's reasoning, and decide which
+answer is correct and better supported."""
 
 RULING_REQUEST = """Now state your ruling as JSON: the final answer you settle on (the answer
 itself), which debater argued better (a, b or tie), and how sure you are, from 0 to 1."""
@@ -105,7 +106,9 @@ async def _debate_turn(side: Side, state: DebateState, context: QuorumContext) -
     if phase == "critique":
         # A critique is prose for the other side to read: nothing in it needs a schema.
         prompt = CRITIQUE_TEMPLATE.format(question=question, other=other)
-        critique = await ask(agent, context, [system, HumanMessage(prompt)])
+        critique = await ask(
+            agent, context, [system, HumanMessage(prompt)], max_tokens=context.max_reasoning_tokens
+        )
         return {"critiques": {_other(side): critique.text}}
     prompt = REVISE_TEMPLATE.format(
         question=question,

@@ -34,8 +34,8 @@ Rules:
 - List in `dependencies` the ids of the steps whose results a step needs; steps with no
   dependencies between them run at the same time, so only add the ones that are needed.
 - Use at most {max_steps} steps. Fewer is better when it does the job.
-First think the plan through in plain text: what the goal needs, which worker takes each
-part, and which parts need the results of others. Write no JSON yet."""
+First think the plan through in plain text, in a few sentences: what the goal needs, which
+worker takes each part, and which parts need the results of others. Write no JSON yet."""
 
 PLAN_REQUEST = """Now write the plan you settled on as JSON: each step with its id, its worker,
 its task in full and its dependencies."""
