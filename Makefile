@@ -42,8 +42,12 @@ lock: uv  ## Re-lock after a change to pyproject.toml's dependencies (other pins
 upgrade: uv  ## Newest releases; the lock is rewritten only if test-fast and smoke pass.
 	$(BIN)/python scripts/lock.py upgrade
 
+# The main job is sized for the embedded model on a small CPU: a plan of at most 3 steps and
+# one tool call a worker (each reply takes tens of seconds there). RUN_SETTINGS= lifts that.
+RUN_SETTINGS ?= --set max_plan_steps=3 --set max_tool_calls=1
+
 run: setup  ## The main job: an orchestrator run (on the embedded model unless an endpoint is set).
-	$(BIN)/quorum run orchestrator "$(GOAL)"
+	$(BIN)/quorum run orchestrator "$(GOAL)" $(RUN_SETTINGS)
 
 smoke: setup  ## One ReAct run through the CLI against the scripted server on loopback.
 	$(BIN)/python scripts/smoke.py
