@@ -177,13 +177,16 @@ class OrchestratorOutput(QuorumOutput, total=False):
 
 
 class WorkerTask(TypedDict):
-    """What one worker is sent: its step and its dependencies' results, nothing else."""
+    """What one worker is sent: the goal, its step and its dependencies' results, nothing else."""
 
     step_id: str
     worker: str
     task: str
     inputs: dict[str, str]
     """Results of the steps this one depends on, by step id."""
+    goal: NotRequired[str]
+    """The run's goal: a task a small planner wrote as "compare both" still says what both
+    are. (Absent in sends checkpointed before it was added.)"""
 
 
 class WorkerState(ToolLoopState, total=False):

@@ -64,6 +64,7 @@ def route_after_dispatch(state: OrchestratorState) -> list[Send] | Literal["synt
                 worker=step.worker,
                 task=step.task,
                 inputs={d: done[d] for d in step.dependencies},
+                goal=state["input"],
             ),
         )
         for step in ready

@@ -1,8 +1,8 @@
 """The worker registry: specialised agents the orchestrator's planner delegates steps to.
 
 Each worker has its own prompt, its own model (`models` in the run context, keyed by the
-worker's name) and its own tools. A worker sees only its step's task and the results of the
-steps it depends on, never the whole run's state. A worker runs as a tool-use subgraph
+worker's name) and its own tools. A worker sees the run's goal, its step's task and the
+results of the steps it depends on, never the whole run's state. A worker runs as a tool-use subgraph
 (`quorum.graphs.tool_loop`): `brief` sets it up, `report` hands its answer back.
 """
 
@@ -32,7 +32,7 @@ WRITER_PROMPT = """You are the writer on a team. Turn the material you are given
 well-organised prose for the reader the task names. Keep every fact from the material; add
 none of your own."""
 
-STEP_TEMPLATE = """Your task: {task}
+STEP_TEMPLATE = """{goal}Your task: {task}
 {inputs}"""
 
 
@@ -69,6 +69,7 @@ async def brief(task: WorkerTask, runtime: Runtime[QuorumContext]) -> dict:
     inputs = "".join(
         f"\nResult of step {step_id}:\n{result}\n" for step_id, result in task["inputs"].items()
     )
+    goal = f"The team's goal: {task['goal']}\n" if task.get("goal") else ""
     return {
         "agent": spec.name,
         "label": step_label(task) or spec.name,
@@ -76,7 +77,7 @@ async def brief(task: WorkerTask, runtime: Runtime[QuorumContext]) -> dict:
         "max_rounds": runtime.context.max_tool_calls,
         "messages": [
             SystemMessage(spec.prompt),
-            HumanMessage(STEP_TEMPLATE.format(task=task["task"], inputs=inputs)),
+            HumanMessage(STEP_TEMPLATE.format(goal=goal, task=task["task"], inputs=inputs)),
         ],
     }
 
