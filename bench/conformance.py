@@ -213,13 +213,17 @@ async def _plan(i: int, context: QuorumContext) -> Outcome:
     return await _node(planner, {"input": GOALS[i % len(GOALS)]}, context, "plan")
 
 
-async def _claim(i: int, context: QuorumContext) -> Outcome:
-    question, _ = QUESTIONS[i % len(QUESTIONS)]
-    state = {"input": question, "phase": "answer"}
+async def _debater(state: dict, context: QuorumContext) -> Outcome:
+    """Debater a's turn; its reply is the answer its position states."""
     outcome = await _node(debater_a, state, context, "positions")
     if outcome.reply:
         outcome.reply = {"answer": outcome.reply["a"].answer}
     return outcome
+
+
+async def _claim(i: int, context: QuorumContext) -> Outcome:
+    question, _ = QUESTIONS[i % len(QUESTIONS)]
+    return await _debater({"input": question, "phase": "answer"}, context)
 
 
 async def _revision(i: int, context: QuorumContext) -> Outcome:
@@ -230,10 +234,7 @@ async def _revision(i: int, context: QuorumContext) -> Outcome:
         "positions": {"a": _position(question, "I am not sure"), "b": _position(question, answer)},
         "critiques": {"a": f"The answer is vague; the right answer is {answer}."},
     }
-    outcome = await _node(debater_a, state, context, "positions")
-    if outcome.reply:
-        outcome.reply = {"answer": outcome.reply["a"].answer}
-    return outcome
+    return await _debater(state, context)
 
 
 async def _ruling(i: int, context: QuorumContext) -> Outcome:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -110,5 +111,5 @@ def postgres_env() -> dict[str, str]:
     index = int(worker.removeprefix("gw") or 0)
     return os.environ | {
         "QUORUM_TEST_PG_PORT": str(55432 + index),
-        "QUORUM_TEST_PG_DIR": f"/tmp/quorum-test-postgres-{worker}",
+        "QUORUM_TEST_PG_DIR": os.path.join(tempfile.gettempdir(), f"quorum-test-postgres-{worker}"),
     }
