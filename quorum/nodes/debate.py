@@ -51,8 +51,8 @@ JUDGE_PROMPT = """You are the judge of a debate. Read the question and both fina
 weigh them in plain text, in a few sentences: check each one's reasoning, and decide which
 answer is correct and better supported."""
 
-RULING_REQUEST = """Now state your ruling as JSON: the final answer you settle on (the answer
-itself), which debater argued better (a, b or tie), and how sure you are, from 0 to 1."""
+RULING_REQUEST = """Now state your ruling as JSON: which debater argued better (a, b or tie), how
+sure you are, from 0 to 1, and the final answer you settle on, in words."""
 
 
 class Claim(BaseModel):
@@ -77,9 +77,13 @@ class Ruling(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    final_answer: str = Field(description="The answer the judge settles on, itself.")
+    # The choice and its confidence first: they are constrained, and a small model that has
+    # written them goes on to write the answer as words, not JSON punctuation.
     winner: Literal["a", "b", "tie"] = Field(description="Which debater argued better.")
     confidence: float = Field(ge=0, le=1, description="How sure the judge is, 0 to 1.")
+    final_answer: str = Field(
+        min_length=2, description="The answer the judge settles on, in words."
+    )
 
 
 def _other(side: Side) -> Side:

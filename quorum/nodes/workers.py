@@ -2,8 +2,8 @@
 
 Each worker has its own prompt, its own model (`models` in the run context, keyed by the
 worker's name) and its own tools. A worker sees the run's goal, its step's task and the
-results of the steps it depends on, never the whole run's state. A worker runs as a tool-use subgraph
-(`quorum.graphs.tool_loop`): `brief` sets it up, `report` hands its answer back.
+results of the steps it depends on, never the whole run's state. A worker runs as a tool-use
+subgraph (`quorum.graphs.tool_loop`): `brief` sets it up, `report` hands its answer back.
 """
 
 from __future__ import annotations
