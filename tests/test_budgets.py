@@ -145,8 +145,9 @@ def _calls(stub: CountingStub, served: list[Json]) -> None:
 
 def _tokens(stub: CountingStub, served: list[Json]) -> None:
     spent = [tokens_of(u) for u in served]
-    # Under the budget before the last call; one more call of the last one's size goes over.
-    assert sum(spent[:-1]) < 2000 < sum(spent) + spent[-1], spent
+    # The next call's input is estimated before it is sent: the budget is never overshot, and
+    # the run stopped within about a call of it (the estimate runs a little high).
+    assert sum(spent) <= 2000 < sum(spent) + 2 * spent[-1], spent
     assert len(served) >= 2
 
 

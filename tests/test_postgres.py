@@ -65,7 +65,7 @@ async def test_failed_run_resumes_from_postgres(script: Script, database: str) -
             raise error
         if not stating(messages):
             return "a argued better."
-        return {"final_answer": "a", "winner": "a", "confidence": 0.5}
+        return {"final_answer": "forty-two", "winner": "a", "confidence": 0.5}
 
     script.on("judge", flaky)
     with pytest.raises(RunFailed, match="agent 'judge' failed"):
