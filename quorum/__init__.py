@@ -13,20 +13,59 @@ To compile a pattern's `builder` with your own checkpointer, give it Quorum's se
 (`serializer()`): it revives Quorum's state types, and nothing else, without warnings.
 """
 
-from quorum.checkpoints.serde import strict_serializer as serializer
-from quorum.context import QuorumContext
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from quorum.errors import QuorumError, RunFailed, ThreadBusy
-from quorum.metering import Ledger, LedgerRow
-from quorum.runner import (
-    ThreadInfo,
-    delete_thread,
-    get_thread,
-    ledger,
-    list_threads,
-    prune_threads,
-    resume,
-    run,
-)
+
+if TYPE_CHECKING:
+    from quorum.checkpoints.serde import strict_serializer as serializer
+    from quorum.context import QuorumContext
+    from quorum.metering import Ledger, LedgerRow
+    from quorum.runner import (
+        ThreadInfo,
+        delete_thread,
+        get_thread,
+        ledger,
+        list_threads,
+        prune_threads,
+        resume,
+        run,
+    )
+
+# The rest is imported when first used (PEP 562): LangGraph, LangChain and openai take seconds
+# to import, and `quorum.cli` must be able to catch a signal before they are loaded.
+_LAZY = {
+    "serializer": ("quorum.checkpoints.serde", "strict_serializer"),
+    "QuorumContext": ("quorum.context", "QuorumContext"),
+    "Ledger": ("quorum.metering", "Ledger"),
+    "LedgerRow": ("quorum.metering", "LedgerRow"),
+    **{
+        name: ("quorum.runner", name)
+        for name in (
+            "ThreadInfo",
+            "delete_thread",
+            "get_thread",
+            "ledger",
+            "list_threads",
+            "prune_threads",
+            "resume",
+            "run",
+        )
+    },
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'quorum' has no attribute {name!r}")
+    module, attribute = _LAZY[name]
+    value = getattr(importlib.import_module(module), attribute)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "Ledger",

@@ -17,18 +17,35 @@ nothing is cut or wrapped to a terminal's width.
 
 from __future__ import annotations
 
-import asyncio
-import json
-import re
+import os
 import signal
 import sys
 import threading
+from types import FrameType
+
+
+def _stopped_while_starting(signum: int, frame: FrameType | None) -> None:
+    # Loading LangGraph, LangChain and openai takes seconds, and nothing has run or been saved
+    # yet: a stop now is said in one line, not a traceback from inside an import.
+    sys.stderr.write(f"stopped ({signal.Signals(signum).name}) while starting: nothing was run\n")
+    os._exit(128 + signum)
+
+
+_AT_START = {
+    stop: signal.signal(stop, _stopped_while_starting)
+    for stop in (signal.SIGTERM, signal.SIGINT)
+    if threading.current_thread() is threading.main_thread()
+}
+
+# The slow part: what follows loads LangGraph, LangChain and openai.
+import asyncio
+import json
+import re
 import time
 from collections.abc import Coroutine
 from datetime import timedelta
 from importlib.metadata import version as package_version
 from pathlib import Path
-from types import FrameType
 from typing import Annotated, Any, Literal, NoReturn, TextIO, TypeVar
 
 import typer
@@ -1000,6 +1017,9 @@ def eval_(
     if result.stopped:
         raise typer.Exit(4)
 
+
+for stop, handler in _AT_START.items():
+    signal.signal(stop, handler)  # loaded: stops are handled as before (see `_run_async`)
 
 if __name__ == "__main__":
     app()

@@ -43,7 +43,7 @@ from langgraph.types import interrupt
 from typing_extensions import TypedDict
 
 from quorum.errors import UsageError
-from quorum.journal import thread_namespace
+from quorum.journal import holder_of, put, thread_namespace
 
 NAMESPACE = "quorum_effects"
 RECONCILE = "needs_reconciliation"
@@ -113,6 +113,11 @@ async def run_once(
         return await run(args)  # outside a durable run, there is nothing to remember it by
     step = config["configurable"].get("checkpoint_ns", "")
     namespace = thread_namespace(NAMESPACE, str(thread_id))
+    holder = holder_of(config)
+
+    async def save(entry: dict[str, Any]) -> None:
+        await put(store, namespace, key, entry, str(thread_id), holder)
+
     key = f"{step}/{call_id}"
     digest = hashlib.sha256(f"{thread_id}\x00{key}".encode()).hexdigest()[:32]
     found = await store.aget(namespace, key)
@@ -147,7 +152,7 @@ async def run_once(
             content = json.dumps(
                 {"note": f"{tool} took effect (confirmed by an operator; its result was lost)"}
             )
-            await _record(store, namespace, key, entry, "completed", content, "success")
+            await save(_finished(entry, "completed", content, "success"))
             return content, "success"
         if resolution != "retry":
             raise UsageError(
@@ -180,24 +185,21 @@ async def run_once(
                     "without it, or take the reason into account",
                 }
             )
-            await _record(store, namespace, key, entry, "rejected", content, "error")
+            await save(_finished(entry, "rejected", content, "error"))
             return content, "error"
         entry = {**entry, "state": "approved", "args": decision.get("args", args)}
         entry["approved_at"] = time.time()
         # Recorded before the call runs: an approval is never asked for twice.
-        await store.aput(namespace, key, entry, index=False)
+        await save(entry)
     args = entry["args"]
     entry = {**entry, "state": "started", "started_at": time.time()}
-    await store.aput(namespace, key, entry, index=False)
+    await save(entry)
     token = _current_key.set(entry["idempotency_key"])
     try:
         content, status = await run(args)
     finally:
         _current_key.reset(token)
-    await _record(
-        store, namespace, key, entry, "completed" if status == "success" else "failed", content,
-        status,
-    )  # fmt: skip
+    await save(_finished(entry, "completed" if status == "success" else "failed", content, status))
     return content, status
 
 
@@ -216,27 +218,9 @@ async def decided_calls(store: Any, thread_id: str) -> set[str]:
     }
 
 
-async def _record(
-    store: Any,
-    namespace: tuple[str, ...],
-    key: str,
-    entry: dict[str, Any],
-    state: str,
-    content: str,
-    status: str,
-) -> None:
-    await store.aput(
-        namespace,
-        key,
-        {
-            **entry,
-            "state": state,
-            "content": content,
-            "status": status,
-            "finished_at": time.time(),
-        },
-        index=False,
-    )
+def _finished(entry: dict[str, Any], state: str, content: str, status: str) -> dict[str, Any]:
+    finished = {"state": state, "content": content, "status": status, "finished_at": time.time()}
+    return {**entry, **finished}
 
 
 def _plain(args: dict[str, Any]) -> dict[str, Any]:

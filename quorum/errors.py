@@ -69,6 +69,14 @@ class ThreadBusy(QuorumError):
     exit_code = 3
 
 
+class LeaseLost(ThreadBusy):
+    """A run stalled past its lease, and another run took its thread over.
+
+    The stalled run's writes into the thread's journal and effect ledger are refused, and it
+    stops.
+    """
+
+
 class BudgetExceeded(QuorumError):
     """A run's token, cost, call or time budget ran out; resume with a larger one."""
 

@@ -38,6 +38,11 @@ from langgraph.store.base import BaseStore
 
 NAMESPACE = "quorum_journal"
 
+FENCE = "__quorum_lease"
+"""The configurable key that carries a run's lease holder to its steps: the fencing token of
+its journal and ledger writes. (LangGraph copies configurable keys into every checkpoint's
+metadata unless they begin with `__`.)"""
+
 
 @dataclass
 class CallRecord:
@@ -92,6 +97,8 @@ class JournalEntry:
     thread_id: str
     run: str
     """Which run of the thread is making the call (budgets are metered per run)."""
+    holder: str = ""
+    """The run's lease holder: the write is refused once another run holds the thread."""
 
     async def read(self) -> CallRecord | None:
         """The record of this call, if an earlier run of its task made it."""
@@ -100,7 +107,37 @@ class JournalEntry:
 
     async def write(self, record: CallRecord) -> None:
         """Record the call durably (the store commits before this returns)."""
-        await self.store.aput(self.namespace, self.key, record.to_json(), index=False)
+        value = record.to_json()
+        await put(self.store, self.namespace, self.key, value, self.thread_id, self.holder)
+
+
+async def put(
+    store: BaseStore,
+    namespace: tuple[str, ...],
+    key: str,
+    value: dict[str, Any],
+    thread_id: str,
+    holder: str,
+) -> None:
+    """Write a journal or ledger record of `thread_id`, fenced by the lease `holder`.
+
+    A run that stalled past its lease (a frozen or swapped-out process) may wake after
+    another run took its thread over; what it then writes would mix into that run's record.
+    With a `holder`, a store that can (Quorum's SQLite and PostgreSQL stores) checks in the
+    same transaction as the write that the lease is still that holder's, and refuses the
+    write with `LeaseLost` if not. Without one (a run not started by Quorum's runner, such as
+    a LangGraph server run, which has no lease) the write is plain.
+    """
+    fenced = getattr(store, "aput_fenced", None)
+    if holder and fenced is not None:
+        await fenced(namespace, key, value, thread_id=thread_id, holder=holder)
+    else:
+        await store.aput(namespace, key, value, index=False)
+
+
+def holder_of(config: Any) -> str:
+    """The lease holder of the run `config` belongs to; empty for a run without a lease."""
+    return str(config.get("configurable", {}).get(FENCE) or "")
 
 
 _used: ContextVar[list[tuple[JournalEntry, CallRecord]] | None] = ContextVar(
@@ -150,7 +187,12 @@ def entry_for(agent: str, model: Any, messages: Sequence[BaseMessage]) -> Journa
     task = configurable.get("checkpoint_ns", "")
     run = str(config.get("metadata", {}).get("run_id", ""))
     return JournalEntry(
-        store, thread_namespace(NAMESPACE, str(thread_id)), f"{task}#{digest}", str(thread_id), run
+        store,
+        thread_namespace(NAMESPACE, str(thread_id)),
+        f"{task}#{digest}",
+        str(thread_id),
+        run,
+        holder_of(config),
     )
 
 

@@ -72,7 +72,7 @@ class Timeline:
 async def write_report(thread_id: str, *, database: str | None = None) -> str:
     """The HTML report of a thread."""
     info = await get_thread(thread_id, database=database)
-    async with open_persistence(database) as kept:
+    async with open_persistence(database, read_only=True) as kept:
         calls = await journal.keyed_records(kept.store, thread_id)
         found = await kept.store.asearch(
             journal.thread_namespace(effects.NAMESPACE, thread_id), limit=1000

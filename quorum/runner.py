@@ -37,13 +37,14 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command, StateSnapshot
 
-from quorum import effects, metering, models, telemetry
+from quorum import effects, journal, metering, models, telemetry
 from quorum.checkpoints import Persistence, list_thread_ids, shared_persistence
 from quorum.checkpoints.lease import Lease, hold
 from quorum.context import QuorumContext
 from quorum.effects import APPROVAL, RECONCILE, Decision, Resolution, check_decision
 from quorum.errors import (
     BudgetExceeded,
+    LeaseLost,
     NoDatabase,
     QuorumError,
     RunFailed,
@@ -152,14 +153,14 @@ async def run(
     # A bad endpoint, key, model name or tracing setting fails here, before anything is saved.
     telemetry.tracer()
     await models.preflight(context)
-    async with shared_persistence(database) as kept, _lease(kept, thread_id):
+    async with shared_persistence(database) as kept, _lease(kept, thread_id) as lease:
         if await kept.saver.aget_tuple(_config(thread_id)) is not None:
             raise UsageError(
                 f"thread {thread_id!r} already exists",
                 hint=f"continue it with `quorum resume {thread_id}` or choose another id",
             )
         graph = _compile(kept, pattern)
-        await _drive(graph, {"input": text}, pattern, thread_id, context, on_event)
+        await _drive(graph, {"input": text}, pattern, thread_id, context, on_event, lease.holder)
         return await _thread_info(kept, thread_id, ignore_lease=True)
 
 
@@ -184,14 +185,14 @@ async def resume(
     changed by `settings`.
     """
     existing = shared_persistence(database, create=False, thread_id=thread_id)
-    async with existing as kept, _lease(kept, thread_id):
+    async with existing as kept, _lease(kept, thread_id) as lease:
         info = await _thread_info(kept, thread_id, ignore_lease=True)
         if checkpoint_id is not None:
             if resolution is not None or approve is not None:
                 raise UsageError(
                     "a fork starts from a checkpoint: approve or resolve what it waits for after it"
                 )
-            await _fork(kept, info, checkpoint_id, settings or {}, on_event)
+            await _fork(kept, info, checkpoint_id, settings or {}, on_event, lease.holder)
             return await _thread_info(kept, thread_id, ignore_lease=True)
         if info.status == "completed":
             return info
@@ -215,7 +216,7 @@ async def resume(
         telemetry.tracer()
         await models.preflight(context)
         payload: Command[Any] | None = Command(resume=answers) if answers else None
-        await _drive(graph, payload, info.pattern, thread_id, context, on_event)
+        await _drive(graph, payload, info.pattern, thread_id, context, on_event, lease.holder)
         return await _thread_info(kept, thread_id, ignore_lease=True)
 
 
@@ -225,6 +226,7 @@ async def _fork(
     checkpoint_id: str,
     settings: dict[str, Any],
     on_event: OnEvent | None,
+    holder: str,
 ) -> None:
     """Run `info`'s thread on from one of its earlier checkpoints, as a new branch."""
     thread_id = info.thread_id
@@ -239,7 +241,8 @@ async def _fork(
         )
     context = _stored_context(found.metadata or {}, settings)
     await models.preflight(context)
-    await _drive(graph, None, info.pattern, thread_id, context, on_event, start=found.config)
+    start = found.config
+    await _drive(graph, None, info.pattern, thread_id, context, on_event, holder, start=start)
 
 
 async def _checkpoint(kept: Persistence, thread_id: str, wanted: str) -> Any:
@@ -301,7 +304,7 @@ async def run_context(
     thread_id: str, *, database: str | None = None, settings: dict[str, Any] | None = None
 ) -> QuorumContext:
     """The run settings a resume of the thread runs with: its own, changed by `settings`."""
-    async with shared_persistence(database, create=False, thread_id=thread_id) as kept:
+    async with shared_persistence(database, read_only=True, thread_id=thread_id) as kept:
         return _stored_context(await _metadata(kept, thread_id), settings)
 
 
@@ -312,7 +315,7 @@ def _stored_context(metadata: dict[str, Any], settings: dict[str, Any] | None) -
 
 async def get_thread(thread_id: str, *, database: str | None = None) -> ThreadInfo:
     """The state, status, step history and checkpoints of one thread."""
-    async with shared_persistence(database, create=False, thread_id=thread_id) as kept:
+    async with shared_persistence(database, read_only=True, thread_id=thread_id) as kept:
         return await _thread_info(kept, thread_id, with_history=True)
 
 
@@ -322,7 +325,7 @@ async def ledger(thread_id: str, *, database: str | None = None) -> Ledger:
     Calls, tokens, cost, latency (total, p50 and p95 per call), attempts and errors, from the
     thread's call journal: each call counted once, across crashes and resumes.
     """
-    async with shared_persistence(database, create=False, thread_id=thread_id) as kept:
+    async with shared_persistence(database, read_only=True, thread_id=thread_id) as kept:
         await _metadata(kept, thread_id)  # ThreadNotFound if there is none
         return await metering.journal_ledger(kept.store, thread_id)
 
@@ -334,7 +337,7 @@ async def list_threads(*, database: str | None = None) -> list[ThreadInfo]:
     (and none is created).
     """
     try:
-        async with shared_persistence(database, create=False) as kept:
+        async with shared_persistence(database, read_only=True) as kept:
             return await _list_threads(kept)
     except NoDatabase:
         return []
@@ -456,14 +459,19 @@ async def _drive(
     thread_id: str,
     context: QuorumContext,
     on_event: OnEvent | None,
+    holder: str,
     *,
     start: RunnableConfig | None = None,
 ) -> None:
+    """Run `graph` on the thread whose lease `holder` holds, to its end or its first stop."""
     run_id = str(uuid.uuid4())
     callbacks = telemetry.langsmith_callbacks()
+    # A checkpoint id in `start` forks from that checkpoint (LangGraph's time travel).
+    base = start or _config(thread_id)
     config: RunnableConfig = {
-        # A checkpoint id in `start` forks from that checkpoint (LangGraph's time travel).
-        **(start or _config(thread_id)),
+        **base,
+        # The lease holder fences the run's journal and ledger writes (journal.put).
+        "configurable": {**base.get("configurable", {}), journal.FENCE: holder},
         "run_name": f"quorum.{pattern}",
         "tags": ["quorum", pattern],
         # Metadata is stored with every checkpoint; LangGraph keeps only scalar values.
@@ -493,6 +501,8 @@ async def _drive(
             await _trace_outcome(graph, config, span)
     except BudgetExceeded:
         return  # the thread stops as `budget_exceeded`, resumable with a larger budget
+    except LeaseLost:
+        raise  # the thread is another run's now: nothing of it is this run's to report
     except Exception as error:
         if _disk_full(error):
             raise QuorumError(

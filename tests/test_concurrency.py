@@ -7,7 +7,10 @@ checkpoint rows in the database (SQLite, and PostgreSQL started by `.ci/postgres
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -237,3 +240,82 @@ def test_four_workers_competing_for_100_threads_run_each_once(
     assert sorted((t["thread_id"], t["status"]) for t in json.loads(out)) == sorted(
         (t, "completed") for t in threads
     ), err
+
+
+def journal_runs(target: str, thread: str) -> list[str]:
+    """The run named in each of `thread`'s call journal records, read from the store table."""
+    query = "SELECT value FROM store WHERE prefix = %s"
+    prefix = f"quorum_journal.{thread}"
+    if target.startswith("postgresql://"):
+        with psycopg.connect(target) as conn:
+            values = [row[0] for row in conn.execute(query, (prefix,)).fetchall()]
+    else:
+        with sqlite3.connect(target) as conn:
+            rows = conn.execute(query.replace("%s", "?"), (prefix,)).fetchall()
+            values = [json.loads(row[0]) for row in rows]
+    return [value["run"] for value in values]
+
+
+def test_a_run_that_stalled_past_its_lease_writes_nothing_once_it_wakes(
+    target: str, stub: OpenAIStub, tmp_path: Path
+) -> None:
+    """A holder frozen (SIGSTOP) past its lease loses the thread to a resume; woken with its
+    reply in hand, it records nothing in the thread's journal and stops, exit 3."""
+    env = quorum_env(stub, tmp_path) | {"QUORUM_DATABASE": target, "QUORUM_LEASE_SECONDS": "1.5"}
+    stalled = stub.hold(lambda body: True)  # the stalled run's first request
+    run = quorum_process(
+        "run", "react", "What is 6 times 7?", "--thread", "s1", env=env, cwd=tmp_path
+    )
+    try:
+        assert stalled.arrived.wait(60)
+        os.kill(run.pid, signal.SIGSTOP)
+        time.sleep(2.5)  # past its lease
+        resumed = subprocess.run(
+            [sys.executable, "-m", "quorum.cli", "resume", "s1"],
+            env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert resumed.returncode == 0, resumed.stderr
+        served = len(stub.chat_requests())
+        stalled.release()  # its reply reaches the stalled process's socket
+        time.sleep(0.5)
+        os.kill(run.pid, signal.SIGCONT)
+        _, err = run.communicate(timeout=60)
+    finally:
+        reap([run])
+
+    assert run.returncode == 3, err
+    assert "was taken over by another run" in err
+    runs = journal_runs(target, "s1")
+    # Every reply in the journal is the resume's: the stalled run's one never landed.
+    assert len(set(runs)) == 1 and len(runs) == served - 1, runs
+    shown = subprocess.run(
+        [sys.executable, "-m", "quorum.cli", "show", "s1", "--json"],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert json.loads(shown.stdout)["status"] == "completed"
+
+
+async def test_a_fenced_write_lands_only_for_the_lease_holder(target: str) -> None:
+    """The store checks the lease in the write's own transaction: the holder's write lands, a
+    former holder's is refused with `LeaseLost`, and a thread no one holds takes none."""
+    from quorum import journal
+    from quorum.checkpoints import open_persistence
+    from quorum.checkpoints.lease import new_holder
+    from quorum.errors import LeaseLost
+
+    async with open_persistence(target) as kept:
+        namespace = journal.thread_namespace(journal.NAMESPACE, "f.1")
+        first, second = new_holder(), new_holder()
+        assert await kept.leases.acquire("f.1", first, 0.01) is None
+        await asyncio.sleep(0.05)  # the first holder's lease expires
+        assert await kept.leases.acquire("f.1", second, 30) is None
+
+        with pytest.raises(LeaseLost, match="taken over"):
+            await journal.put(kept.store, namespace, "k1", {"v": 1}, "f.1", first)
+        await journal.put(kept.store, namespace, "k2", {"v": 2}, "f.1", second)
+        await kept.leases.release("f.1", second)
+        with pytest.raises(LeaseLost):
+            await journal.put(kept.store, namespace, "k3", {"v": 3}, "f.1", second)
+
+        kept_keys = [item.key for item in await kept.store.asearch(namespace)]
+        assert kept_keys == ["k2"]

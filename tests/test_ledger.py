@@ -198,3 +198,27 @@ async def test_a_long_lived_process_keeps_a_bounded_number_of_meters() -> None:
     latest = (f"thread-{metering.MAX_METERS + 499}", "run")
     assert list(metering._meters)[-1] == latest
     metering._meters.clear()
+
+
+async def test_a_run_the_langgraph_server_drives_drops_its_meter_when_it_ends(script) -> None:
+    """A run started on the compiled graph itself (as `langgraph dev` and the LangGraph server
+    do, with no Quorum driver around it) drops its meter when it ends."""
+    from langgraph.checkpoint.memory import InMemorySaver
+    from langgraph.store.memory import InMemoryStore
+
+    from quorum import metering
+    from quorum.graphs import PATTERNS
+
+    metered_during: list[bool] = []
+
+    def answer(agent, messages):
+        metered_during.append(any(key[0] == "srv1" for key in metering._meters))
+        return "4"
+
+    script.on("agent", answer)
+    graph = PATTERNS["react"].compile(checkpointer=InMemorySaver(), store=InMemoryStore())
+    config = {"configurable": {"thread_id": "srv1"}, "metadata": {"run_id": "r1"}}
+    await graph.ainvoke({"input": "What is 2+2?"}, config)
+
+    assert metered_during == [True]
+    assert not any(key[0] == "srv1" for key in metering._meters)

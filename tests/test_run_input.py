@@ -10,6 +10,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -216,6 +217,29 @@ def test_sigterm_stops_like_ctrl_c_and_names_the_thread(tmp_path: Path) -> None:
         assert "status completed" in resumed.stderr
 
 
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_while_the_command_loads_is_one_line(tmp_path: Path, stop: signal.Signals) -> None:
+    """The CLI takes seconds to import LangGraph, LangChain and openai; a SIGTERM or Ctrl-C
+    in that time exits 143 or 130 with one line, before anything is saved."""
+    env = {**os.environ, "QUORUM_DATA_DIR": str(tmp_path / "data")}
+    run = subprocess.Popen(
+        [sys.executable, "-m", "quorum.cli", "run", "react", "Q?", "--thread", "early"],
+        env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        time.sleep(1.0)  # its handler is set within ~0.2 s; the imports take seconds more
+        assert run.poll() is None
+        run.send_signal(stop)
+        _, err = run.communicate(timeout=30)
+    finally:
+        run.kill()
+        run.communicate()
+
+    assert run.returncode == 128 + stop, err
+    assert err == f"stopped ({stop.name}) while starting: nothing was run\n"
+    assert not (tmp_path / "data").exists()
+
+
 def _on_a_full_disk(command: list[str], disk: Path, env: dict[str, str]) -> list[str]:
     """`command` run in a mount namespace of its own, with a 200 KB tmpfs mounted at `disk`."""
     mounted = f'mount -t tmpfs -o size=200k tmpfs {disk} && exec "$@"'
@@ -247,3 +271,34 @@ def test_a_full_disk_is_one_clear_line(tmp_path: Path, endpoint: str) -> None:
         assert "then continue with `quorum resume t`" in line
     else:
         assert "no room in" in line and "for the embedded model" in line
+
+
+def test_a_read_only_database_can_still_be_shown(tmp_path: Path) -> None:
+    """`show` and `threads` read a database in a folder mounted read-only (an archived run,
+    another user's data): SQLite cannot make its shared-memory file there, and nothing is
+    written."""
+    data = tmp_path / "data"
+    with OpenAIStub() as stub:
+        env = quorum_env(stub, tmp_path)
+        made = subprocess.run(
+            [sys.executable, "-m", "quorum.cli", "run", "react", "What is 2+2?", "--thread", "r1"],
+            env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert made.returncode == 0, made.stderr
+    before = sorted(path.name for path in data.iterdir())
+    read_only = f'mount --bind {data} {data} && mount -o remount,bind,ro {data} && exec "$@"'
+    shown = {}
+    commands = (["show", "r1", "--json"], ["threads", "--json"], ["show", "r1", "--history"])
+    for command in (*commands, ["report", "r1", "--output", str(tmp_path / "r1.html")]):
+        done = subprocess.run(
+            ["unshare", "--mount", "--map-root-user", "sh", "-c", read_only, "sh",
+             sys.executable, "-m", "quorum.cli", *command],
+            env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        shown[command[0] + command[-1]] = done.stdout
+
+    assert json.loads(shown["show--json"])["status"] == "completed"
+    assert [t["thread_id"] for t in json.loads(shown["threads--json"])] == ["r1"]
+    assert "completed" in (tmp_path / "r1.html").read_text()
+    assert sorted(path.name for path in data.iterdir()) == before

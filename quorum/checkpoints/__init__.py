@@ -37,22 +37,27 @@ def is_postgres(target: str) -> bool:
 
 
 @asynccontextmanager
-async def open_checkpointer(target: str | None = None) -> AsyncIterator[BaseCheckpointSaver]:
+async def open_checkpointer(
+    target: str | None = None, *, read_only: bool = False
+) -> AsyncIterator[BaseCheckpointSaver]:
     """Open the checkpoint store `target` (default: the settings' database)."""
-    async with _open(target, open_sqlite, open_postgres) as saver:
+    async with _open(target, open_sqlite, open_postgres, read_only) as saver:
         yield saver
 
 
 @asynccontextmanager
-async def open_store(target: str | None = None) -> AsyncIterator[BaseStore]:
+async def open_store(
+    target: str | None = None, *, read_only: bool = False
+) -> AsyncIterator[BaseStore]:
     """Open the store (call journal, effect ledger) in the database `target`."""
-    async with _open(target, open_sqlite_store, open_postgres_store) as store:
+    async with _open(target, open_sqlite_store, open_postgres_store, read_only) as store:
         yield store
 
 
-def _open(target: str | None, sqlite: Any, postgres: Any) -> Any:
+def _open(target: str | None, sqlite: Any, postgres: Any, read_only: bool) -> Any:
     target = target or get_settings().database_target
-    return (postgres if is_postgres(target) else sqlite)(target)
+    # A reader of PostgreSQL is bounded by its role's grants, not by how it connects.
+    return postgres(target) if is_postgres(target) else sqlite(target, read_only=read_only)
 
 
 @dataclass(frozen=True)
@@ -78,26 +83,34 @@ class Persistence:
 
 @asynccontextmanager
 async def open_persistence(
-    target: str | None = None, *, create: bool = True, thread_id: str | None = None
+    target: str | None = None,
+    *,
+    create: bool = True,
+    read_only: bool = False,
+    thread_id: str | None = None,
 ) -> AsyncIterator[Persistence]:
     """Open the checkpoints, the store and the leases of the database `target`.
 
     With `create=False` a SQLite file that does not exist raises `NoDatabase` (nothing is
     created; `thread_id` is the thread the caller looks for, named in the message); a
-    PostgreSQL database is opened as it is.
+    PostgreSQL database is opened as it is. `read_only` (which implies `create=False`) opens
+    a SQLite file only to read it, so that a file or folder the reader may not write opens.
     """
     target = target or get_settings().database_target
     if thread_id is not None:
         check_utf8(thread_id, "the thread id")
-    if not create:
+    if not create or read_only:
         _must_exist(target, thread_id)
     async with AsyncExitStack() as stack:
-        saver: Any = await stack.enter_async_context(open_checkpointer(target))
-        store = await stack.enter_async_context(open_store(target))
+        saver: Any = await stack.enter_async_context(open_checkpointer(target, read_only=read_only))
+        store = await stack.enter_async_context(open_store(target, read_only=read_only))
         conn = saver.conn
         is_sqlite = isinstance(conn, aiosqlite.Connection)
         leases = Leases(conn, saver.lock, "sqlite" if is_sqlite else "postgres")
-        await leases.setup()
+        if read_only:
+            await leases.check_present()
+        else:
+            await leases.setup()
         yield Persistence(saver, store, leases)
 
 
@@ -116,7 +129,11 @@ _OPENED: WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, _Opened]] = Weak
 
 @asynccontextmanager
 async def shared_persistence(
-    target: str | None = None, *, create: bool = True, thread_id: str | None = None
+    target: str | None = None,
+    *,
+    create: bool = True,
+    read_only: bool = False,
+    thread_id: str | None = None,
 ) -> AsyncIterator[Persistence]:
     """`open_persistence(target)`, shared by every user of this event loop at the same time.
 
@@ -128,13 +145,17 @@ async def shared_persistence(
     target = target or get_settings().database_target
     if thread_id is not None:
         check_utf8(thread_id, "the thread id")
-    if not create:
+    if not create or read_only:
         _must_exist(target, thread_id)
-    opened = _OPENED.setdefault(asyncio.get_running_loop(), {}).setdefault(target, _Opened())
+    # A reader's connections are not a writer's: each kind is shared with its own kind.
+    by_target = _OPENED.setdefault(asyncio.get_running_loop(), {})
+    opened = by_target.setdefault(f"{'ro:' if read_only else ''}{target}", _Opened())
     async with opened.lock:
         if opened.users == 0:
             opened.stack = AsyncExitStack()
-            opened.persistence = await opened.stack.enter_async_context(open_persistence(target))
+            opened.persistence = await opened.stack.enter_async_context(
+                open_persistence(target, read_only=read_only)
+            )
         opened.users += 1
     try:
         assert opened.persistence is not None

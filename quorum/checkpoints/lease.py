@@ -26,7 +26,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from quorum.errors import ThreadBusy
+from quorum.errors import LeaseLost, ThreadBusy
 
 logger = logging.getLogger(__name__)
 
@@ -36,9 +36,21 @@ SCHEMA = """CREATE TABLE IF NOT EXISTS quorum_leases (
     expires_at DOUBLE PRECISION NOT NULL
 )"""
 
+HOLDER = "SELECT holder FROM quorum_leases WHERE thread_id = ?"
+"""Who holds a thread's lease: what a fenced write checks in its own transaction."""
+
 ACQUIRE = """INSERT INTO quorum_leases (thread_id, holder, expires_at) VALUES (?, ?, ?)
 ON CONFLICT (thread_id) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
 WHERE quorum_leases.expires_at < ? OR quorum_leases.holder IN (excluded.holder, ?)"""
+
+
+def lost(thread_id: str) -> LeaseLost:
+    """The error of a fenced write by a run that no longer holds `thread_id`."""
+    return LeaseLost(
+        f"thread {thread_id!r} was taken over by another run while this one stalled past its "
+        "lease; this run's reply or side effect was not recorded",
+        hint="the other run goes on with the thread; see `quorum show` for where it stands",
+    )
 
 
 @dataclass(frozen=True)
@@ -70,13 +82,26 @@ class Leases:
         self.conn = conn
         self.lock = lock
         self.dialect = dialect
+        self.absent = False
+        """No lease table, in a database opened only to read that no Quorum run has held a
+        lease in (one only the LangGraph server wrote): no thread is leased."""
 
     async def setup(self) -> None:
         """Create the table if it is missing."""
         await self._execute(SCHEMA)
 
+    async def check_present(self) -> None:
+        """Note whether the table is there, without creating it (for a read-only database)."""
+        if self.dialect == "sqlite":
+            found = await self._execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'quorum_leases'"
+            )
+            self.absent = not found
+
     async def get(self, thread_id: str) -> Lease | None:
         """The lease on `thread_id`, live or not."""
+        if self.absent:
+            return None
         rows = await self._execute(
             "SELECT thread_id, holder, expires_at FROM quorum_leases WHERE thread_id = ?",
             (thread_id,),
@@ -85,6 +110,8 @@ class Leases:
 
     async def live(self) -> dict[str, Lease]:
         """Every live lease, by thread."""
+        if self.absent:
+            return {}
         rows = await self._execute(
             "SELECT thread_id, holder, expires_at FROM quorum_leases WHERE expires_at > ?",
             (time.time(),),

@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, cast
 
+from quorum.checkpoints import lease
 from quorum.checkpoints.serde import strict_serializer
 from quorum.errors import ConfigError
 from quorum.settings import get_settings
@@ -90,14 +91,46 @@ async def open_postgres(url: str) -> AsyncIterator[Any]:
 @asynccontextmanager
 async def open_postgres_store(url: str) -> AsyncIterator[Any]:
     """Open the store tables at `url`, creating them if needed."""
+    from langgraph.store.base import PutOp
     from langgraph.store.postgres.aio import AsyncPostgresStore
+    from psycopg.rows import dict_row
+
+    class QuorumPostgresStore(AsyncPostgresStore):
+        """LangGraph's async PostgreSQL store, with writes fenced by a thread's lease."""
+
+        async def aput_fenced(
+            self,
+            namespace: tuple[str, ...],
+            key: str,
+            value: dict[str, Any],
+            *,
+            thread_id: str,
+            holder: str,
+        ) -> None:
+            """Put one item unless another run has taken `thread_id`'s lease from `holder`.
+
+            The lease row is read FOR SHARE in the write's transaction: a run taking the
+            lease over waits for the commit, or has already taken it and the write is refused.
+            """
+            async with (
+                cast(Any, self.conn).connection() as conn,  # the pool this store was opened on
+                conn.transaction(),
+                conn.cursor(binary=True, row_factory=dict_row) as cursor,
+            ):
+                await cursor.execute(FENCE, (thread_id,))
+                row = await cursor.fetchone()
+                if row is None or row["holder"] != holder:
+                    raise lease.lost(thread_id)
+                await self._batch_put_ops([(0, PutOp(namespace, key, value, index=False))], cursor)
 
     async with _connect(url) as pool:
-        store = AsyncPostgresStore(pool)
+        store = QuorumPostgresStore(pool)
         async with _one_setup_at_a_time(pool):
             await store.setup()
         yield store
 
+
+FENCE = lease.HOLDER.replace("?", "%s") + " FOR SHARE"
 
 SETUP_LOCK = 0x71756F72
 """The advisory lock key held while the tables are set up ("quor")."""

@@ -37,10 +37,12 @@ import aiosqlite
 from langgraph.checkpoint.base import ChannelVersions, Checkpoint, CheckpointMetadata
 from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
-from langgraph.store.base import Op, Result
+from langgraph.store.base import Op, PutOp, Result
+from langgraph.store.memory import InMemoryStore
 from langgraph.store.sqlite import SqliteStore
 from langgraph.store.sqlite.aio import AsyncSqliteStore
 
+from quorum.checkpoints import lease
 from quorum.checkpoints.serde import strict_serializer
 from quorum.errors import ConfigError
 
@@ -217,9 +219,13 @@ class QuorumSqliteSaver(AsyncSqliteSaver):
 
 @asynccontextmanager
 async def _connect(
-    path: str | Path, *, autocommit: bool = False
+    path: str | Path, *, autocommit: bool = False, read_only: bool = False
 ) -> AsyncIterator[aiosqlite.Connection]:
     path = Path(path).expanduser()
+    if read_only:
+        async with _connect_read_only(path) as conn:
+            yield conn
+        return
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         conn = await aiosqlite.connect(
@@ -243,6 +249,39 @@ async def _connect(
         await conn.close()
 
 
+@asynccontextmanager
+async def _connect_read_only(path: Path) -> AsyncIterator[aiosqlite.Connection]:
+    """Open `path` only to read it: a file or folder a reader may not write still opens.
+
+    A WAL database is read with its shared-memory file, which SQLite creates beside it; in a
+    folder it may not write (a read-only mount, another user's data) it cannot, and the file
+    is opened as immutable instead: no writer can be adding to it there.
+    """
+    conn = None
+    for mode in ("mode=ro", "immutable=1"):
+        try:
+            conn = await aiosqlite.connect(
+                f"{path.as_uri()}?{mode}", uri=True, timeout=BUSY_TIMEOUT_MS / 1000
+            )
+            await conn.execute("SELECT count(*) FROM sqlite_master")
+            break
+        except sqlite3.OperationalError as error:
+            if conn is not None:
+                await conn.close()
+                conn = None
+            if mode == "immutable=1":
+                raise _unusable(path, error) from error
+        except sqlite3.DatabaseError as error:
+            if conn is not None:
+                await conn.close()
+            raise _unusable(path, error) from error
+    assert conn is not None
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
 def _unusable(path: str | Path, error: Exception) -> ConfigError:
     return ConfigError(
         f"{str(path)!r} is not a usable checkpoint database: {error}",
@@ -251,10 +290,16 @@ def _unusable(path: str | Path, error: Exception) -> ConfigError:
 
 
 @asynccontextmanager
-async def open_sqlite(path: str | Path) -> AsyncIterator[QuorumSqliteSaver]:
-    """Open (creating if needed) the checkpoint database at `path`."""
-    async with _connect(path) as conn:
+async def open_sqlite(
+    path: str | Path, *, read_only: bool = False
+) -> AsyncIterator[QuorumSqliteSaver]:
+    """Open (creating if needed) the checkpoint database at `path`; `read_only`, only to read."""
+    async with _connect(path, read_only=read_only) as conn:
         saver = QuorumSqliteSaver(conn, serde=strict_serializer())
+        if read_only:
+            saver.is_setup = True  # its tables are there; setting them up would write
+            yield saver
+            return
         try:
             await saver.setup()
         except sqlite3.DatabaseError as error:
@@ -295,6 +340,26 @@ class _ImmediateStore(SqliteStore):
             finally:
                 cursor.close()
 
+    def put_fenced(
+        self,
+        namespace: tuple[str, ...],
+        key: str,
+        value: dict[str, Any],
+        thread_id: str,
+        holder: str,
+    ) -> None:
+        """Put one item if `holder` still holds `thread_id`'s lease, in one transaction.
+
+        BEGIN IMMEDIATE holds the write lock from the check to the commit: a run taking the
+        lease over waits for it, or has already taken it and the write is refused.
+        """
+        with self._cursor() as cursor:
+            cursor.execute(lease.HOLDER, (thread_id,))
+            row = cursor.fetchone()
+            if row is None or row[0] != holder:
+                raise lease.lost(thread_id)
+            self._batch_put_ops([(0, PutOp(namespace, key, value, index=False))], cursor)
+
 
 class _WriterStore(AsyncSqliteStore):
     """LangGraph's async SQLite store, each batch run whole on the writer thread."""
@@ -309,11 +374,37 @@ class _WriterStore(AsyncSqliteStore):
         """Run a batch of store operations in one transaction on the writer thread."""
         return await self.writer.run(self.synchronous.batch, list(ops))
 
+    async def aput_fenced(
+        self,
+        namespace: tuple[str, ...],
+        key: str,
+        value: dict[str, Any],
+        *,
+        thread_id: str,
+        holder: str,
+    ) -> None:
+        """Put one item unless another run has taken `thread_id`'s lease from `holder`."""
+        await self.writer.run(self.synchronous.put_fenced, namespace, key, value, thread_id, holder)
+
 
 @asynccontextmanager
-async def open_sqlite_store(path: str | Path) -> AsyncIterator[AsyncSqliteStore]:
+async def open_sqlite_store(
+    path: str | Path, *, read_only: bool = False
+) -> AsyncIterator[AsyncSqliteStore | InMemoryStore]:
     """Open (creating if needed) the store in the checkpoint database at `path`."""
-    async with _connect(path, autocommit=True) as conn:
+    async with _connect(path, autocommit=True, read_only=read_only) as conn:
+        if read_only:
+            async with conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'store'"
+            ) as cursor:
+                present = await cursor.fetchone() is not None
+            # A database only a checkpointer of your own wrote has no store: no journal, no
+            # ledger, so an empty one reads the same (and a reader must not create tables).
+            reader = AsyncSqliteStore(conn) if present else InMemoryStore()
+            if isinstance(reader, AsyncSqliteStore):
+                reader.is_setup = True
+            yield reader
+            return
         writer = _Writer(Path(path).expanduser(), "store", autocommit=True)
         try:
             store = _WriterStore(conn, writer)

@@ -11,7 +11,10 @@ in an agent, and `max_steps=0` ran. A `Pattern` builder compiles into a `Pattern
 - validate the run settings into a `QuorumContext`, with the message `--set` gives; without
   settings, a thread being continued keeps those it ran with, and a new run gets defaults;
 - name the pattern and its settings in the checkpoint metadata, so a thread made by a graph
-  compiled with your own checkpointer is listed, shown and resumed like any other.
+  compiled with your own checkpointer is listed, shown and resumed like any other;
+
+and when the run ends, however it ends, drop its meter (the running totals its budgets are
+checked against): the LangGraph server has no driver of its own to do it.
 
 It also stops LangGraph repeating the context schema as a `configurable` config schema, so
 Studio shows the run settings once.
@@ -29,6 +32,7 @@ from langgraph.graph import StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from pydantic import BaseModel, TypeAdapter, ValidationError, create_model
 
+from quorum import metering
 from quorum.context import QuorumContext
 from quorum.errors import UsageError, problems
 
@@ -115,8 +119,13 @@ class PatternGraph(CompiledStateGraph[Any, QuorumContext, Any, Any]):
         if context is None and not isinstance(input, dict):
             context = await self._stored_context(config)
         input, config, checked = self.builder.admit(input, config, context)
-        async for chunk in super().astream(input, config, context=checked, **kwargs):
-            yield chunk
+        configurable = config.get("configurable") or {}
+        try:
+            async for chunk in super().astream(input, config, context=checked, **kwargs):
+                yield chunk
+        finally:
+            if not configurable.get("checkpoint_ns"):  # a pattern run as a subgraph is not a run
+                metering.forget(str(configurable.get("thread_id", "")))
 
     async def _stored_context(self, config: RunnableConfig | None) -> dict[str, Any] | None:
         if not isinstance(self.checkpointer, BaseCheckpointSaver) or not config:
