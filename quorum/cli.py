@@ -53,7 +53,6 @@ from pydantic_core import to_jsonable_python
 from rich import box
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
-from rich.markdown import Markdown
 from rich.markup import escape
 from rich.prompt import Prompt
 from rich.spinner import Spinner
@@ -813,6 +812,8 @@ def show(
     if not info.output:
         out.print("[dim](no output yet)[/dim]")
     elif out.is_terminal:
+        from rich.markdown import Markdown  # only a terminal shows it (0.25 s to import)
+
         out.print(Markdown(info.output))
     else:
         out.print(info.output, markup=False)  # piped: the Markdown itself, whole

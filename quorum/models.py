@@ -33,17 +33,17 @@ import hashlib
 import json
 import random
 import re
+import sys
 import time
 import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager, nullcontext
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeGuard, TypeVar
 from weakref import WeakKeyDictionary
 
 import httpx2
-import openai
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import (
     AIMessage,
@@ -55,13 +55,18 @@ from langchain_core.messages import (
 )
 from langchain_core.rate_limiters import InMemoryRateLimiter
 from langchain_core.tools import BaseTool
-from langchain_openai import ChatOpenAI
 from pydantic import BaseModel, SecretStr, ValidationError
 
 from quorum import embedded, journal, metering, model_files, telemetry
 from quorum.context import QuorumContext
 from quorum.errors import ConfigError, InvalidReply, ModelError, UsageError
 from quorum.settings import Settings, get_settings, redact
+
+if TYPE_CHECKING:
+    # openai and langchain-openai take most of a second to import: they are loaded when the
+    # first model is built, so commands that only read threads (show, threads) never pay it.
+    import openai
+    from langchain_openai import ChatOpenAI
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -168,6 +173,9 @@ _MODELS: WeakKeyDictionary[asyncio.AbstractEventLoop, dict[Any, ChatOpenAI]] = W
 def _chat_openai(
     settings: Settings, model: str, temperature: float, base_url: str | None
 ) -> ChatOpenAI:
+    import openai
+    from langchain_openai import ChatOpenAI
+
     target = endpoint(settings)
     is_openai = target.structured == "json_schema"
     return ChatOpenAI(
@@ -290,10 +298,19 @@ def _response_format(
     return {"type": "json_object", "schema": _for_grammar(json_schema, small=target.short_strings)}
 
 
+def _is_chat_openai(model: Any) -> TypeGuard[ChatOpenAI]:
+    """Whether `model` is langchain-openai's ChatOpenAI.
+
+    Asked without importing it: no ChatOpenAI can exist before it is imported.
+    """
+    loaded = sys.modules.get("langchain_openai")
+    return loaded is not None and isinstance(model, loaded.ChatOpenAI)
+
+
 def _with_format(model: BaseChatModel, schema: type[BaseModel] | dict[str, Any], name: str) -> Any:
     """`model` asked for JSON matching `schema`."""
     format_ = response_format(schema, name)
-    if isinstance(model, ChatOpenAI):
+    if _is_chat_openai(model):
         # Sent in the request body, not as ChatOpenAI's `response_format`: that switches it to
         # the client's parse path, which raises on a reply cut at the length limit instead of
         # returning it (the repair loop handles those) and rejects llama.cpp's schema form.
@@ -369,7 +386,7 @@ async def ask(
     model: Any = await load_chat_model(agent, context)
     if max_tokens is not None:
         model = model.bind(max_tokens=max_tokens)
-    if tools and isinstance(model, ChatOpenAI) and current_endpoint().tools == "json":
+    if tools and _is_chat_openai(model) and current_endpoint().tools == "json":
         return await _ask_json_action(model, messages, tools, agent, context)
     if tools:
         model = _with_tools(model, tools)
@@ -667,9 +684,11 @@ async def preflight(context: QuorumContext) -> None:
     """
     agents = {"": context.model, **context.models}
     models = {agent: await load_chat_model(agent, context) for agent in agents}
-    clients = {m.root_async_client for m in models.values() if isinstance(m, ChatOpenAI)}
+    clients = {m.root_async_client for m in models.values() if _is_chat_openai(m)}
     if not clients:
         return  # not an OpenAI-compatible client (a test double, or a custom seam)
+    import openai  # loaded with the clients
+
     settings = get_settings()
     where = settings.base_url or "the OpenAI API"
     client = next(iter(clients)).with_options(timeout=5.0, max_retries=0)
@@ -840,6 +859,8 @@ def _classify(
     error: Exception, agent: str, attempt: int, settings: Settings
 ) -> tuple[ModelError, float | None]:
     """What went wrong, and how long to wait before the next attempt (None: do not retry)."""
+    import openai  # loaded with the model that raised
+
     if isinstance(error, openai.AuthenticationError | openai.PermissionDeniedError):
         return ModelError(
             f"the model endpoint refused the API key (agent '{agent}'): {_said(error)}",

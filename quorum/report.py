@@ -23,8 +23,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import graphviz
-import jinja2
 from langchain_core.messages import AIMessage
 
 from quorum import effects, journal
@@ -86,6 +84,8 @@ def render(
     side_effects: list[dict[str, Any]],
 ) -> str:
     """The HTML report of a thread from what its store holds."""
+    import jinja2  # only a report needs it (it takes a tenth of a second to import)
+
     environment = jinja2.Environment(
         loader=jinja2.PackageLoader("quorum", "templates"),
         autoescape=True,
@@ -273,6 +273,8 @@ def draw_png(pattern: str) -> bytes:
             "graphviz-pure), or print Mermaid text with `quorum graph PATTERN`",
         )
     drawn = PATTERNS[pattern].compile(name=pattern).get_graph(xray=1)
+    import graphviz  # only a drawing needs it
+
     dot = graphviz.Digraph(pattern, graph_attr={"rankdir": "TB", "label": pattern})
     # Subgraph nodes are named `worker:act`; a colon in a Graphviz node id names a port.
     ids = {node_id: f"n{n}" for n, node_id in enumerate(drawn.nodes)}
