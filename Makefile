@@ -57,8 +57,8 @@ lint: setup
 	$(BIN)/ruff format --check quorum tests bench scripts
 	$(BIN)/mypy
 
-# Debian's graphviz draws `quorum graph --png` in its tests; headless Chromium opens the run
-# report in its test. Installed here on Debian or Ubuntu; elsewhere named, and the tests stop.
+# Headless Chromium opens the run report in its test (graphviz-pure, from the lock, draws the
+# graphs). Installed here on Debian or Ubuntu; elsewhere named, and the tests stop.
 system-deps:
 	@scripts/system-deps.sh
 
@@ -67,8 +67,9 @@ system-deps:
 JOBS ?= auto
 XDIST = $(if $(filter 0,$(JOBS)),,-n $(JOBS))
 
+# The 30 slowest tests are listed at the end: where the suite's time goes, on every CI run.
 test: system-deps lint  ## Lint, type-check and run the whole test suite.
-	$(BIN)/python -m pytest $(XDIST)
+	$(BIN)/python -m pytest $(XDIST) --durations=30
 
 test-fast: lint  ## The fast lane: no embedded model, servers, PostgreSQL, crash trials or slow tests.
 	$(BIN)/python -m pytest $(XDIST) -m "$(FAST)"
