@@ -26,7 +26,7 @@ from bench.shapes import (
 )
 from quorum import runner
 from quorum.checkpoints import open_persistence
-from quorum.runner import RunEvent
+from quorum.lifecycle import RunEvent
 from quorum.testing import Script, scripted
 
 PATTERNS = ("orchestrator", "pipeline", "debate", "react")

@@ -67,8 +67,9 @@ from quorum.evals import STRATEGIES, run_eval
 from quorum.evals.command import DEFAULT_STRATEGIES, Progress, question_set, save, strategy_list
 from quorum.evals.harness import eval_id_for
 from quorum.graphs import PATTERNS
+from quorum.lifecycle import RunEvent
 from quorum.metering import Ledger, LedgerRow
-from quorum.runner import RunEvent, ThreadInfo
+from quorum.runner import ThreadInfo
 from quorum.settings import get_settings
 from quorum.state import Usage, add_usage, total_tokens
 

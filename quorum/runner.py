@@ -22,69 +22,42 @@ Only commands that run create the database: listing, showing and deleting thread
 
 from __future__ import annotations
 
-import asyncio
-import errno
 import json
-import re
-import sqlite3
 import uuid
-from collections.abc import Callable, Collection, Mapping, Set
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph.state import CompiledStateGraph
-from langgraph.types import Command, StateSnapshot
+from langgraph.types import Command
 
-from quorum import effects, journal, metering, models, telemetry
+from quorum import effects, metering, models, telemetry
 from quorum.checkpoints import Persistence, list_thread_ids, shared_persistence
-from quorum.checkpoints.lease import Lease, hold
+from quorum.checkpoints.lease import Lease
 from quorum.context import QuorumContext
 from quorum.effects import APPROVAL, RECONCILE, Decision, Resolution, check_decision
 from quorum.errors import (
-    BudgetExceeded,
-    LeaseLost,
     NoDatabase,
-    QuorumError,
-    RunFailed,
     ThreadBusy,
     ThreadNotFound,
     UsageError,
     check_utf8,
 )
 from quorum.graphs import PATTERNS
+from quorum.lifecycle import (
+    OnEvent,
+    Status,
+    drive,
+    hold_thread,
+    status_of,
+    thread_config,
+    waiting_on,
+)
 from quorum.metering import Ledger
-from quorum.settings import get_settings, redact
+from quorum.settings import redact
 from quorum.state import Usage
-
-Status = Literal[
-    "completed",
-    "interrupted",
-    "failed",
-    "running",
-    "needs_reconciliation",
-    "waiting_approval",
-    "budget_exceeded",
-    "step_limit",
-]
-"""How a thread stands. `completed`: the graph reached its end. `step_limit`: it ended at its
-step limit without an answer. `budget_exceeded`: a budget ran out (resume with a larger one).
-`waiting_approval`: an irreversible tool call waits for a person. `needs_reconciliation`: a
-side effect started and its outcome is unknown. `failed`: an agent raised (fix, then resume).
-`interrupted`: stopped or crashed (resume). `running`: a run holds the thread's lease."""
-
-
-@dataclass(frozen=True)
-class RunEvent:
-    """Progress of a run: an agent started or finished."""
-
-    kind: Literal["started", "finished"]
-    agent: str
-    usage: dict[str, Usage] = field(default_factory=dict)
-    """Usage the finished agent reported (empty on start)."""
-    error: str | None = None
-    """Why the agent failed, if it did."""
 
 
 @dataclass(frozen=True)
@@ -129,9 +102,6 @@ class ThreadInfo:
     decision is recorded, so a resume goes on without asking it again."""
 
 
-OnEvent = Callable[[RunEvent], None]
-
-
 async def run(
     pattern: str,
     text: str,
@@ -153,14 +123,14 @@ async def run(
     # A bad endpoint, key, model name or tracing setting fails here, before anything is saved.
     telemetry.tracer()
     await models.preflight(context)
-    async with shared_persistence(database) as kept, _lease(kept, thread_id) as lease:
-        if await kept.saver.aget_tuple(_config(thread_id)) is not None:
+    async with shared_persistence(database) as kept, hold_thread(kept, thread_id) as lease:
+        if await kept.saver.aget_tuple(thread_config(thread_id)) is not None:
             raise UsageError(
                 f"thread {thread_id!r} already exists",
                 hint=f"continue it with `quorum resume {thread_id}` or choose another id",
             )
         graph = _compile(kept, pattern)
-        await _drive(graph, {"input": text}, pattern, thread_id, context, on_event, lease.holder)
+        await drive(graph, {"input": text}, pattern, thread_id, context, on_event, lease.holder)
         return await _thread_info(kept, thread_id, ignore_lease=True)
 
 
@@ -185,7 +155,7 @@ async def resume(
     changed by `settings`.
     """
     existing = shared_persistence(database, create=False, thread_id=thread_id)
-    async with existing as kept, _lease(kept, thread_id) as lease:
+    async with existing as kept, hold_thread(kept, thread_id) as lease:
         info = await _thread_info(kept, thread_id, ignore_lease=True)
         if checkpoint_id is not None:
             if resolution is not None or approve is not None:
@@ -211,12 +181,12 @@ async def resume(
                 return info  # no more steps given: it stays where it stopped
             # The run ended at its limit; with a higher one the agent takes its turn again.
             await graph.aupdate_state(
-                _config(thread_id), {"status": "running", "output": ""}, as_node="tool"
+                thread_config(thread_id), {"status": "running", "output": ""}, as_node="tool"
             )
         telemetry.tracer()
         await models.preflight(context)
         payload: Command[Any] | None = Command(resume=answers) if answers else None
-        await _drive(graph, payload, info.pattern, thread_id, context, on_event, lease.holder)
+        await drive(graph, payload, info.pattern, thread_id, context, on_event, lease.holder)
         return await _thread_info(kept, thread_id, ignore_lease=True)
 
 
@@ -242,7 +212,7 @@ async def _fork(
     context = _stored_context(found.metadata or {}, settings)
     await models.preflight(context)
     start = found.config
-    await _drive(graph, None, info.pattern, thread_id, context, on_event, holder, start=start)
+    await drive(graph, None, info.pattern, thread_id, context, on_event, holder, start=start)
 
 
 async def _checkpoint(kept: Persistence, thread_id: str, wanted: str) -> Any:
@@ -362,8 +332,8 @@ async def delete_thread(thread_id: str, *, database: str | None = None) -> None:
     What a thread deleted elsewhere left behind (Studio deletes only the checkpoints) goes too.
     """
     existing = shared_persistence(database, create=False, thread_id=thread_id)
-    async with existing as kept, _lease(kept, thread_id):
-        checkpointed = await kept.saver.aget_tuple(_config(thread_id)) is not None
+    async with existing as kept, hold_thread(kept, thread_id):
+        checkpointed = await kept.saver.aget_tuple(thread_config(thread_id)) is not None
         records = await kept.delete_thread(thread_id)
         if not checkpointed and not records:
             await _metadata(kept, thread_id)  # raises ThreadNotFound
@@ -405,7 +375,7 @@ async def prune_threads(
             deleted = []
             for info in doomed:
                 try:
-                    async with _lease(kept, info.thread_id):
+                    async with hold_thread(kept, info.thread_id):
                         await kept.delete_thread(info.thread_id)
                 except ThreadBusy:
                     continue  # a run started it since it was listed: it is not old any more
@@ -429,204 +399,18 @@ def new_thread_id() -> str:
     return uuid.uuid4().hex[:12]
 
 
-def _disk_full(error: BaseException | None) -> bool:
-    """Whether `error`, or an error it came from, is a disk out of space."""
-    while error is not None:
-        if isinstance(error, OSError) and error.errno == errno.ENOSPC:
-            return True
-        if isinstance(error, sqlite3.OperationalError) and "disk is full" in str(error):
-            return True
-        error = error.__cause__ or error.__context__
-    return False
-
-
-def _config(thread_id: str) -> RunnableConfig:
-    return {"configurable": {"thread_id": thread_id}}
-
-
-def _lease(kept: Persistence, thread_id: str) -> Any:
-    return hold(kept.leases, thread_id, get_settings().lease_seconds)
-
-
 def _compile(kept: Persistence, pattern: str) -> CompiledStateGraph[Any, QuorumContext, Any, Any]:
     return PATTERNS[pattern].compile(checkpointer=kept.saver, store=kept.store, name=pattern)
 
 
-async def _drive(
-    graph: CompiledStateGraph[Any, QuorumContext, Any, Any],
-    payload: dict[str, Any] | Command[Any] | None,
-    pattern: str,
-    thread_id: str,
-    context: QuorumContext,
-    on_event: OnEvent | None,
-    holder: str,
-    *,
-    start: RunnableConfig | None = None,
-) -> None:
-    """Run `graph` on the thread whose lease `holder` holds, to its end or its first stop."""
-    run_id = str(uuid.uuid4())
-    callbacks = telemetry.langsmith_callbacks()
-    # A checkpoint id in `start` forks from that checkpoint (LangGraph's time travel).
-    base = start or _config(thread_id)
-    config: RunnableConfig = {
-        **base,
-        # The lease holder fences the run's journal and ledger writes (journal.put).
-        "configurable": {**base.get("configurable", {}), journal.FENCE: holder},
-        "run_name": f"quorum.{pattern}",
-        "tags": ["quorum", pattern],
-        # Metadata is stored with every checkpoint; LangGraph keeps only scalar values.
-        # (The tracer keeps the context out of LangSmith, which would get it on every step.)
-        "metadata": {
-            "quorum_pattern": pattern,
-            "quorum_context": json.dumps(context.to_dict()),
-            # Budgets are metered per run: a new id starts a meter seeded from the journal.
-            "run_id": run_id,
-        },
-        "callbacks": callbacks,
-    }
-    labels: dict[str, str] = {}
-    try:
-        resumed = not isinstance(payload, dict)  # a new run's payload is its input
-        with telemetry.run_span(pattern, thread_id, run_id, resumed=resumed) as span:
-            try:
-                # durability="sync": a step's checkpoint is on disk before the next starts.
-                async for event in graph.astream(
-                    payload, config, context=context, stream_mode="tasks", durability="sync"
-                ):
-                    if on_event is not None:
-                        on_event(_run_event(event, labels))
-            except Exception:
-                await _trace_outcome(graph, config, span)
-                raise
-            await _trace_outcome(graph, config, span)
-    except BudgetExceeded:
-        return  # the thread stops as `budget_exceeded`, resumable with a larger budget
-    except LeaseLost:
-        raise  # the thread is another run's now: nothing of it is this run's to report
-    except Exception as error:
-        if _disk_full(error):
-            raise QuorumError(
-                f"{pattern} run {thread_id} stopped: the disk holding its database is full "
-                f"({get_settings().database_target}); every step finished before it is saved",
-                hint=f"free space there, then continue with `quorum resume {thread_id}`",
-            ) from error
-        state = await graph.aget_state(_config(thread_id))
-        failed = next((t.name for t in state.tasks if t.error), None) or "unknown"
-        hint = error.hint if isinstance(error, QuorumError) else ""
-        reason = error.message if isinstance(error, QuorumError) else f"{error!r}"
-        raise RunFailed(
-            redact(f"{pattern} run {thread_id} stopped: agent '{failed}' failed: {reason}"),
-            agent=failed,
-            thread_id=thread_id,
-            hint=(hint + "; then " if hint else "fix the cause, then ")
-            + f"continue with `quorum resume {thread_id}`",
-        ) from error
-    finally:
-        metering.forget(thread_id)
-        if callbacks:
-            await asyncio.to_thread(telemetry.flush_langsmith, callbacks)
-
-
-async def _trace_outcome(
-    graph: CompiledStateGraph[Any, QuorumContext, Any, Any], config: RunnableConfig, span: Any
-) -> None:
-    """Put how the run stands, and what the thread has spent, on its span (if traced)."""
-    if span is None:
-        return
-    snapshot = await graph.aget_state(config)
-    status, _ = _status(snapshot, None)
-    span.set_attribute("quorum.status", status)
-    if graph.store is not None:
-        thread_id = str(config["configurable"]["thread_id"])
-        ledger = await metering.journal_ledger(graph.store, thread_id)
-        telemetry.ended_step(span, ledger.usage())
-
-
-def _run_event(event: dict[str, Any], labels: dict[str, str]) -> RunEvent:
-    if "result" not in event:
-        task = event.get("input")
-        label = event["name"]
-        # A worker sent one step of a plan is named by its agent and step, so parallel
-        # workers can be told apart.
-        if isinstance(task, dict) and {"step_id", "worker"} <= task.keys():
-            label = f"{task['worker']} ({task['step_id']})"
-        if isinstance(task, dict) and {"call", "tools"} <= task.keys():
-            label = f"tool {task['call']['name']}"
-        labels[event["id"]] = label
-        return RunEvent("started", labels[event["id"]])
-    result = event.get("result") or {}
-    usage = result.get("usage", {}) if isinstance(result, dict) else {}
-    error = event.get("error")
-    agent = labels.pop(event["id"], event["name"])
-    return RunEvent("finished", agent, usage, str(error) if error else None)
-
-
 async def _metadata(kept: Persistence, thread_id: str) -> dict[str, Any]:
-    found = await kept.saver.aget_tuple(_config(thread_id))
+    found = await kept.saver.aget_tuple(thread_config(thread_id))
     if found is None:
         raise ThreadNotFound(
             f"no thread {thread_id!r} in the checkpoint store",
             hint="list threads with `quorum threads`",
         )
     return dict(found.metadata or {})
-
-
-def _waiting(snapshot: StateSnapshot, decided: Set[str] = frozenset()) -> list[dict[str, Any]]:
-    """The questions the thread waits on; approvals whose ledger keys are `decided` are not.
-
-    A step killed after its approval was answered (and recorded in the effect ledger) still
-    shows that question in its checkpoint: it waits for nobody, and answering it again
-    would hand its answer to the step's next question.
-    """
-    return [
-        {**interrupt.value, "interrupt_id": interrupt.id}
-        for interrupt in snapshot.interrupts
-        if isinstance(interrupt.value, dict)
-        and interrupt.value.get("type") in (RECONCILE, APPROVAL)
-        and not (
-            interrupt.value["type"] == APPROVAL and interrupt.value.get("ledger_key") in decided
-        )
-    ]
-
-
-def _cancelled(error: Exception | str) -> bool:
-    """Whether a task's stored error is a cancellation (kept as the exception or its repr)."""
-    return isinstance(error, asyncio.CancelledError) or str(error).startswith("CancelledError(")
-
-
-def _budget(error: Exception | str) -> bool:
-    """Whether a task's stored error is a budget stop (kept as the exception or its repr)."""
-    return isinstance(error, BudgetExceeded) or str(error).startswith("BudgetExceeded(")
-
-
-def _status(
-    snapshot: StateSnapshot, lease: Lease | None, decided: Set[str] = frozenset()
-) -> tuple[Status, str | None]:
-    # A task that was cancelled did not fail: a sibling's error or a stop (Ctrl-C, SIGTERM)
-    # cancelled it. The thread stands as that error, or as interrupted.
-    errors = [t.error for t in snapshot.tasks if t.error and not _cancelled(t.error)]
-    error = next((e for e in errors if _budget(e)), errors[0] if errors else None)
-    if error is not None:
-        if _budget(error):
-            # Stored as the exception's repr: show its message.
-            message = re.sub(r"^BudgetExceeded\((['\"])(.*)\1\)$", r"\2", str(error))
-            return "budget_exceeded", redact(message)
-        return "failed", redact(str(error))
-    waiting = {w["type"] for w in _waiting(snapshot, decided)}
-    if RECONCILE in waiting:
-        return "needs_reconciliation", None
-    if APPROVAL in waiting:
-        return "waiting_approval", None
-    if lease is not None and lease.live:
-        return "running", None
-    # Completed means the graph ran to its end: a checkpoint the run loop wrote with nothing
-    # left to do. A thread whose only checkpoint is its input never started.
-    source = (snapshot.metadata or {}).get("source")
-    if not snapshot.next and not snapshot.tasks and source == "loop":
-        if snapshot.values.get("status") == "step_limit":
-            return "step_limit", None
-        return "completed", None
-    return "interrupted", None
 
 
 async def _thread_info(
@@ -647,11 +431,11 @@ async def _thread_info(
             hint="list Quorum threads with `quorum threads`",
         )
     graph = (graphs or {}).get(pattern) or _compile(kept, pattern)
-    snapshot = await graph.aget_state(_config(thread_id))
+    snapshot = await graph.aget_state(thread_config(thread_id))
     if lease is None and not ignore_lease and graphs is None:
         lease = await kept.leases.get(thread_id)
     decided = await effects.decided_calls(kept.store, thread_id) if snapshot.interrupts else set()
-    status, error = _status(snapshot, None if ignore_lease else lease, decided)
+    status, error = status_of(snapshot, None if ignore_lease else lease, decided)
     checkpoints = await _branch(graph, thread_id) if with_history else []
     values = dict(snapshot.values)
     # The journal knows every answered call, also those of a step that has not finished
@@ -670,7 +454,7 @@ async def _thread_info(
         values=values,
         history=[entry for entry in checkpoints if entry.agents],
         checkpoints=checkpoints,
-        waiting=_waiting(snapshot, decided),
+        waiting=waiting_on(snapshot, decided),
         answered=sorted(
             call
             for i in snapshot.interrupts
@@ -691,7 +475,7 @@ async def _branch(
     A thread with forks has several branches; its history is the one that leads to its latest
     checkpoint (the others stay in the store, and their ids can still be forked from).
     """
-    pasts = [past async for past in graph.aget_state_history(_config(thread_id))]
+    pasts = [past async for past in graph.aget_state_history(thread_config(thread_id))]
     by_id = {past.config["configurable"]["checkpoint_id"]: past for past in pasts}
     branch: list[HistoryEntry] = []
     current = pasts[0] if pasts else None

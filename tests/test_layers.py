@@ -18,7 +18,7 @@ LAYERS: list[set[str]] = [
     {"journal", "metering", "effects", "models", "embedded", "model_files", "tools"},
     {"nodes"},
     {"graphs"},
-    {"checkpoints", "testing", "runner", "report"},
+    {"checkpoints", "testing", "lifecycle", "runner", "report"},
     {"evals"},
     {"cli", "__init__"},
 ]

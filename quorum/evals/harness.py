@@ -16,23 +16,21 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from langchain_core.runnables import RunnableConfig
 from langgraph.graph.state import CompiledStateGraph
 
 from quorum import metering, models
 from quorum.checkpoints import Persistence, open_persistence
-from quorum.checkpoints.lease import hold
 from quorum.context import QuorumContext
 from quorum.errors import QuorumError, UsageError
 from quorum.evals.questions import Question
 from quorum.evals.strategies import STRATEGIES, context_for
-from quorum.settings import get_settings, redact
+from quorum.lifecycle import drive, hold_thread, status_of, thread_config
+from quorum.settings import redact
 
 QuestionStatus = Literal["answered", "invalid", "failed", "not_run"]
 """`answered`: the strategy reached a well-formed answer (right or wrong). `invalid`: it
@@ -213,9 +211,9 @@ async def _answer(
     context: QuorumContext,
 ) -> QuestionResult:
     thread_id = thread_id_for(eval_id, strategy, index)
-    config: RunnableConfig = {"configurable": {"thread_id": thread_id}}
+    config = thread_config(thread_id)
     error: str | None = None
-    async with hold(kept.leases, thread_id, get_settings().lease_seconds):
+    async with hold_thread(kept, thread_id) as lease:
         snapshot = await graph.aget_state(config)
         started = bool(snapshot.values)
         if started and snapshot.values.get("input") != question.question:
@@ -225,20 +223,20 @@ async def _answer(
             )
         reused = started and not snapshot.next and "answer" in snapshot.values
         if not reused:
+            # A thread that started before continues from its last checkpoint.
+            payload = None if started else {"input": question.question, "kind": question.kind}
+            labels = {"quorum_eval": eval_id, "quorum_strategy": strategy}
             try:
-                # A thread that started before continues from its last checkpoint.
-                await graph.ainvoke(
-                    None if started else {"input": question.question, "kind": question.kind},
-                    _run_config(thread_id, eval_id, strategy, context),
-                    context=context,
-                    durability="sync",
-                )
-            except Exception as failure:  # the question failed: it is counted, with its reason
-                reason = failure.message if isinstance(failure, QuorumError) else repr(failure)
-                error = redact(f"{type(failure).__name__}: {reason}")
-            finally:
-                metering.forget(thread_id)
+                await drive(
+                    graph, payload, f"eval.{strategy}", thread_id, context, None, lease.holder,
+                    metadata=labels,
+                )  # fmt: skip
+            except QuorumError as failure:  # the question failed: it is counted, with its reason
+                error = redact(failure.message)
             snapshot = await graph.aget_state(config)
+            stood, stopped = status_of(snapshot, None)
+            if error is None and stopped is not None:
+                error = f"{stood}: {stopped}"  # a budget stop: the run ends quietly
     # Usage from the journal: every answered call on the thread, those of earlier runs too.
     usage = (await metering.journal_ledger(kept.store, thread_id)).usage()
     answer = snapshot.values.get("answer") if not snapshot.next else None
@@ -263,23 +261,6 @@ async def _answer(
         or {"failed": "no final answer", "invalid": "no well-formed answer"}.get(status),
         reused=reused,
     )
-
-
-def _run_config(
-    thread_id: str, eval_id: str, strategy: str, context: QuorumContext
-) -> RunnableConfig:
-    return {
-        "configurable": {"thread_id": thread_id},
-        "run_name": f"quorum.eval.{strategy}",
-        "tags": ["quorum", "eval", strategy],
-        "metadata": {
-            "quorum_eval": eval_id,
-            "quorum_strategy": strategy,
-            "quorum_context": json.dumps(context.to_dict()),
-            # Budgets are metered per run: a new id starts a meter seeded from the journal.
-            "run_id": str(uuid.uuid4()),
-        },
-    }
 
 
 async def _wall_seconds(kept: Persistence, thread_id: str) -> float:

@@ -1,0 +1,277 @@
+"""A run's life, owned in one place.
+
+This is what every way in (the CLI, `quorum.run` and `resume`, the eval) does around a graph
+run:
+
+- the lease: `hold_thread()` holds the thread while the run lives; its holder is the fencing token
+  of the run's journal and ledger writes;
+- the run id, minted into the checkpoint metadata: budgets are metered per run, and the
+  ledger counts per run;
+- the run span (OpenTelemetry) and the LangSmith tracer, ended with the run's status and
+  what the thread spent;
+- every step durable (`durability="sync"`) and reported as progress (`RunEvent`);
+- the meter dropped when the run ends;
+- how the run ended, as a thread status (`status_of`) and as an error a person can act on
+  (`RunFailed` naming the agent, a full disk, a thread taken over).
+
+The LangGraph server drives runs itself; what it shares with these (input and settings
+checked, the meter dropped) is done by the pattern graph (`quorum.graphs.pattern`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import json
+import re
+import sqlite3
+import uuid
+from collections.abc import Callable, Set
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.types import Command, StateSnapshot
+
+from quorum import journal, metering, telemetry
+from quorum.checkpoints import Persistence
+from quorum.checkpoints.lease import Lease, hold
+from quorum.context import QuorumContext
+from quorum.effects import APPROVAL, RECONCILE
+from quorum.errors import BudgetExceeded, LeaseLost, QuorumError, RunFailed
+from quorum.settings import get_settings, redact
+from quorum.state import Usage
+
+Status = Literal[
+    "completed",
+    "interrupted",
+    "failed",
+    "running",
+    "needs_reconciliation",
+    "waiting_approval",
+    "budget_exceeded",
+    "step_limit",
+]
+"""How a thread stands. `completed`: the graph reached its end. `step_limit`: it ended at its
+step limit without an answer. `budget_exceeded`: a budget ran out (resume with a larger one).
+`waiting_approval`: an irreversible tool call waits for a person. `needs_reconciliation`: a
+side effect started and its outcome is unknown. `failed`: an agent raised (fix, then resume).
+`interrupted`: stopped or crashed (resume). `running`: a run holds the thread's lease."""
+
+
+@dataclass(frozen=True)
+class RunEvent:
+    """Progress of a run: an agent started or finished."""
+
+    kind: Literal["started", "finished"]
+    agent: str
+    usage: dict[str, Usage] = field(default_factory=dict)
+    """Usage the finished agent reported (empty on start)."""
+    error: str | None = None
+    """Why the agent failed, if it did."""
+
+
+OnEvent = Callable[[RunEvent], None]
+
+
+def thread_config(thread_id: str) -> RunnableConfig:
+    """The config that names a thread's latest checkpoint."""
+    return {"configurable": {"thread_id": thread_id}}
+
+
+def hold_thread(kept: Persistence, thread_id: str) -> contextlib.AbstractAsyncContextManager[Lease]:
+    """Hold `thread_id` for one run, or raise `ThreadBusy` at once (see `checkpoints.lease`)."""
+    return hold(kept.leases, thread_id, get_settings().lease_seconds)
+
+
+async def drive(
+    graph: CompiledStateGraph[Any, QuorumContext, Any, Any],
+    payload: dict[str, Any] | Command[Any] | None,
+    name: str,
+    thread_id: str,
+    context: QuorumContext,
+    on_event: OnEvent | None,
+    holder: str,
+    *,
+    start: RunnableConfig | None = None,
+    metadata: dict[str, str] | None = None,
+) -> None:
+    """Run `graph` on the thread whose lease `holder` holds, to its end or its first stop.
+
+    `name` names the run in traces (`quorum.NAME`); a pattern's name also marks the thread
+    as that pattern's in its metadata, unless `metadata` says what the run is instead (an
+    eval's question). A budget that runs out ends it quietly (the thread says
+    `budget_exceeded`); a failure raises `RunFailed`, naming the agent and how to continue.
+    """
+    pattern = name
+    run_id = str(uuid.uuid4())
+    callbacks = telemetry.langsmith_callbacks()
+    # A checkpoint id in `start` forks from that checkpoint (LangGraph's time travel).
+    base = start or thread_config(thread_id)
+    config: RunnableConfig = {
+        **base,
+        # The lease holder fences the run's journal and ledger writes (journal.put).
+        "configurable": {**base.get("configurable", {}), journal.FENCE: holder},
+        "run_name": f"quorum.{name}",
+        "tags": ["quorum", *name.split(".")],
+        # Metadata is stored with every checkpoint; LangGraph keeps only scalar values.
+        # (The tracer keeps the context out of LangSmith, which would get it on every step.)
+        "metadata": {
+            **(metadata if metadata is not None else {"quorum_pattern": name}),
+            "quorum_context": json.dumps(context.to_dict()),
+            # Budgets are metered per run: a new id starts a meter seeded from the journal.
+            "run_id": run_id,
+        },
+        "callbacks": callbacks,
+    }
+    labels: dict[str, str] = {}
+    try:
+        resumed = not isinstance(payload, dict)  # a new run's payload is its input
+        with telemetry.run_span(pattern, thread_id, run_id, resumed=resumed) as span:
+            try:
+                # durability="sync": a step's checkpoint is on disk before the next starts.
+                async for event in graph.astream(
+                    payload, config, context=context, stream_mode="tasks", durability="sync"
+                ):
+                    if on_event is not None:
+                        on_event(_run_event(event, labels))
+            except Exception:
+                await _trace_outcome(graph, config, span)
+                raise
+            await _trace_outcome(graph, config, span)
+    except BudgetExceeded:
+        return  # the thread stops as `budget_exceeded`, resumable with a larger budget
+    except LeaseLost:
+        raise  # the thread is another run's now: nothing of it is this run's to report
+    except Exception as error:
+        if _disk_full(error):
+            raise QuorumError(
+                f"{pattern} run {thread_id} stopped: the disk holding its database is full "
+                f"({get_settings().database_target}); every step finished before it is saved",
+                hint=f"free space there, then continue with `quorum resume {thread_id}`",
+            ) from error
+        state = await graph.aget_state(thread_config(thread_id))
+        failed = next((t.name for t in state.tasks if t.error), None) or "unknown"
+        hint = error.hint if isinstance(error, QuorumError) else ""
+        reason = error.message if isinstance(error, QuorumError) else f"{error!r}"
+        raise RunFailed(
+            redact(f"{pattern} run {thread_id} stopped: agent '{failed}' failed: {reason}"),
+            agent=failed,
+            thread_id=thread_id,
+            hint=(hint + "; then " if hint else "fix the cause, then ")
+            + f"continue with `quorum resume {thread_id}`",
+        ) from error
+    finally:
+        metering.forget(thread_id)
+        if callbacks:
+            await asyncio.to_thread(telemetry.flush_langsmith, callbacks)
+
+
+async def _trace_outcome(
+    graph: CompiledStateGraph[Any, QuorumContext, Any, Any], config: RunnableConfig, span: Any
+) -> None:
+    """Put how the run stands, and what the thread has spent, on its span (if traced)."""
+    if span is None:
+        return
+    snapshot = await graph.aget_state(config)
+    status, _ = status_of(snapshot, None)
+    span.set_attribute("quorum.status", status)
+    if graph.store is not None:
+        thread_id = str(config["configurable"]["thread_id"])
+        ledger = await metering.journal_ledger(graph.store, thread_id)
+        telemetry.ended_step(span, ledger.usage())
+
+
+def _run_event(event: dict[str, Any], labels: dict[str, str]) -> RunEvent:
+    if "result" not in event:
+        task = event.get("input")
+        label = event["name"]
+        # A worker sent one step of a plan is named by its agent and step, so parallel
+        # workers can be told apart.
+        if isinstance(task, dict) and {"step_id", "worker"} <= task.keys():
+            label = f"{task['worker']} ({task['step_id']})"
+        if isinstance(task, dict) and {"call", "tools"} <= task.keys():
+            label = f"tool {task['call']['name']}"
+        labels[event["id"]] = label
+        return RunEvent("started", labels[event["id"]])
+    result = event.get("result") or {}
+    usage = result.get("usage", {}) if isinstance(result, dict) else {}
+    error = event.get("error")
+    agent = labels.pop(event["id"], event["name"])
+    return RunEvent("finished", agent, usage, str(error) if error else None)
+
+
+def _disk_full(error: BaseException | None) -> bool:
+    """Whether `error`, or an error it came from, is a disk out of space."""
+    while error is not None:
+        if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+            return True
+        if isinstance(error, sqlite3.OperationalError) and "disk is full" in str(error):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def waiting_on(snapshot: StateSnapshot, decided: Set[str] = frozenset()) -> list[dict[str, Any]]:
+    """The questions the thread waits on; approvals whose ledger keys are `decided` are not.
+
+    A step killed after its approval was answered (and recorded in the effect ledger) still
+    shows that question in its checkpoint: it waits for nobody, and answering it again
+    would hand its answer to the step's next question.
+    """
+    return [
+        {**interrupt.value, "interrupt_id": interrupt.id}
+        for interrupt in snapshot.interrupts
+        if isinstance(interrupt.value, dict)
+        and interrupt.value.get("type") in (RECONCILE, APPROVAL)
+        and not (
+            interrupt.value["type"] == APPROVAL and interrupt.value.get("ledger_key") in decided
+        )
+    ]
+
+
+def _cancelled(error: Exception | str) -> bool:
+    """Whether a task's stored error is a cancellation (kept as the exception or its repr)."""
+    return isinstance(error, asyncio.CancelledError) or str(error).startswith("CancelledError(")
+
+
+def _budget(error: Exception | str) -> bool:
+    """Whether a task's stored error is a budget stop (kept as the exception or its repr)."""
+    return isinstance(error, BudgetExceeded) or str(error).startswith("BudgetExceeded(")
+
+
+def status_of(
+    snapshot: StateSnapshot, lease: Lease | None, decided: Set[str] = frozenset()
+) -> tuple[Status, str | None]:
+    """How the thread at `snapshot` stands, and the error that stopped it, if one did.
+
+    `lease` is the thread's lease as read (a live one makes it `running`); approvals whose
+    ledger keys are `decided` wait for nobody.
+    """
+    # A task that was cancelled did not fail: a sibling's error or a stop (Ctrl-C, SIGTERM)
+    # cancelled it. The thread stands as that error, or as interrupted.
+    errors = [t.error for t in snapshot.tasks if t.error and not _cancelled(t.error)]
+    error = next((e for e in errors if _budget(e)), errors[0] if errors else None)
+    if error is not None:
+        if _budget(error):
+            # Stored as the exception's repr: show its message.
+            message = re.sub(r"^BudgetExceeded\((['\"])(.*)\1\)$", r"\2", str(error))
+            return "budget_exceeded", redact(message)
+        return "failed", redact(str(error))
+    waiting = {w["type"] for w in waiting_on(snapshot, decided)}
+    if RECONCILE in waiting:
+        return "needs_reconciliation", None
+    if APPROVAL in waiting:
+        return "waiting_approval", None
+    if lease is not None and lease.live:
+        return "running", None
+    # Completed means the graph ran to its end: a checkpoint the run loop wrote with nothing
+    # left to do. A thread whose only checkpoint is its input never started.
+    source = (snapshot.metadata or {}).get("source")
+    if not snapshot.next and not snapshot.tasks and source == "loop":
+        if snapshot.values.get("status") == "step_limit":
+            return "step_limit", None
+        return "completed", None
+    return "interrupted", None
