@@ -112,6 +112,14 @@ class QuorumContext:
             "runs); every other irreversible call waits for a person."
         ),
     ] = field(default_factory=list)
+    agent_tools: Annotated[
+        dict[str, list[str]],
+        Field(
+            description="The tools an agent may use, by agent, replacing its default set, "
+            "e.g. {'researcher': ['web_search', 'write_file']}. By default the ReAct agent "
+            "is offered every tool and every other agent only tools without side effects."
+        ),
+    ] = field(default_factory=dict)
 
     def model_for(self, agent: str) -> str:
         """The model name this context picks for `agent` ('' means the settings default)."""

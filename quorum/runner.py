@@ -33,7 +33,7 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command
 
-from quorum import effects, metering, models, telemetry
+from quorum import effects, metering, models, telemetry, tools
 from quorum.checkpoints import Persistence, list_thread_ids, shared_persistence
 from quorum.checkpoints.lease import Lease
 from quorum.context import QuorumContext
@@ -123,6 +123,7 @@ async def run(
     # A bad endpoint, key, model name or tracing setting fails here, before anything is saved.
     telemetry.tracer()
     await models.preflight(context)
+    await tools.check_grants(context)
     async with shared_persistence(database) as kept, hold_thread(kept, thread_id) as lease:
         if await kept.saver.aget_tuple(thread_config(thread_id)) is not None:
             raise UsageError(
@@ -185,6 +186,7 @@ async def resume(
             )
         telemetry.tracer()
         await models.preflight(context)
+        await tools.check_grants(context)
         payload: Command[Any] | None = Command(resume=answers) if answers else None
         await drive(graph, payload, info.pattern, thread_id, context, on_event, lease.holder)
         return await _thread_info(kept, thread_id, ignore_lease=True)

@@ -48,6 +48,8 @@ class Call:
     messages: list[BaseMessage]
     start: float
     end: float = 0.0
+    tools: list[str] = field(default_factory=list)
+    """The tools the agent was offered for this call, by name."""
 
 
 @dataclass
@@ -94,7 +96,7 @@ class ScriptedChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        call = Call(self.agent, list(messages), time.monotonic())
+        call = Call(self.agent, list(messages), time.monotonic(), tools=kwargs.get("tools", []))
         self.script.calls.append(call)
         if self.script.delay:
             await asyncio.sleep(self.script.delay)

@@ -340,7 +340,11 @@ async def test_parallel_approvals_are_each_answered_by_id(
     stub.schema_replies["Plan"] = PARALLEL_PLAN
     stub.responder = parallel_researchers
 
-    waiting = cli("run", "orchestrator", "Save two notes", "--thread", "o1", env=env, cwd=tmp_path)
+    # A researcher may write only when the run grants it (least privilege).
+    grant = '--set=agent_tools={"researcher": ["write_file"]}'
+    waiting = cli(
+        "run", "orchestrator", "Save two notes", "--thread", "o1", grant, env=env, cwd=tmp_path
+    )
 
     assert waiting.returncode == 5, waiting.stderr
     thread = show("o1", env=env, cwd=tmp_path)

@@ -11,20 +11,22 @@ from __future__ import annotations
 from typing import Literal
 
 from langgraph.graph import START
+from langgraph.runtime import get_runtime
 from langgraph.types import Send
 
+from quorum.context import QuorumContext
 from quorum.graphs.pattern import Pattern
 from quorum.nodes.react import agent
 from quorum.nodes.tool_use import tool, tool_tasks
 from quorum.state import ReactInput, ReactOutput, ReactState, ToolTask
-from quorum.tools import default_tools
+from quorum.tools import tools_for
 
 
 async def route_after_agent(state: ReactState) -> list[Send] | Literal["__end__"]:
     """One `tool` task per tool call of the agent's turn, or stop."""
     if state.get("status") != "running":
         return "__end__"
-    names = [t.name for t in await default_tools()]
+    names = [t.name for t in await tools_for("agent", get_runtime(QuorumContext).context)]
     return [Send("tool", task) for task in tool_tasks(state["messages"], names, "agent")]
 
 

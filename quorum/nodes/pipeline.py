@@ -25,7 +25,7 @@ from quorum.state import (
     ResearchState,
     Summary,
 )
-from quorum.tools import default_tools
+from quorum.tools import tools_for
 
 RESEARCH_PROMPT = """You are a researcher. Collect the key facts about the topic the user gives.
 Look them up with your tools first (search the documents before the web); do not guess.
@@ -71,10 +71,10 @@ def _notes(notes: ResearchNotes) -> str:
 
 
 async def research_brief(state: ResearchInput, runtime: Runtime[QuorumContext]) -> dict:
-    """Set up the researcher: the topic, and every tool agents are offered."""
+    """Set up the researcher: the topic, and the tools research is offered."""
     return {
         "agent": "research",
-        "tools": [tool.name for tool in await default_tools()],
+        "tools": [tool.name for tool in await tools_for("research", runtime.context)],
         "max_rounds": runtime.context.max_tool_calls,
         "messages": [SystemMessage(RESEARCH_PROMPT), HumanMessage(f"Topic: {state['input']}")],
     }

@@ -15,7 +15,7 @@ from quorum.metering import metered
 from quorum.models import ask
 from quorum.nodes.tool_use import tool_rounds
 from quorum.state import ReactState
-from quorum.tools import default_tools
+from quorum.tools import tools_for
 
 REACT_PROMPT = """You solve the user's task step by step. Think about what you need, call a tool
 when a fact must be looked up or computed, read its result, and repeat. When you have the
@@ -40,7 +40,7 @@ async def agent(state: ReactState, runtime: Runtime[QuorumContext]) -> dict:
         "agent",
         runtime.context,
         [SystemMessage(REACT_PROMPT), *history, *new],
-        tools=await default_tools(),
+        tools=await tools_for("agent", runtime.context),
     )
     if reply.tool_calls:
         return {"messages": [*new, reply], "steps": steps, "status": "running"}

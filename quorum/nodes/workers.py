@@ -8,17 +8,15 @@ subgraph (`quorum.graphs.tool_loop`): `brief` sets it up, `report` hands its ans
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from langchain_core.messages import HumanMessage, SystemMessage
-from langchain_core.tools import BaseTool
 from langgraph.runtime import Runtime
 
 from quorum.context import QuorumContext
 from quorum.state import WorkerState, WorkerTask
 from quorum.telemetry import step_label
-from quorum.tools import default_tools
+from quorum.tools import tools_for
 
 RESEARCHER_PROMPT = """You are the researcher on a team. Gather the facts your task asks for.
 Use your tools when a fact must be looked up or computed; do not guess numbers or dates.
@@ -44,8 +42,8 @@ class Worker:
     description: str
     """What the planner reads to choose a worker."""
     prompt: str
-    tools: Callable[[], Awaitable[list[BaseTool]]] | None = None
-    """Built when a step runs, never at import time; None: the worker uses no tools."""
+    uses_tools: bool = False
+    """Whether it is offered tools (which ones: `quorum.tools.tools_for`, when a step runs)."""
 
 
 WORKERS: dict[str, Worker] = {
@@ -55,7 +53,7 @@ WORKERS: dict[str, Worker] = {
             "researcher",
             "finds and checks facts, looks things up and computes with tools",
             RESEARCHER_PROMPT,
-            default_tools,
+            uses_tools=True,
         ),
         Worker("analyst", "compares, weighs and reasons over given material", ANALYST_PROMPT),
         Worker("writer", "writes clear prose from given material", WRITER_PROMPT),
@@ -73,7 +71,11 @@ async def brief(task: WorkerTask, runtime: Runtime[QuorumContext]) -> dict:
     return {
         "agent": spec.name,
         "label": step_label(task) or spec.name,
-        "tools": [tool.name for tool in await spec.tools()] if spec.tools else [],
+        "tools": (
+            [tool.name for tool in await tools_for(spec.name, runtime.context)]
+            if spec.uses_tools
+            else []
+        ),
         "max_rounds": runtime.context.max_tool_calls,
         "messages": [
             SystemMessage(spec.prompt),

@@ -1,10 +1,13 @@
 """Agent-facing tools, grouped by domain; each module exports TOOLS.
 
-`all_tools()` is the registry: every tool Quorum has. Agents get `default_tools()`, all of
-them and the tools of the MCP servers configured in `QUORUM_MCP_CONFIG` (`quorum.tools.mcp`):
-an irreversible tool (write_file, an undeclared MCP tool) waits for a person's approval before
-each call (see `quorum.effects`), unless it is approved in advance. Adding a tool is one typed
-function with `@agent_tool` in a module's TOOLS; a new module is added to `_MODULES` below.
+`all_tools()` is the registry: every tool Quorum has. `default_tools()` adds the tools of the
+MCP servers configured in `QUORUM_MCP_CONFIG` (`quorum.tools.mcp`). Each agent is offered
+`tools_for(agent, context)`: least privilege. The ReAct agent, asked to act, gets them all;
+every other agent (a researcher, the pipeline's research stage) only tools without side
+effects, unless the run's `agent_tools` grants it others. An irreversible tool (write_file, an
+undeclared MCP tool) also waits for a person's approval before each call (see
+`quorum.effects`), unless it is approved in advance. Adding a tool is one typed function with
+`@agent_tool` in a module's TOOLS; a new module is added to `_MODULES` below.
 """
 
 from __future__ import annotations
@@ -13,11 +16,16 @@ from collections.abc import Iterable
 
 from langchain_core.tools import BaseTool
 
-from quorum.errors import ConfigError
+from quorum.context import QuorumContext
+from quorum.errors import ConfigError, UsageError
 from quorum.tools import calculator, clock, docsearch, fetch, files, websearch
+from quorum.tools.contract import has_side_effects
 from quorum.tools.mcp import mcp_tools
 
 _MODULES = (docsearch, websearch, fetch, files, calculator, clock)
+
+ACTING_AGENTS = frozenset({"agent"})
+"""Agents offered every tool by default: the ReAct agent is the one asked to act."""
 
 
 def all_tools() -> list[BaseTool]:
@@ -35,6 +43,34 @@ async def default_tools() -> list[BaseTool]:
             hint="set prefix = true for that server in QUORUM_MCP_CONFIG",
         )
     return [*own, *served]
+
+
+async def check_grants(context: QuorumContext) -> None:
+    """Refuse a run whose `agent_tools` names a tool that does not exist, before it starts."""
+    for agent in context.agent_tools:
+        await tools_for(agent, context)
+
+
+async def tools_for(agent: str, context: QuorumContext) -> list[BaseTool]:
+    """The tools `agent` is offered in this run: its grant in `agent_tools`, else its default.
+
+    Research should not be able to write: a small model asked to research a topic asked to
+    write a file, and the run stopped for an approval nobody expected.
+    """
+    every = await default_tools()
+    granted = context.agent_tools.get(agent)
+    if granted is None:
+        if agent in ACTING_AGENTS:
+            return every
+        return [tool for tool in every if not has_side_effects(tool)]
+    registry = {tool.name: tool for tool in every}
+    unknown = [name for name in granted if name not in registry]
+    if unknown:
+        raise UsageError(
+            f"agent_tools grants agent '{agent}' tools that do not exist: {', '.join(unknown)}",
+            hint=f"the tools: {', '.join(sorted(registry))}",
+        )
+    return [registry[name] for name in granted]
 
 
 def tools_named(names: Iterable[str]) -> list[BaseTool]:
