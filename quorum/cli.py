@@ -43,7 +43,7 @@ import json
 import re
 import time
 from collections.abc import Coroutine
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Annotated, Any, Literal, NoReturn, TextIO, TypeVar
@@ -408,7 +408,9 @@ def _finish(info: ThreadInfo, *, db: str | None = None, as_json: bool = False) -
         decisions = _ask_for_decisions(info)
         with _resume_progress(info.thread_id, db, None) as progress:
             info = _run_async(
-                runner.resume(info.thread_id, database=db, on_event=progress, approve=decisions),
+                runner.resume(
+                    info.thread_id, database=db, on_event=progress, approve=decisions, via="cli"
+                ),
                 thread=info.thread_id,
             )
     if info.output:
@@ -649,8 +651,10 @@ def resolve(
 def _continue(thread: str, db: str | None, *, as_json: bool, **answers: Any) -> None:
     """Resume THREAD (with a person's answers or new settings) and finish as `run` does."""
     with _resume_progress(thread, db, answers.get("settings")) as progress:
+        # A person's decisions are recorded as made at this terminal (user@host).
         info = _run_async(
-            runner.resume(thread, database=db, on_event=progress, **answers), thread=thread
+            runner.resume(thread, database=db, on_event=progress, via="cli", **answers),
+            thread=thread,
         )
     _finish(info, db=db, as_json=as_json)
 
@@ -808,6 +812,14 @@ def show(
     _whole(out, _ledger_table(info.ledger))
     if info.error:
         out.print(f"[red]error[/red] {escape(info.error)}")
+    for decision in info.decisions:
+        made = "approved" if decision["action"] == "approve" else "rejected"
+        at = datetime.fromtimestamp(decision["at"], UTC).strftime("%Y-%m-%d %H:%M:%S")
+        asked = f"{decision['tool']} (agent '{decision['agent']}')"
+        out.print(
+            f"[bold]approval[/bold] {escape(asked)} {made} by {escape(decision['by'])} "
+            f"via {decision['via']} at {at} UTC"
+        )
     if info.waiting:
         _explain_waiting(info)
     if not info.output:
@@ -905,6 +917,7 @@ def _jsonable(info: ThreadInfo, *, full: bool) -> Any:
         "answered": info.answered,
     }
     if full:
+        data["decisions"] = info.decisions
         data["history"] = info.history
         data["checkpoints"] = info.checkpoints
         data["values"] = info.values

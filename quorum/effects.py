@@ -31,8 +31,11 @@ such keys.
 
 from __future__ import annotations
 
+import getpass
 import hashlib
 import json
+import os
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
@@ -42,6 +45,7 @@ from langgraph.config import get_config, get_store
 from langgraph.types import interrupt
 from typing_extensions import TypedDict
 
+from quorum import telemetry
 from quorum.errors import UsageError
 from quorum.journal import holder_of, put, thread_namespace
 
@@ -64,6 +68,10 @@ class Decision(TypedDict, total=False):
     """Why it was rejected: the agent reads it."""
     args: dict[str, Any]
     """Arguments to run the call with instead of the agent's."""
+    by: str
+    """Who decided: the OS user and host for the CLI, the caller's name from Python."""
+    via: str
+    """Which way in the decision came: cli, python, or server (Studio, langgraph-sdk)."""
 
 
 _current_key: ContextVar[str | None] = ContextVar("quorum_idempotency_key", default=None)
@@ -88,7 +96,35 @@ def check_decision(decision: Any) -> Decision:
         )
     if "args" in decision and not isinstance(decision["args"], dict):
         raise UsageError("edited arguments must be a JSON object", hint='e.g. {"path": "a.md"}')
-    return Decision(**decision)
+    known = {"action", "reason", "args", "by", "via"}
+    return Decision(**{key: value for key, value in decision.items() if key in known})
+
+
+def local_identity() -> str:
+    """Who runs this process: the OS user and host (`alice@laptop`)."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (a container's bare uid)
+        user = f"uid{os.getuid()}"
+    return f"{user}@{socket.gethostname()}"
+
+
+def decided(decision: Decision, config: Any) -> dict[str, Any]:
+    """What the ledger keeps of a decision: what it was, who made it, how and when.
+
+    A decision sent to the LangGraph server (Studio, langgraph-sdk) names no one; its
+    identity is the server's authenticated user when the server authenticates, else
+    `anonymous`.
+    """
+    configurable = config.get("configurable", {}) if config else {}
+    server_user = configurable.get("langgraph_auth_user_id") or "anonymous"
+    return {
+        "action": decision["action"],
+        "by": decision.get("by") or server_user,
+        "via": decision.get("via") or "server",
+        "at": time.time(),
+        **({"reason": decision["reason"]} if decision.get("reason") else {}),
+    }
 
 
 async def run_once(
@@ -174,7 +210,13 @@ async def run_once(
             "ledger_key": key,
         }
         decision = check_decision(interrupt(question))
-        entry = {**entry, "answered": [*entry.get("answered", []), question]}
+        record = decided(decision, config)
+        telemetry.decided(record)
+        entry = {
+            **entry,
+            "answered": [*entry.get("answered", []), question],
+            "decision": record,
+        }
         if decision["action"] == "reject":
             reason = decision.get("reason") or "no reason given"
             content = json.dumps(
@@ -201,6 +243,21 @@ async def run_once(
         _current_key.reset(token)
     await save(_finished(entry, "completed" if status == "success" else "failed", content, status))
     return content, status
+
+
+async def decisions(store: Any, thread_id: str) -> list[dict[str, Any]]:
+    """The approval decisions `thread_id`'s ledger keeps, oldest first.
+
+    Each names the tool and the agent that asked, what was decided (`action`, a rejection's
+    `reason`), who decided (`by`), which way in (`via`: cli, python, server) and when (`at`).
+    """
+    found = await store.asearch(thread_namespace(NAMESPACE, thread_id), limit=10_000)
+    made = [
+        {"tool": item.value.get("tool", ""), "agent": item.value.get("agent", ""), **decision}
+        for item in found
+        if isinstance(decision := item.value.get("decision"), dict)
+    ]
+    return sorted(made, key=lambda decision: decision.get("at", 0.0))
 
 
 async def decided_calls(store: Any, thread_id: str) -> set[str]:

@@ -224,8 +224,12 @@ def _transcript_entry(record: journal.CallRecord) -> dict[str, Any]:
 
 def _effect_entry(entry: dict[str, Any]) -> dict[str, Any]:
     state = entry.get("state", "?")
+    decision = entry.get("decision") or {}
     approval = (
-        "rejected by a person"
+        f"{'approved' if decision['action'] == 'approve' else 'rejected'} by {decision['by']} "
+        f"via {decision['via']}"
+        if decision
+        else "rejected by a person"
         if state == "rejected"
         else "approved by a person"
         if "approved_at" in entry

@@ -56,7 +56,7 @@ from quorum.lifecycle import (
     waiting_on,
 )
 from quorum.metering import Ledger
-from quorum.settings import redact
+from quorum.settings import get_settings, redact
 from quorum.state import Usage
 
 
@@ -97,6 +97,8 @@ class ThreadInfo:
     unknown outcome (each with its `type`, `tool`, `args`, `agent`, `call_id`, `question`)."""
     ledger: Ledger = field(default_factory=Ledger)
     """What its model calls spent, per agent and per run, with latencies and errors."""
+    decisions: list[dict[str, Any]] = field(default_factory=list)
+    """Approval decisions (with the history): tool, agent, action, by, via, at (Unix time)."""
     answered: list[str] = field(default_factory=list)
     """Tool calls whose approval a person gave before the step was stopped (a kill): the
     decision is recorded, so a resume goes on without asking it again."""
@@ -144,12 +146,17 @@ async def resume(
     approve: Decision | bool | Mapping[str, Decision | bool] | None = None,
     settings: dict[str, Any] | None = None,
     checkpoint_id: str | None = None,
+    decided_by: str | None = None,
+    via: str = "python",
 ) -> ThreadInfo:
     """Continue an interrupted, crashed, failed or waiting thread from its last checkpoint.
 
     `settings` change run settings for the rest of the run (a larger budget, say).
     A thread waiting for approval continues with `approve`: one decision for every waiting call
-    (True, False, or a `Decision`), or a dict of them by tool call id. A thread stopped at
+    (True, False, or a `Decision`), or a dict of them by tool call id. The effect ledger
+    records who decided: `decided_by` (default: this process's OS user and host), and `via`
+    which way in (the CLI says `cli`); with `QUORUM_APPROVERS` set, anyone not in it is
+    refused and the question keeps waiting. A thread stopped at
     a side effect of unknown outcome continues with a `resolution`: "done" or "retry".
     With `checkpoint_id` (an id from `ThreadInfo.checkpoints`, or a unique prefix of one), the
     thread runs on from that earlier checkpoint as a fork instead, with its settings there
@@ -172,6 +179,8 @@ async def resume(
             # stands, and the step goes on from there (to ask what became of the call, if
             # it had started).
             approve = None
+        if approve is not None:
+            approve = _signed(approve, decided_by or effects.local_identity(), via)
         answers = _answers(info, resolution, approve)
         if info.waiting and not answers:
             return info  # still waiting for a person: nothing can run yet
@@ -230,6 +239,27 @@ async def _checkpoint(kept: Persistence, thread_id: str, wanted: str) -> Any:
         )
     top["configurable"]["checkpoint_id"] = matches[0]
     return await kept.saver.aget_tuple(top)
+
+
+def _signed(
+    decisions: Decision | bool | Mapping[str, Decision | bool], by: str, via: str
+) -> Decision | Mapping[str, Decision]:
+    """The decisions with who made them and how; refused if `by` may not decide."""
+    approvers = get_settings().approvers
+    if approvers and by not in approvers:
+        raise UsageError(
+            f"{by} may not decide approvals here (approvers: {', '.join(approvers)})",
+            hint="ask one of them, or add this identity to QUORUM_APPROVERS; the question "
+            "keeps waiting",
+        )
+
+    def sign(decision: Decision | bool) -> Decision:
+        return Decision(**{**check_decision(decision), "by": by, "via": via})
+
+    if isinstance(decisions, Mapping) and "action" not in decisions:
+        by_call: Mapping[str, Decision | bool] = decisions  # type: ignore[assignment]
+        return {call: sign(decision) for call, decision in by_call.items()}
+    return sign(decisions)  # type: ignore[arg-type]
 
 
 def _answers(
@@ -457,6 +487,7 @@ async def _thread_info(
         history=[entry for entry in checkpoints if entry.agents],
         checkpoints=checkpoints,
         waiting=waiting_on(snapshot, decided),
+        decisions=await effects.decisions(kept.store, thread_id) if with_history else [],
         answered=sorted(
             call
             for i in snapshot.interrupts

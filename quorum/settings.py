@@ -194,6 +194,12 @@ class Settings(BaseSettings):
         description="Irreversible tools approved in advance for every run, comma-separated "
         "(unattended deployments); every other irreversible call waits for a person.",
     )
+    approvers: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description="Who may decide approvals (user@host, or the name given to `quorum.resume`'s "
+        "decided_by), comma-separated; anyone else is refused and the question keeps "
+        "waiting. Empty: anyone who can reach the database.",
+    )
     prices_file: Path | None = Field(
         default=None,
         validation_alias=AliasChoices("QUORUM_PRICES", "QUORUM_PRICES_FILE"),
@@ -267,7 +273,7 @@ class Settings(BaseSettings):
         # A .env file is not read by a shell: `~/quorum` there means the home folder too.
         return value.expanduser()
 
-    @field_validator("http_allowlist", "approve_tools", mode="before")
+    @field_validator("http_allowlist", "approve_tools", "approvers", mode="before")
     @classmethod
     def _split_allowlist(cls, value: object) -> object:
         # A comma-separated variable reads better in a .env file than a JSON list.

@@ -291,6 +291,15 @@ def gave_up(attempts: int, errors: list[str]) -> None:
         span.add_event("attempt failed", {"error.message": redact(error)[:500]})
 
 
+def decided(decision: Mapping[str, Any]) -> None:
+    """Put a person's approval decision (what, who, which way in) on the running tool span."""
+    span = trace.get_current_span()
+    if span.is_recording():
+        span.set_attribute("quorum.approval.action", str(decision["action"]))
+        span.set_attribute("quorum.approval.decided_by", str(decision["by"]))
+        span.set_attribute("quorum.approval.via", str(decision["via"]))
+
+
 def ended_tool_call(span: Span | None, result: str, status: str) -> None:
     """Put a tool call's result (cut to `QUORUM_TRACE_MAX_CHARS`) on its span."""
     if span is None:

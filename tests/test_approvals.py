@@ -11,11 +11,13 @@ SIGKILL while the question waits and right after an approved write.
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import re
 import select
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -29,6 +31,7 @@ from langgraph_sdk import get_client
 
 import quorum
 from quorum.effects import Decision
+from quorum.errors import UsageError
 from quorum.settings import get_settings
 from tests.langgraph_dev import RUN_TIMEOUT, langgraph_dev
 from tests.openai_stub import OpenAIStub, Reply, text_of
@@ -232,6 +235,19 @@ def test_cli_runs_an_approved_call_once_and_a_rejected_one_never(
     assert not (disk.folder / "other.md").exists()
     assert told(stub, "a person rejected this call of write_file: not today")
 
+    # Each decision names who made it at which terminal, in show and in the report.
+    me = f"{getpass.getuser()}@{socket.gethostname()}"
+    for thread, action in (("t1", "approve"), ("t2", "reject")):
+        [decision] = show(thread, env=env, cwd=tmp_path)["decisions"]
+        assert (decision["tool"], decision["action"]) == ("write_file", action)
+        assert (decision["by"], decision["via"]) == (me, "cli")
+    shown = cli("show", "t2", env=env, cwd=tmp_path)
+    assert f"write_file (agent 'agent') rejected by {me} via cli at " in shown.stdout
+    page = tmp_path / "t1.html"
+    reported = cli("report", "t1", "--output", str(page), env=env, cwd=tmp_path)
+    assert reported.returncode == 0, reported.stderr
+    assert f"approved by {me} via cli" in page.read_text()
+
 
 @pytest.mark.slow
 def test_terminal_approval_runs_the_call_once(stub: OpenAIStub, tmp_path: Path, disk: Disk) -> None:
@@ -366,11 +382,18 @@ async def test_parallel_approvals_are_each_answered_by_id(
     for name, value in env.items():
         if name.startswith("QUORUM_"):
             monkeypatch.setenv(name, value)
+    monkeypatch.setenv("QUORUM_APPROVERS", "carol")  # from now on, only carol decides
     get_settings.cache_clear()
     reject: dict[str, Decision] = {"call_b": {"action": "reject", "reason": "one note is enough"}}
-    result = await quorum.resume("o1", approve=reject)
+    with pytest.raises(UsageError, match="mallory may not decide approvals here"):
+        await quorum.resume("o1", approve=reject, decided_by="mallory")
+    assert [w["call_id"] for w in (await quorum.get_thread("o1")).waiting] == ["call_b"]
+    result = await quorum.resume("o1", approve=reject, decided_by="carol")
 
     assert result.status == "completed"
+    me = f"{getpass.getuser()}@{socket.gethostname()}"
+    made = [(d["action"], d["by"], d["via"]) for d in (await quorum.get_thread("o1")).decisions]
+    assert made == [("approve", me, "cli"), ("reject", "carol", "python")]
     assert disk.count("a.md") == (1, 1)
     assert disk.count("b.md") == (0, 0)
     assert (disk.folder / "a.md").read_text() == "saved by call_a"
@@ -378,7 +401,7 @@ async def test_parallel_approvals_are_each_answered_by_id(
     researchers = Counter(agent_of(b) for b in stub.chat_bodies())["researcher"]
     assert researchers == 4  # each researcher: its call, then its answer from the result
 
-    again = await quorum.resume("o1", approve=True)
+    again = await quorum.resume("o1", approve=True, decided_by="carol")
     assert again.status == "completed"
     assert disk.count("a.md") == (1, 1)
     assert disk.count("b.md") == (0, 0)
@@ -433,6 +456,13 @@ async def test_langgraph_dev_waits_for_approval_and_resumes_over_http(
     outcome = [m["content"] for m in values["messages"] if m["type"] == "tool"]
     assert disk.count("note.md") == (1, 1), outcome
     assert (disk.folder / "note.md").read_text() == "saved by call_save"
+    # Sent through the server, with no authentication configured: nobody is named.
+    [decision] = (await quorum.get_thread(thread_id, database=str(served.database))).decisions
+    assert (decision["action"], decision["by"], decision["via"]) == (
+        "approve",
+        "anonymous",
+        "server",
+    )
 
 
 # The CLI's `approve`, killed with SIGKILL the moment the approved file is in place: before

@@ -195,14 +195,15 @@ async def test_report_lists_approvals_and_what_waits(
     stub.responder = saving("note.md")
     waiting = await quorum.run("react", "Save a note", thread_id="t", database=db)
     before = await asyncio.to_thread(render_report, db, tmp_path / "before.html")
-    done = await quorum.resume("t", database=db, approve=True)
+    done = await quorum.resume("t", database=db, approve=True, decided_by="erin")
     after = await asyncio.to_thread(render_report, db, tmp_path / "after.html")
 
     assert waiting.status == "waiting_approval" and done.status == "completed"
     assert "<td>write_file</td><td>agent</td><td>waiting</td>" in before
     assert "waits for a person" in before
-    assert "<td>write_file</td><td>agent</td><td>completed</td><td>approved by a person</td>" in (
-        after
+    assert (
+        "<td>write_file</td><td>agent</td><td>completed</td><td>approved by erin via python</td>"
+        in (after)
     )
 
 

@@ -303,3 +303,37 @@ def test_an_unsupported_exporter_setting_fails_before_anything_is_saved(
     assert "http/protobuf" in done.stderr
     threads = cli("threads", "--json", env=env, cwd=tmp_path)
     assert json.loads(threads.stdout) == []
+
+
+async def test_an_approval_names_who_decided_on_its_tool_span(
+    stub: CountingStub,
+    exporter: InMemorySpanExporter,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    monkeypatch.setenv("QUORUM_WORKSPACE_DIR", str(tmp_path))
+    get_settings.cache_clear()
+
+    def write_once(body: dict) -> Reply | None:
+        if any(m.get("role") == "tool" for m in body["messages"]):
+            return None
+        args = {"path": "a.md", "content": "hi"}
+        return Reply(tool_calls=[{"name": "write_file", "args": args}])
+
+    stub.responder = write_once
+    waiting = await quorum.run("react", "Save a note", thread_id="ap1")
+    assert waiting.status == "waiting_approval"
+    done = await quorum.resume("ap1", approve=True, decided_by="dana")
+
+    assert done.status == "completed"
+    [write] = [
+        s for s in exporter.get_finished_spans()
+        if attributes(s).get("gen_ai.tool.name") == "write_file"
+        and "quorum.approval.decided_by" in attributes(s)
+    ]  # fmt: skip
+    decided = {k: v for k, v in attributes(write).items() if k.startswith("quorum.approval.")}
+    assert decided == {
+        "quorum.approval.action": "approve",
+        "quorum.approval.decided_by": "dana",
+        "quorum.approval.via": "python",
+    }
