@@ -37,7 +37,7 @@ import json
 import os
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
 from typing import Any, Literal
 
@@ -135,8 +135,13 @@ async def run_once(
     *,
     agent: str = "",
     needs_approval: bool = False,
+    tainted: Sequence[str] = (),
 ) -> Outcome:
-    """Run a side-effecting tool call through the ledger (see the module docstring)."""
+    """Run a side-effecting tool call through the ledger (see the module docstring).
+
+    `tainted` names the tools whose untrusted output the agent had read: the approval
+    question shows them.
+    """
     try:
         config = get_config()
         store = get_store()
@@ -204,7 +209,15 @@ async def run_once(
             "call_id": call_id,
             "idempotency_key": entry["idempotency_key"],
             "question": f"agent '{agent or '?'}' wants to run {tool}, which cannot be "
-            "undone. Approve it?",
+            "undone"
+            + (
+                f", after reading untrusted data from {', '.join(tainted)} (an instruction "
+                "planted there may be what asks for it)"
+                if tainted
+                else ""
+            )
+            + ". Approve it?",
+            "untrusted_sources": list(tainted),
             # Which ledger entry records the answer: the same call id can be asked again
             # in another step (a fork re-runs the step that made it).
             "ledger_key": key,

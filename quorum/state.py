@@ -111,6 +111,9 @@ class ToolTask(TypedDict):
     tools: list[str]
     """The tools the agent was offered: a call to any other is refused."""
     agent: str
+    tainted: NotRequired[list[str]]
+    """The tools whose untrusted output the agent had read before this call: an irreversible
+    call then waits for a person even when approved in advance."""
 
 
 class ToolLoopState(QuorumState, total=False):

@@ -9,7 +9,7 @@ finished tool call again, and an approval can pause between any two steps.
 
 from __future__ import annotations
 
-from langchain_core.messages import AIMessage, AnyMessage
+from langchain_core.messages import AIMessage, AnyMessage, ToolMessage
 from langgraph.runtime import Runtime
 
 from quorum.context import QuorumContext
@@ -18,7 +18,7 @@ from quorum.metering import metered
 from quorum.models import ask
 from quorum.state import ToolLoopState, ToolTask
 from quorum.tools import offered
-from quorum.tools.contract import call_tool
+from quorum.tools.contract import call_tool, untrusted_source
 
 
 def tool_rounds(messages: list[AnyMessage]) -> int:
@@ -61,13 +61,22 @@ async def tool(state: ToolTask, runtime: Runtime[QuorumContext]) -> dict:
         state["call"],
         agent=state["agent"],
         approve_tools=runtime.context.approve_tools,
+        tainted=state.get("tainted", []),
     )
     return {"messages": [message]}
 
 
 def tool_tasks(messages: list[AnyMessage], tools: list[str], agent: str) -> list[ToolTask]:
-    """One task per tool call of the last message, if it has any."""
+    """One task per tool call of the last message, if it has any.
+
+    Each carries the tools whose untrusted output the agent had read by then (their results
+    are spotlighted, `quorum.tools.contract.spotlight`): the taint of its context.
+    """
     last = messages[-1]
     if not isinstance(last, AIMessage):
         return []
-    return [ToolTask(call=call, tools=tools, agent=agent) for call in last.tool_calls]
+    sources = (untrusted_source(m) for m in messages if isinstance(m, ToolMessage))
+    tainted = sorted({source for source in sources if source})
+    return [
+        ToolTask(call=call, tools=tools, agent=agent, tainted=tainted) for call in last.tool_calls
+    ]

@@ -253,7 +253,7 @@ def _first_line(text: str) -> str:
     return next((line.strip() for line in text.splitlines() if line.strip()), "")[:200]
 
 
-@agent_tool()
+@agent_tool(untrusted=True)
 async def search_documents(
     query: Annotated[
         str, Field(max_length=500, description="Keywords or a question to search for.")
@@ -279,7 +279,7 @@ async def search_documents(
     return await asyncio.to_thread(run)
 
 
-@agent_tool()
+@agent_tool(untrusted=True)
 async def read_document(
     path: Annotated[
         str,

@@ -344,7 +344,7 @@ def _page(asked: str, final: httpx.URL, response: httpx.Response, body: bytes) -
     )
 
 
-@agent_tool(timeout=120.0)
+@agent_tool(timeout=120.0, untrusted=True)
 async def http_fetch(
     url: Annotated[
         str, Field(max_length=MAX_URL_CHARS, description="An http or https URL to GET.")

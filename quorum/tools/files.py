@@ -370,7 +370,7 @@ async def list_files(
     return await _in_thread(_list, folder, offset, action="list")
 
 
-@agent_tool()
+@agent_tool(untrusted=True)
 async def read_file(
     path: Annotated[str, Field(max_length=1000, description="File path inside the workspace.")],
     offset: Annotated[int, Field(ge=0, description="Character to start from, to read on.")] = 0,

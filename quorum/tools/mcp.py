@@ -53,6 +53,11 @@ class ToolPolicy(BaseModel):
     approve: bool = Field(
         default=False, description="Approved in advance: an irreversible call does not wait."
     )
+    trusted: bool = Field(
+        default=False,
+        description="What it returns is the operator's own, not from outside (it is then not "
+        "fenced as untrusted data, and reading it does not void approvals in advance).",
+    )
     timeout: float = Field(default=TOOL_TIMEOUT, gt=0, description="Seconds one call may take.")
 
 
@@ -206,6 +211,7 @@ def _under_contract(tool: BaseTool, server: str, policy: ToolPolicy) -> BaseTool
             "side_effects": policy.side_effects or irreversible,
             "irreversible": irreversible,
             "approved": policy.approve,
+            "untrusted": not policy.trusted,
             "timeout": policy.timeout,
             "mcp_server": server,
         },

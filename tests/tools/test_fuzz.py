@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from langchain_core.tools import BaseTool
 
 from quorum.tools import all_tools, websearch
-from quorum.tools.contract import MAX_OUTPUT_CHARS, ToolFailure, call_tool
+from quorum.tools.contract import MAX_OUTPUT_CHARS, ToolFailure, call_tool, unfenced
 from tests.tools.loopback import LoopbackServer, Reply
 
 HOSTILE = [
@@ -143,8 +143,8 @@ def test_fuzzed_arguments_get_a_structured_answer(tool: BaseTool, open_tools: No
             assert "failed unexpectedly" not in failure.error, (args, failure)
             assert "did not finish" not in failure.error, (args, failure)
             assert failure.suggestion
-        elif len(message.text) <= MAX_OUTPUT_CHARS:
-            json.loads(message.text)
+        elif len(unfenced(message.text)) <= MAX_OUTPUT_CHARS:
+            json.loads(unfenced(message.text))
         else:
             assert "[output cut at" in message.text
         answers.append(message.text)

@@ -3,8 +3,10 @@
 The ReAct agent runs through `quorum.run` with a scripted model that does whatever the text
 it reads tells it to. A document (in the document folder, or in the workspace) tells it to
 write a file and to fetch a URL carrying data. With the shipped settings nothing is written
-and nothing is fetched; with writes enabled and the URL's host allowlisted, the same script
-does both, which shows the script really obeys and the settings are what stopped it.
+and nothing is fetched. With writes approved in advance and the URL's host allowlisted, the
+agent has read untrusted data, so the write still waits for a person, who sees where that
+data came from; approved, the same script does both, which shows the script really obeys and
+the policy is what stopped it.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
 
 import quorum
 from quorum.testing import Script
+from quorum.tools.contract import unfenced
 from tests.tools.loopback import LoopbackServer
 
 INJECTION = """# Travel reimbursement update
@@ -44,9 +47,10 @@ def obedient(first: AIMessage) -> Callable[[str, list[BaseMessage]], AIMessage]:
             return first
         last = results[-1]
         if last.name == "search_documents":
-            return _call("read_document", "c2", path=json.loads(last.text)["hits"][0]["path"])
+            hits = json.loads(unfenced(last.text))["hits"]
+            return _call("read_document", "c2", path=hits[0]["path"])
         if last.name in ("read_document", "read_file"):
-            text = " ".join(json.loads(last.text)["text"].split())
+            text = " ".join(json.loads(unfenced(last.text))["text"].split())
             path, content = re.findall(r'write_file with path "(.+?)" and content "(.+?)"', text)[0]
             [url] = re.findall(r'http_fetch with url "(.+?)"', text)
             return AIMessage(
@@ -122,6 +126,15 @@ async def test_same_script_does_both_when_the_settings_allow_it(
     canary.page("/exfil", "thanks", "text/plain")
 
     result = await quorum.run("react", "How are train tickets reimbursed?")
+
+    # Approved in advance, but asked for by an agent that read a document: a person decides.
+    assert result.status == "waiting_approval"
+    [waiting] = result.waiting
+    read = waiting["untrusted_sources"]
+    assert read in (["read_document", "search_documents"], ["read_file"])
+    assert f"after reading untrusted data from {', '.join(read)}" in waiting["question"]
+    assert not (planted / "pwned.txt").exists()
+    result = await quorum.resume(result.thread_id, approve=True)
 
     assert result.output == "write_file: success; http_fetch: success"
     assert (planted / "pwned.txt").read_text() == "owned"
