@@ -9,7 +9,7 @@ finished tool call again, and an approval can pause between any two steps.
 
 from __future__ import annotations
 
-from langchain_core.messages import AIMessage, AnyMessage, ToolMessage
+from langchain_core.messages import AIMessage, AnyMessage
 from langgraph.runtime import Runtime
 
 from quorum.context import QuorumContext
@@ -18,7 +18,7 @@ from quorum.metering import metered
 from quorum.models import ask
 from quorum.state import ToolLoopState, ToolTask
 from quorum.tools import offered
-from quorum.tools.contract import call_tool, untrusted_source
+from quorum.tools.contract import call_tool, untrusted_sources
 
 
 def tool_rounds(messages: list[AnyMessage]) -> int:
@@ -69,14 +69,14 @@ async def tool(state: ToolTask, runtime: Runtime[QuorumContext]) -> dict:
 def tool_tasks(messages: list[AnyMessage], tools: list[str], agent: str) -> list[ToolTask]:
     """One task per tool call of the last message, if it has any.
 
-    Each carries the tools whose untrusted output the agent had read by then (their results
-    are spotlighted, `quorum.tools.contract.spotlight`): the taint of its context.
+    Each carries the sources of the untrusted data the agent had read by then (spotlighted,
+    `quorum.tools.contract.spotlight`: tool results, and inputs from steps that had read
+    some): the taint of its context.
     """
     last = messages[-1]
     if not isinstance(last, AIMessage):
         return []
-    sources = (untrusted_source(m) for m in messages if isinstance(m, ToolMessage))
-    tainted = sorted({source for source in sources if source})
+    tainted = sorted({source for m in messages for source in untrusted_sources(m)})
     return [
         ToolTask(call=call, tools=tools, agent=agent, tainted=tainted) for call in last.tool_calls
     ]

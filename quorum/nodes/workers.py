@@ -17,6 +17,7 @@ from quorum.context import QuorumContext
 from quorum.state import WorkerState, WorkerTask
 from quorum.telemetry import step_label
 from quorum.tools import tools_for
+from quorum.tools.contract import is_irreversible, spotlight
 
 RESEARCHER_PROMPT = """You are the researcher on a team. Gather the facts your task asks for.
 Use your tools when a fact must be looked up or computed; do not guess numbers or dates.
@@ -64,18 +65,20 @@ WORKERS: dict[str, Worker] = {
 async def brief(task: WorkerTask, runtime: Runtime[QuorumContext]) -> dict:
     """Set up the worker a plan step names: its prompt, its task and inputs, its tools."""
     spec = WORKERS[task["worker"]]
+    tools = await tools_for(spec.name, runtime.context) if spec.uses_tools else []
+    # Another step's result may carry what its agent read from outside: for a worker that can
+    # act irreversibly, it is untrusted data too, so that its calls wait for a person.
+    fence = any(is_irreversible(tool) for tool in tools)
     inputs = "".join(
-        f"\nResult of step {step_id}:\n{result}\n" for step_id, result in task["inputs"].items()
+        f"\nResult of step {step_id}:\n"
+        f"{spotlight(f'step {step_id}', result) if fence else result}\n"
+        for step_id, result in task["inputs"].items()
     )
     goal = f"The team's goal: {task['goal']}\n" if task.get("goal") else ""
     return {
         "agent": spec.name,
         "label": step_label(task) or spec.name,
-        "tools": (
-            [tool.name for tool in await tools_for(spec.name, runtime.context)]
-            if spec.uses_tools
-            else []
-        ),
+        "tools": [tool.name for tool in tools],
         "max_rounds": runtime.context.max_tool_calls,
         "messages": [
             SystemMessage(spec.prompt),

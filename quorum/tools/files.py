@@ -352,7 +352,7 @@ async def _in_thread(function: Callable[..., T], path: str, *args: Any, action: 
         ) from error
 
 
-@agent_tool()
+@agent_tool(untrusted=True)  # file names are chosen by whoever put the files there
 async def list_files(
     folder: Annotated[
         str, Field(max_length=1000, description="Folder inside the workspace; '.' is its top.")

@@ -139,7 +139,7 @@ def test_fuzzed_arguments_get_a_structured_answer(tool: BaseTool, open_tools: No
         message = await call_tool([tool], {"name": tool.name, "args": args, "id": "fuzz"})
         assert message.status in ("success", "error")
         if message.status == "error":
-            failure = ToolFailure.model_validate_json(message.text)
+            failure = ToolFailure.model_validate_json(unfenced(message.text))
             assert "failed unexpectedly" not in failure.error, (args, failure)
             assert "did not finish" not in failure.error, (args, failure)
             assert failure.suggestion
@@ -181,7 +181,8 @@ def test_fuzzed_pages_get_a_structured_answer(
         call = {"name": "http_fetch", "args": {"url": f"{canary.origin}/page"}, "id": "f"}
         message = await call_tool([http_fetch], call)
         if message.status == "error":
-            assert "failed unexpectedly" not in ToolFailure.model_validate_json(message.text).error
+            failure = ToolFailure.model_validate_json(unfenced(message.text))
+            assert "failed unexpectedly" not in failure.error
         statuses.append(message.status)
 
     @settings(max_examples=100, derandomize=True, database=None, deadline=None)

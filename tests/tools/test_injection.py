@@ -107,7 +107,7 @@ async def test_injected_instructions_write_nothing_and_fetch_nothing(
     assert result.status == "completed"
     assert result.output == "write_file: error; http_fetch: error"
     outcomes = {
-        m.name: json.loads(m.text)["error"]
+        m.name: json.loads(unfenced(m.text))["error"]
         for m in result.values["messages"]
         if isinstance(m, ToolMessage) and m.name in ("write_file", "http_fetch")
     }
