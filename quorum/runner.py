@@ -174,10 +174,20 @@ async def resume(
             return await _thread_info(kept, thread_id, ignore_lease=True)
         if info.status == "completed":
             return info
-        if approve is not None and info.answered and not info.waiting:
-            # `approve` was killed after the approval was recorded: the person's decision
-            # stands, and the step goes on from there (to ask what became of the call, if
-            # it had started).
+        if (
+            approve is not None
+            and not info.waiting
+            and (
+                info.answered
+                or (
+                    info.status == "interrupted"
+                    and await effects.decided_calls(kept.store, thread_id)
+                )
+            )
+        ):
+            # `approve` was killed after the approval was recorded (before or after its call
+            # ran): the person's decision stands, and the thread goes on from there (to ask
+            # what became of the call, if it had started and its outcome is unknown).
             approve = None
         if approve is not None:
             approve = _signed(approve, decided_by or effects.local_identity(), via)

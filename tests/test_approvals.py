@@ -11,6 +11,7 @@ SIGKILL while the question waits and right after an approved write.
 
 from __future__ import annotations
 
+import asyncio
 import getpass
 import json
 import os
@@ -27,12 +28,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from langchain_core.messages import AIMessage, ToolMessage
 from langgraph_sdk import get_client
 
 import quorum
 from quorum.effects import Decision
 from quorum.errors import UsageError
 from quorum.settings import get_settings
+from quorum.testing import Script
 from tests.langgraph_dev import RUN_TIMEOUT, langgraph_dev
 from tests.openai_stub import OpenAIStub, Reply, text_of
 from tests.test_budgets import CLI_TIMEOUT, cli, env_for, show
@@ -515,3 +518,40 @@ def test_a_killed_approve_finishes_with_one_write(
     assert "status completed" in done.stderr
     assert disk.count("note.md") == (1, 1)  # written once, through the kill
     assert (disk.folder / "note.md").read_text() == "saved by call_save"
+
+
+async def test_approve_again_after_a_stop_past_the_approved_call_goes_on(
+    script: Script, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`approve` stopped after the approved call ran (a kill, Ctrl-C): the thread waits for
+    no approval any more, and `approve` again goes on from the recorded decision, as resume
+    would, instead of refusing; the call is not run again."""
+    monkeypatch.setenv("QUORUM_WORKSPACE_DIR", str(tmp_path))
+    get_settings.cache_clear()
+
+    def agent(name: str, messages: list) -> AIMessage | str:
+        if not any(isinstance(m, ToolMessage) for m in messages):
+            args = {"path": "n.md", "content": "once"}
+            return AIMessage("", tool_calls=[{"name": "write_file", "args": args, "id": "w1"}])
+        return "saved"
+
+    script.on("agent", agent)
+    waiting = await quorum.run("react", "Save a note", thread_id="ag1")
+    assert waiting.status == "waiting_approval"
+    script.delay = 30.0  # the turn after the write hangs: it is stopped there
+    approving = asyncio.create_task(quorum.resume("ag1", approve=True, decided_by="fay"))
+    while script.count("agent") < 2:
+        await asyncio.sleep(0.02)
+    approving.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await approving
+    assert (tmp_path / "n.md").read_text() == "once"
+    assert (await quorum.get_thread("ag1")).status == "interrupted"
+    script.delay = 0.0
+
+    done = await quorum.resume("ag1", approve=True, decided_by="fay")
+
+    assert done.status == "completed" and done.output == "saved"
+    assert (tmp_path / "n.md").read_text() == "once"
+    [decision] = (await quorum.get_thread("ag1")).decisions
+    assert (decision["by"], decision["via"]) == ("fay", "python")
