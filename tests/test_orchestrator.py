@@ -99,3 +99,20 @@ async def test_dependent_step_waits_for_its_dependencies(script: Script) -> None
 
     by_agent = {c.agent: c for c in script.calls}
     assert by_agent["writer"].start >= max(by_agent["researcher"].end, by_agent["analyst"].end)
+
+
+async def test_the_answer_says_each_paragraph_once(script: Script) -> None:
+    """A small model copies a paragraph under a second heading now and then: the copy goes."""
+    trade_offs = "- **SQLite**: one file,\n  no server.\n- **PostgreSQL**: a server."
+    written = (
+        f"**Recommendation:** SQLite.\n\n{trade_offs}\n\n**Trade-offs:**\n\n"
+        f"{trade_offs.upper()}\n\nWhen it grows, PostgreSQL."
+    )
+    script.on("synthesizer", lambda agent, messages: written)
+
+    result = await quorum.run("orchestrator", "SQLite or PostgreSQL?")
+
+    assert result.output == (
+        f"**Recommendation:** SQLite.\n\n{trade_offs}\n\n**Trade-offs:**\n\nWhen it grows, "
+        "PostgreSQL."
+    )
