@@ -161,13 +161,16 @@ def spotlight(source: str, text: str) -> str:
     Whatever in the text looks like a fence marker (in any spelling a reader would take for
     one) is taken out, so that a page cannot close the fence and speak from outside it.
     """
-    folded, origin = _folded(text)
-    pieces, kept = [], 0
-    for found in _FENCE.finditer(folded):
-        start, end = origin[found.start()], origin[found.end() - 1] + 1
-        pieces += [text[kept:start], "[marker removed]"]
-        kept = end
-    inside = "".join([*pieces, text[kept:]])
+    if text.isascii():  # nothing to fold (the usual case): no per-character work
+        inside = _FENCE.sub("[marker removed]", text)
+    else:
+        folded, origin = _folded(text)
+        pieces, kept = [], 0
+        for found in _FENCE.finditer(folded):
+            start, end = origin[found.start()], origin[found.end() - 1] + 1
+            pieces += [text[kept:start], "[marker removed]"]
+            kept = end
+        inside = "".join([*pieces, text[kept:]])
     note = UNTRUSTED_NOTE.format(source=source)
     return f"{UNTRUSTED_OPEN.format(source=source)}\n{inside}\n{UNTRUSTED_CLOSE}\n{note}"
 
