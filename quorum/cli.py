@@ -43,10 +43,11 @@ import json
 import re
 import time
 from collections.abc import Coroutine
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from importlib.metadata import version as package_version
 from pathlib import Path
-from typing import Annotated, Any, Literal, NoReturn, TextIO, TypeVar
+from typing import IO, Annotated, Any, Literal, NoReturn, TextIO, TypeVar
 
 import typer
 from pydantic_core import to_jsonable_python
@@ -124,6 +125,18 @@ DatabaseOption = Annotated[
 ]
 JsonOption = Annotated[
     bool, typer.Option("--json", help="Print the thread as JSON on stdout instead of the answer.")
+]
+StreamOption = Annotated[
+    bool,
+    typer.Option(
+        "--stream/--no-stream",
+        help="Print the answer on stdout as it is written (piped: a line at a time); "
+        "--no-stream prints it whole at the end.",
+    ),
+]
+VerboseOption = Annotated[
+    bool,
+    typer.Option("--verbose", "-v", help="Also stream every agent's replies on stderr."),
 ]
 
 
@@ -216,7 +229,12 @@ class _Progress:
     """
 
     def __init__(
-        self, context: QuorumContext | None = None, before: LedgerRow | None = None
+        self,
+        context: QuorumContext | None = None,
+        before: LedgerRow | None = None,
+        *,
+        stream: bool = False,
+        verbose: bool = False,
     ) -> None:
         self.context = context
         self.before = before or LedgerRow()
@@ -227,6 +245,14 @@ class _Progress:
         self.live: Live | None = None
         # The embedded model answers one request at a time: parallel agents queue for it.
         self.one_at_a_time = models.current_endpoint().embedded
+        self.stream = stream
+        """Write the answer to stdout as its writer writes it."""
+        self.verbose = verbose
+        """Write every agent's replies to stderr as they are written."""
+        self.answer = _Written(out.file, flush_each=out.is_terminal)
+        """The answer as streamed: the reply its writer wrote last."""
+        self.talk = _Written(err.file, flush_each=True)
+        self.talker = ""
 
     def __enter__(self) -> _Progress:
         # NO_COLOR asks for no escapes at all: the live display moves the cursor with them.
@@ -242,7 +268,16 @@ class _Progress:
             self.live.stop()
             self.live = None
 
+    @property
+    def wants_text(self) -> bool:
+        """Whether the run should be streamed for this display."""
+        return self.stream or self.verbose
+
     def __call__(self, event: RunEvent) -> None:
+        if event.kind == "wrote":
+            self._wrote(event)
+            return
+        self._end_lines()
         if event.kind == "started":
             self.running.append((event.agent, time.monotonic()))
             if self.live is None:
@@ -263,6 +298,36 @@ class _Progress:
             err.print(f"  [red]✗[/red] {escape(event.agent)}: {escape(event.error)}")
             return
         err.print(f"  [green]✓[/green] {escape(event.agent)}  [dim]{escape(self._totals())}[/dim]")
+
+    def _wrote(self, event: RunEvent) -> None:
+        if self.stream and event.answer:
+            self._quiet()
+            if self.talk.open:
+                self.talk.end_line()
+            self.answer.write(event.call, event.text)
+        elif self.verbose:
+            self._quiet()
+            if self.answer.open:
+                self.answer.end_line()
+            if event.call != self.talker:
+                self.talk.end_line()
+                replayed = " [dim](replayed from the journal)[/dim]" if event.replayed else ""
+                err.print(f"  [magenta]✎[/magenta] {escape(event.agent)}{replayed}")
+                self.talker = self.talk.call = event.call
+                self.talk.text = ""
+            self.talk.write(event.call, event.text)
+
+    def _quiet(self) -> None:
+        """Stop the live display for good: written text and a redrawn display do not mix."""
+        if self.live is not None:
+            self.live.stop()
+            self.live = None
+
+    def _end_lines(self) -> None:
+        """End a line of streamed text, so a progress line does not continue it."""
+        self.answer.end_line()
+        self.talk.end_line()
+        self.talker = ""
 
     def _totals(self) -> str:
         before = self.before
@@ -303,7 +368,46 @@ class _Progress:
         )
 
 
-def _resume_progress(thread: str, db: str | None, settings: dict[str, Any] | None) -> _Progress:
+class _Written:
+    """Text streamed to one file, a reply at a time, ended with a newline when it stops."""
+
+    def __init__(self, file: IO[str], *, flush_each: bool) -> None:
+        self.file = file
+        self.flush_each = flush_each
+        """Flush every part (a terminal); otherwise at each line's end (piped)."""
+        self.call = ""
+        self.text = ""
+        """The last reply written, as far as it came."""
+        self.open = False
+        """The last line written has no newline yet."""
+
+    def write(self, call: str, text: str) -> None:
+        if call != self.call:
+            if self.text:
+                self.end_line()
+                self.file.write("\n")  # a blank line between two replies
+            self.call, self.text = call, ""
+        self.text += text
+        self.file.write(text)
+        self.open = not text.endswith("\n")
+        if self.flush_each or "\n" in text:
+            self.file.flush()
+
+    def end_line(self) -> None:
+        if self.open:
+            self.file.write("\n")
+            self.file.flush()
+            self.open = False
+
+
+def _resume_progress(
+    thread: str,
+    db: str | None,
+    settings: dict[str, Any] | None,
+    *,
+    stream: bool = False,
+    verbose: bool = False,
+) -> _Progress:
     """Progress of a resume: its budgets, and what the thread spent before it."""
 
     async def so_far() -> tuple[QuorumContext, LedgerRow]:
@@ -311,7 +415,7 @@ def _resume_progress(thread: str, db: str | None, settings: dict[str, Any] | Non
         return context, (await runner.ledger(thread, database=db)).total
 
     context, before = _run_async(so_far(), thread=thread)
-    return _Progress(context, before)
+    return _Progress(context, before, stream=stream, verbose=verbose)
 
 
 def _whole(console: Console, table: Table) -> None:
@@ -397,23 +501,45 @@ def _summary(info: ThreadInfo) -> None:
     )
 
 
-def _finish(info: ThreadInfo, *, db: str | None = None, as_json: bool = False) -> None:
-    """Print how the run ended (asking for approvals in a terminal) and exit with its code."""
+def _finish(
+    info: ThreadInfo,
+    *,
+    db: str | None = None,
+    as_json: bool = False,
+    progress: _Progress | None = None,
+) -> None:
+    """Print how the run ended (asking for approvals in a terminal) and exit with its code.
+
+    The answer is printed unless `progress` streamed it already, word for word.
+    """
     if as_json:
         # For scripts: the thread on stdout, the exit code by its status, no questions asked.
         out.print_json(data=_jsonable(info, full=False))
         _summary(info)
         raise typer.Exit(EXIT_CODES.get(info.status, 1))
+    stream, verbose = (progress.stream, progress.verbose) if progress else (False, False)
     while info.status == "waiting_approval" and _interactive():
         decisions = _ask_for_decisions(info)
-        with _resume_progress(info.thread_id, db, None) as progress:
+        with _resume_progress(info.thread_id, db, None, stream=stream, verbose=verbose) as progress:
             info = _run_async(
                 runner.resume(
-                    info.thread_id, database=db, on_event=progress, approve=decisions, via="cli"
+                    info.thread_id,
+                    database=db,
+                    on_event=progress,
+                    approve=decisions,
+                    via="cli",
+                    stream=progress.wants_text,
                 ),
                 thread=info.thread_id,
             )
-    if info.output:
+    streamed = progress.answer.text.strip() if progress is not None else ""
+    if progress is not None:
+        progress.answer.end_line()
+    if info.output and info.output.strip() != streamed:
+        if streamed:
+            # The writer's draft was changed after it was written (a repeated paragraph
+            # dropped) or was not the last word: the answer is what follows.
+            err.print("[dim]the answer, as finally given:[/dim]")
         out.print(info.output, markup=False)
     _summary(info)
     if info.ledger.total.attempts:
@@ -544,8 +670,10 @@ def run(
     ] = None,
     db: DatabaseOption = None,
     as_json: JsonOption = False,
+    stream: StreamOption = True,
+    verbose: VerboseOption = False,
 ) -> None:
-    """Run PATTERN on INPUT, streaming progress, and print the answer and the thread id."""
+    """Run PATTERN on INPUT, streaming progress and the answer, and print the thread id."""
     try:
         context = _parse_context(model, settings or [])
         goal = _read_input(text, file)
@@ -553,7 +681,8 @@ def run(
     except QuorumError as error:
         _fail(error)
     thread_id = thread or runner.new_thread_id()
-    with _Progress(context) as progress:
+    # --json keeps stdout for the thread's JSON alone.
+    with _Progress(context, stream=stream and not as_json, verbose=verbose) as progress:
         info = _run_async(
             runner.run(
                 pattern,
@@ -562,10 +691,11 @@ def run(
                 context=context,
                 database=db,
                 on_event=progress,
+                stream=progress.wants_text,
             ),
             thread=thread_id,
         )
-    _finish(info, db=db, as_json=as_json)
+    _finish(info, db=db, as_json=as_json, progress=progress)
 
 
 @app.command()
@@ -587,6 +717,8 @@ def resume(
     ] = None,
     db: DatabaseOption = None,
     as_json: JsonOption = False,
+    stream: StreamOption = True,
+    verbose: VerboseOption = False,
 ) -> None:
     """Continue an interrupted, crashed, failed or stopped THREAD from its last checkpoint.
 
@@ -597,7 +729,8 @@ def resume(
         changed = _setting_values(None, settings or [])
     except QuorumError as error:
         _fail(error)
-    _continue(thread, db, as_json=as_json, settings=changed, checkpoint_id=checkpoint)
+    shown = _Shown(as_json, stream, verbose)
+    _continue(thread, db, shown, settings=changed, checkpoint_id=checkpoint)
 
 
 @app.command()
@@ -616,6 +749,8 @@ def approve(
     ] = None,
     db: DatabaseOption = None,
     as_json: JsonOption = False,
+    stream: StreamOption = True,
+    verbose: VerboseOption = False,
 ) -> None:
     """Approve (or reject) irreversible tool calls THREAD waits for, then continue it."""
     try:
@@ -631,7 +766,7 @@ def approve(
     except QuorumError as error:
         _fail(error)
     decisions: Decision | dict[str, Decision] = {call: decision} if call else decision
-    _continue(thread, db, as_json=as_json, approve=decisions)
+    _continue(thread, db, _Shown(as_json, stream, verbose), approve=decisions)
 
 
 @app.command()
@@ -643,20 +778,44 @@ def resolve(
     ],
     db: DatabaseOption = None,
     as_json: JsonOption = False,
+    stream: StreamOption = True,
+    verbose: VerboseOption = False,
 ) -> None:
     """Decide a side effect of unknown outcome (see `quorum show`), then continue THREAD."""
-    _continue(thread, db, as_json=as_json, resolution=decision)
+    _continue(thread, db, _Shown(as_json, stream, verbose), resolution=decision)
 
 
-def _continue(thread: str, db: str | None, *, as_json: bool, **answers: Any) -> None:
+@dataclass(frozen=True)
+class _Shown:
+    """How a command that runs shows its run: JSON at the end, or the answer as it comes."""
+
+    as_json: bool
+    stream: bool
+    verbose: bool
+
+
+def _continue(thread: str, db: str | None, shown: _Shown, **answers: Any) -> None:
     """Resume THREAD (with a person's answers or new settings) and finish as `run` does."""
-    with _resume_progress(thread, db, answers.get("settings")) as progress:
+    with _resume_progress(
+        thread,
+        db,
+        answers.get("settings"),
+        stream=shown.stream and not shown.as_json,
+        verbose=shown.verbose,
+    ) as progress:
         # A person's decisions are recorded as made at this terminal (user@host).
         info = _run_async(
-            runner.resume(thread, database=db, on_event=progress, via="cli", **answers),
+            runner.resume(
+                thread,
+                database=db,
+                on_event=progress,
+                via="cli",
+                stream=progress.wants_text,
+                **answers,
+            ),
             thread=thread,
         )
-    _finish(info, db=db, as_json=as_json)
+    _finish(info, db=db, as_json=shown.as_json, progress=progress)
 
 
 @app.command()

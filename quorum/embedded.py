@@ -26,9 +26,11 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from multiprocessing import parent_process
 from pathlib import Path
+from typing import Any, cast
 
 import httpx
 
@@ -50,9 +52,65 @@ def watch(fd):
         os._exit(0)
 for fd in sys.argv[1].split(","):
     threading.Thread(target=watch, args=(int(fd),), daemon=True).start()
+from quorum.embedded import count_streamed_usage
+count_streamed_usage()
 sys.argv = sys.argv[2:]
 runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
 """
+
+
+def count_streamed_usage() -> None:
+    """End each streamed chat reply of this (server) process with its usage, as OpenAI does.
+
+    llama-cpp-python's server streams no usage, so a streamed reply (a run whose answer is
+    shown as it is written) would count no tokens: budgets and the ledger would miss it.
+    The counts are taken where its own unstreamed usage comes from: the prompt's tokens
+    and each token generated but an end-of-generation one, as `Llama.generate` sees them
+    (requests to one model run one at a time, under the server's lock).
+    Written by hand: the server has no hook for it, so this wraps the two methods it calls.
+    """
+    import llama_cpp
+
+    chat = llama_cpp.Llama.create_chat_completion
+    generate = llama_cpp.Llama.generate
+
+    def counted_generate(
+        self: llama_cpp.Llama, tokens: Sequence[int], *args: Any, **kwargs: Any
+    ) -> Iterator[int]:
+        counts = self.__dict__["_quorum_counts"] = [len(tokens), 0]
+        for token in generate(self, tokens, *args, **kwargs):
+            if not llama_cpp.llama_vocab_is_eog(self._model.vocab, token):
+                counts[1] += 1
+            yield token
+
+    def create_chat_completion(self: llama_cpp.Llama, *args: Any, **kwargs: Any) -> Any:
+        result = chat(self, *args, **kwargs)
+        return _with_usage(self, cast(Iterator[Any], result)) if kwargs.get("stream") else result
+
+    llama_cpp.Llama.generate = counted_generate  # type: ignore[method-assign,assignment]
+    llama_cpp.Llama.create_chat_completion = create_chat_completion  # type: ignore[method-assign]
+
+
+def _with_usage(llama: Any, chunks: Iterator[Any]) -> Iterator[Any]:
+    last = None
+    for chunk in chunks:
+        last = chunk
+        yield chunk
+    if last is None:
+        return
+    prompt, generated = llama.__dict__.pop("_quorum_counts", (0, 0))
+    yield {
+        "id": last["id"],
+        "object": "chat.completion.chunk",
+        "created": last["created"],
+        "model": last["model"],
+        "choices": [],
+        "usage": {
+            "prompt_tokens": prompt,
+            "completion_tokens": generated,
+            "total_tokens": prompt + generated,
+        },
+    }
 
 
 @dataclass

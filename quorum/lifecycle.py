@@ -29,11 +29,12 @@ import sqlite3
 import uuid
 from collections.abc import Callable, Set
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
+from langchain_core.messages import AIMessage, AIMessageChunk
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph.state import CompiledStateGraph
-from langgraph.types import Command, StateSnapshot
+from langgraph.types import Command, StateSnapshot, StreamMode
 
 from quorum import journal, metering, telemetry
 from quorum.checkpoints import Persistence
@@ -41,6 +42,7 @@ from quorum.checkpoints.lease import Lease, hold
 from quorum.context import QuorumContext
 from quorum.effects import APPROVAL, RECONCILE
 from quorum.errors import BudgetExceeded, LeaseLost, QuorumError, RunFailed
+from quorum.graphs import ANSWER_WRITERS
 from quorum.settings import get_settings, redact
 from quorum.state import Usage
 
@@ -63,14 +65,26 @@ side effect started and its outcome is unknown. `failed`: an agent raised (fix, 
 
 @dataclass(frozen=True)
 class RunEvent:
-    """Progress of a run: an agent started or finished."""
+    """Progress of a run: an agent started, wrote part of a reply, or finished."""
 
-    kind: Literal["started", "finished"]
+    kind: Literal["started", "wrote", "finished"]
     agent: str
     usage: dict[str, Usage] = field(default_factory=dict)
     """Usage the finished agent reported (empty on start)."""
     error: str | None = None
     """Why the agent failed, if it did."""
+    text: str = ""
+    """What the agent wrote (`wrote`): a few tokens of a reply as it streams, or a reply
+    replayed from the journal, whole."""
+    call: str = ""
+    """Which reply `text` belongs to (`wrote`): the same for every part of one reply."""
+    replayed: bool = False
+    """The reply came from the journal (`wrote`): no request was made for it."""
+    structured: bool = False
+    """The reply is JSON for a schema, not prose (`wrote`)."""
+    answer: bool = False
+    """The reply is the run's answer as its writer writes it (`wrote`): the pattern's
+    answer writer's prose (`quorum.graphs.ANSWER_WRITERS`)."""
 
 
 OnEvent = Callable[[RunEvent], None]
@@ -97,9 +111,12 @@ async def drive(
     *,
     start: RunnableConfig | None = None,
     metadata: dict[str, str] | None = None,
+    stream: bool = False,
 ) -> None:
     """Run `graph` on the thread whose lease `holder` holds, to its end or its first stop.
 
+    With `stream`, `on_event` also hears each agent's replies as they are written (`wrote`
+    events, from LangGraph's `messages` stream).
     `name` names the run in traces (`quorum.NAME`); a pattern's name also marks the thread
     as that pattern's in its metadata, unless `metadata` says what the run is instead (an
     eval's question). A budget that runs out ends it quietly (the thread says
@@ -132,11 +149,18 @@ async def drive(
         with telemetry.run_span(pattern, thread_id, run_id, resumed=resumed) as span:
             try:
                 # durability="sync": a step's checkpoint is on disk before the next starts.
-                async for event in graph.astream(
-                    payload, config, context=context, stream_mode="tasks", durability="sync"
+                modes: list[StreamMode] = (
+                    ["tasks", "messages"] if stream and on_event is not None else ["tasks"]
+                )
+                async for mode, event in graph.astream(
+                    payload, config, context=context, stream_mode=modes, durability="sync"
                 ):
-                    if on_event is not None:
-                        on_event(_run_event(event, labels))
+                    if on_event is None:
+                        continue
+                    if mode == "tasks":
+                        on_event(_run_event(cast(dict[str, Any], event), labels))
+                    elif (wrote := _wrote(*event)) is not None:
+                        on_event(wrote)
             except Exception:
                 await _trace_outcome(graph, config, span)
                 raise
@@ -201,6 +225,29 @@ def _run_event(event: dict[str, Any], labels: dict[str, str]) -> RunEvent:
     error = event.get("error")
     agent = labels.pop(event["id"], event["name"])
     return RunEvent("finished", agent, usage, str(error) if error else None)
+
+
+def _wrote(message: Any, metadata: dict[str, Any]) -> RunEvent | None:
+    """A model's streamed or replayed reply as a `wrote` event (None for other messages)."""
+    agent = metadata.get("quorum_agent")
+    # Tool results and messages a node returns come in the same stream: only the model
+    # calls Quorum makes are an agent writing.
+    if agent is None or not isinstance(message, AIMessage | AIMessageChunk):
+        return None
+    text = message.text
+    if not text:
+        return None
+    structured = bool(metadata.get("quorum_structured"))
+    return RunEvent(
+        "wrote",
+        str(agent),
+        text=text,
+        call=str(message.id or ""),
+        replayed=bool(metadata.get("quorum_replayed")),
+        structured=structured,
+        # The run's pattern is in its metadata (see `drive`), so in every message's.
+        answer=not structured and ANSWER_WRITERS.get(metadata.get("quorum_pattern", "")) == agent,
+    )
 
 
 def _disk_full(error: BaseException | None) -> bool:

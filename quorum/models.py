@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeGuard, TypeVar
 from weakref import WeakKeyDictionary
 
 import httpx2
+from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import (
     AIMessage,
@@ -53,6 +54,7 @@ from langchain_core.messages import (
     ToolCall,
     ToolMessage,
 )
+from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.rate_limiters import InMemoryRateLimiter
 from langchain_core.tools import BaseTool
 from pydantic import BaseModel, SecretStr, ValidationError
@@ -453,7 +455,7 @@ async def ask_structured(
     conversation = list(messages)
     for _ in range(STRUCTURED_REPAIRS + 1):
         # Each repair is its own journaled call: a crash mid-repair replays the ones before.
-        reply = await _invoke(model, conversation, agent, context)
+        reply = await _invoke(model, conversation, agent, context, structured=True)
         try:
             parsed = _parse_json(reply)
             validated = schema.model_validate(parsed)
@@ -615,7 +617,7 @@ async def _ask_json_action(
         prompt.insert(0, SystemMessage(ACTION_PROMPT.format(tools=described).strip()))
     bound = _with_format(model, schema, "Action")
     for _ in range(STRUCTURED_REPAIRS + 1):
-        raw = await _invoke(bound, prompt, agent, context)
+        raw = await _invoke(bound, prompt, agent, context, structured=True)
         try:
             action = _parse_json(raw)
             name, arguments, thought = action["action"], action["action_input"], action["thought"]
@@ -722,10 +724,20 @@ async def preflight(context: QuorumContext) -> None:
 
 
 async def _invoke(
-    model: Any, messages: Sequence[BaseMessage], agent: str, context: QuorumContext
+    model: Any,
+    messages: Sequence[BaseMessage],
+    agent: str,
+    context: QuorumContext,
+    *,
+    structured: bool = False,
 ) -> AIMessage:
-    """One model call: replayed from the journal, or requested within budget and retries."""
+    """One model call: replayed from the journal, or requested within budget and retries.
+
+    `structured` marks a call whose reply is JSON for a schema (not prose a person reads): a
+    stream of the run's messages says so in each message's metadata (`quorum_structured`).
+    """
     name = journal.model_name(model)
+    metadata = {"quorum_agent": agent, "quorum_structured": structured}
     with telemetry.model_span(agent, name) as span:
         entry = journal.entry_for(agent, model, messages)
         record = (await entry.read() if entry else None) or journal.CallRecord(
@@ -745,7 +757,7 @@ async def _invoke(
                 held = meter.reserve(agent, context, estimate=estimate, cost=cost)
             answered = None
             try:
-                record = answered = await _request(model, messages, record, entry, meter)
+                record = answered = await _request(model, messages, record, entry, meter, metadata)
             finally:
                 if meter is not None and held is not None:
                     meter.settle(held, answered)
@@ -760,7 +772,49 @@ async def _invoke(
     if entry is not None:
         journal.used(entry, record)
     assert record.reply is not None
+    if replayed:
+        await _show_replayed(record.reply, messages, metadata)
     return record.reply
+
+
+class _Replayed(BaseChatModel):
+    """Hands back a reply the journal already holds, through the run's callbacks.
+
+    A run's message stream (LangGraph's `messages` mode: the CLI, Studio, langgraph-sdk)
+    hears of every model call through LangChain's callbacks; a replayed reply makes no
+    request, so this stands in for the model to show it, whole and once.
+    """
+
+    reply: AIMessage
+
+    @property
+    def _llm_type(self) -> str:
+        return "quorum-journal"
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        return ChatResult(generations=[ChatGeneration(message=self.reply)])
+
+
+async def _show_replayed(
+    reply: AIMessage, messages: Sequence[BaseMessage], metadata: dict[str, Any]
+) -> None:
+    """Tell the run's callbacks of a reply replayed from the journal, marked as replayed."""
+    # Without its usage: what a replay shows is never counted again (LangSmith sums usage).
+    shown = reply.model_copy(update={"usage_metadata": None})
+    await _Replayed(reply=shown).ainvoke(
+        list(messages),
+        config={
+            "run_name": metadata["quorum_agent"],
+            "metadata": {**metadata, "quorum_replayed": True},
+            "tags": ["quorum:replayed"],
+        },
+    )
 
 
 async def _request(
@@ -769,6 +823,7 @@ async def _request(
     record: journal.CallRecord,
     entry: journal.JournalEntry | None,
     meter: metering.RunMeter | None,
+    metadata: dict[str, Any],
 ) -> journal.CallRecord:
     settings = get_settings()
     agent = record.agent
@@ -777,11 +832,13 @@ async def _request(
         record.started_at = time.time()  # wall clock: a report lays calls out on a time axis
         record.attempts += 1
         try:
-            # Named by its agent in LangSmith, not by its class (ChatOpenAI).
+            # Named by its agent in LangSmith, not by its class (ChatOpenAI). A run streamed
+            # with LangGraph's `messages` mode has a streaming callback here: ChatOpenAI then
+            # streams the reply (its usage comes in the stream's last chunk) and the tokens
+            # reach the stream as they arrive; the reply is whole, as ever, when this returns.
             async with _request_slot(settings):
                 reply = await model.ainvoke(
-                    list(messages),
-                    config={"run_name": agent, "metadata": {"quorum_agent": agent}},
+                    list(messages), config={"run_name": agent, "metadata": metadata}
                 )
         except Exception as error:
             failure, wait = _classify(error, agent, attempt, settings)

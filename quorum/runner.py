@@ -112,8 +112,13 @@ async def run(
     context: QuorumContext | None = None,
     database: str | None = None,
     on_event: OnEvent | None = None,
+    stream: bool = False,
 ) -> ThreadInfo:
-    """Run `pattern` on `text` in a new thread and return the finished thread."""
+    """Run `pattern` on `text` in a new thread and return the finished thread.
+
+    `on_event` hears each agent start and finish; with `stream`, also each reply as it is
+    written (`RunEvent` `wrote`: a few tokens at a time, or whole when the journal replays it).
+    """
     if pattern not in PATTERNS:
         raise UsageError(
             f"unknown pattern {pattern!r}", hint=f"choose one of: {', '.join(PATTERNS)}"
@@ -133,7 +138,16 @@ async def run(
                 hint=f"continue it with `quorum resume {thread_id}` or choose another id",
             )
         graph = _compile(kept, pattern)
-        await drive(graph, {"input": text}, pattern, thread_id, context, on_event, lease.holder)
+        await drive(
+            graph,
+            {"input": text},
+            pattern,
+            thread_id,
+            context,
+            on_event,
+            lease.holder,
+            stream=stream,
+        )
         return await _thread_info(kept, thread_id, ignore_lease=True)
 
 
@@ -148,6 +162,7 @@ async def resume(
     checkpoint_id: str | None = None,
     decided_by: str | None = None,
     via: str = "python",
+    stream: bool = False,
 ) -> ThreadInfo:
     """Continue an interrupted, crashed, failed or waiting thread from its last checkpoint.
 
@@ -160,7 +175,7 @@ async def resume(
     a side effect of unknown outcome continues with a `resolution`: "done" or "retry".
     With `checkpoint_id` (an id from `ThreadInfo.checkpoints`, or a unique prefix of one), the
     thread runs on from that earlier checkpoint as a fork instead, with its settings there
-    changed by `settings`.
+    changed by `settings`. `on_event` and `stream` are as in `run`.
     """
     existing = shared_persistence(database, create=False, thread_id=thread_id)
     async with existing as kept, hold_thread(kept, thread_id) as lease:
@@ -170,7 +185,9 @@ async def resume(
                 raise UsageError(
                     "a fork starts from a checkpoint: approve or resolve what it waits for after it"
                 )
-            await _fork(kept, info, checkpoint_id, settings or {}, on_event, lease.holder)
+            await _fork(
+                kept, info, checkpoint_id, settings or {}, on_event, lease.holder, stream=stream
+            )
             return await _thread_info(kept, thread_id, ignore_lease=True)
         if info.status == "completed":
             return info
@@ -207,7 +224,9 @@ async def resume(
         await models.preflight(context)
         await tools.check_grants(context)
         payload: Command[Any] | None = Command(resume=answers) if answers else None
-        await drive(graph, payload, info.pattern, thread_id, context, on_event, lease.holder)
+        await drive(
+            graph, payload, info.pattern, thread_id, context, on_event, lease.holder, stream=stream
+        )
         return await _thread_info(kept, thread_id, ignore_lease=True)
 
 
@@ -218,6 +237,8 @@ async def _fork(
     settings: dict[str, Any],
     on_event: OnEvent | None,
     holder: str,
+    *,
+    stream: bool = False,
 ) -> None:
     """Run `info`'s thread on from one of its earlier checkpoints, as a new branch."""
     thread_id = info.thread_id
@@ -233,7 +254,9 @@ async def _fork(
     context = _stored_context(found.metadata or {}, settings)
     await models.preflight(context)
     start = found.config
-    await drive(graph, None, info.pattern, thread_id, context, on_event, holder, start=start)
+    await drive(
+        graph, None, info.pattern, thread_id, context, on_event, holder, start=start, stream=stream
+    )
 
 
 async def _checkpoint(kept: Persistence, thread_id: str, wanted: str) -> Any:

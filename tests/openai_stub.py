@@ -256,6 +256,8 @@ class OpenAIStub:
         """Replies (or functions of the request) for structured outputs, by schema name."""
         self.delay = 0.0
         """Seconds every chat reply waits before it is sent."""
+        self.chunk_delay = 0.0
+        """Seconds between the chunks of a streamed reply (a model writing slowly)."""
         self.models = [STUB_MODEL]
         """What GET /v1/models lists; chat requests are answered whatever model they name."""
         self.api_key: str | None = None
@@ -335,6 +337,7 @@ class OpenAIStub:
         self.responder = None
         self.schema_replies = default_schema_replies()
         self.delay = 0.0
+        self.chunk_delay = 0.0
         self.models = [STUB_MODEL]
         self.api_key = None
 
@@ -640,6 +643,9 @@ def _handler_for(stub: OpenAIStub) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             for piece in chunks_of(completion, calls, include_usage=include_usage):
                 self.wfile.write(f"data: {json.dumps(piece)}\n\n".encode())
+                if stub.chunk_delay:
+                    self.wfile.flush()
+                    time.sleep(stub.chunk_delay)
             self.wfile.write(b"data: [DONE]\n\n")
 
         def _recorded(self, body: Json | None) -> Recorded:

@@ -9,6 +9,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -150,7 +151,9 @@ def test_parallel_streamed_requests_queue_and_each_is_answered_in_full(tmp_path:
         with httpx.stream("POST", url, json=body, timeout=120) as reply:
             for line in reply.iter_lines():
                 if line.startswith("data: {"):
-                    reasons.append(json.loads(line[6:])["choices"][0]["finish_reason"])
+                    # The last chunk carries the usage and no choice.
+                    for choice in json.loads(line[6:])["choices"]:
+                        reasons.append(choice["finish_reason"])
         return reasons
 
     try:
@@ -160,3 +163,93 @@ def test_parallel_streamed_requests_queue_and_each_is_answered_in_full(tmp_path:
         server.stop()
 
     assert [reasons[-1] for reasons in streams] == ["length", "length"]
+
+
+def test_a_streamed_reply_counts_the_tokens_an_unstreamed_one_does(tmp_path: Path) -> None:
+    """A streamed reply ends with its usage: the prompt's tokens as the same request unstreamed
+    counts them, and every token it generated.
+
+    The server streams no usage of its own (Quorum adds it: `embedded.count_streamed_usage`);
+    without it a streamed answer would count no tokens. Measured at the server over replies
+    cut at the length limit, ended by the model, in other scripts, and held to a schema, then
+    through ChatOpenAI as a run streams it. (The same request twice need not give the same
+    text on llama.cpp, even at temperature 0: a reply the model ended is checked against its
+    own text's tokens, which may split one token differently.)
+    """
+    from langchain_openai import ChatOpenAI
+
+    server = embedded.start(Settings(data_dir=tmp_path, embedded_model="smollm2-135m"))
+    schema = {
+        "type": "object",
+        "properties": {"colour": {"type": "string"}},
+        "required": ["colour"],
+    }
+    cases: list[tuple[dict[str, Any], str]] = [
+        ({"max_tokens": 12}, "Write a long essay about bicycles."),
+        ({"max_tokens": 200}, "Say hello."),
+        ({"max_tokens": 40}, "Translate to Chinese and add an emoji: good morning 🌅"),
+        (
+            {"max_tokens": 200, "response_format": {"type": "json_object", "schema": schema}},
+            "Name a colour as JSON.",
+        ),
+    ]
+    url = f"{server.base_url}/chat/completions"
+
+    def body(extra: dict[str, object], text: str, stream: bool) -> dict[str, object]:
+        messages = [{"role": "user", "content": text}]
+        return {
+            "model": server.model,
+            "messages": messages,
+            "temperature": 0,
+            "stream": stream,
+            **extra,
+        }
+
+    def streamed(extra: dict[str, object], text: str) -> tuple[dict[str, int], str, str]:
+        with httpx.stream("POST", url, json=body(extra, text, True), timeout=120) as reply:
+            chunks = [
+                json.loads(line[6:]) for line in reply.iter_lines() if line.startswith("data: {")
+            ]
+        assert [c for c in chunks if "usage" in c] == chunks[-1:]
+        choices = [choice for chunk in chunks for choice in chunk["choices"]]
+        written = "".join(c["delta"].get("content", "") for c in choices)
+        return dict(chunks[-1]["usage"]), written, choices[-1]["finish_reason"]
+
+    def tokens(text: str) -> int:
+        tokenize = f"http://{embedded.HOST}:{server.port}/extras/tokenize"
+        return len(httpx.post(tokenize, json={"input": text}, timeout=30).json()["tokens"])
+
+    try:
+        results = [
+            (httpx.post(url, json=body(e, t, False), timeout=120).json()["usage"], streamed(e, t))
+            for e, t in cases
+        ]
+        counted = [tokens(written) for _, (_, written, _) in results]
+        chat = ChatOpenAI(
+            model=server.model,
+            base_url=server.base_url,
+            api_key="not-needed",  # type: ignore[arg-type]
+            temperature=0,
+            stream_usage=True,
+            # llama.cpp ignores the `max_completion_tokens` ChatOpenAI sends for `max_tokens`.
+            extra_body={"max_tokens": 12},
+        )
+        message = None
+        for chunk in chat.stream("Write a long essay about bicycles."):
+            message = chunk if message is None else message + chunk
+    finally:
+        server.stop()
+
+    for (unstreamed, (usage, _, finish)), extra, in_text in zip(
+        results, cases, counted, strict=True
+    ):
+        assert usage["prompt_tokens"] == unstreamed["prompt_tokens"]
+        assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+        if finish == "length":
+            assert usage["completion_tokens"] == extra[0]["max_tokens"]
+        else:
+            assert abs(usage["completion_tokens"] - in_text) <= 1
+    assert [finish for _, (_, _, finish) in results][0] == "length"
+    assert message is not None and message.usage_metadata is not None
+    assert message.usage_metadata["output_tokens"] == 12
+    assert message.usage_metadata["input_tokens"] == results[0][0]["prompt_tokens"]

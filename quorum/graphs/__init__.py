@@ -11,3 +11,11 @@ PATTERNS: dict[str, Pattern] = {
     "debate": debate.builder,
     "react": react.builder,
 }
+
+ANSWER_WRITERS: dict[str, str] = {
+    "orchestrator": "synthesizer",
+    "pipeline": "format_report",
+    "react": "agent",
+}
+"""The agent whose prose reply is each pattern's answer, as it writes it (a terminal streams
+it). A debate's answer is a field of the judge's verdict: none writes it as prose."""
