@@ -9,6 +9,12 @@ threads:
     print(result.output, result.thread_id)
     spent = await quorum.ledger(result.thread_id)  # calls, tokens, cost, latency per agent
 
+    def show(event: quorum.RunEvent) -> None:  # the answer as it is written
+        if event.kind == "wrote" and event.answer:
+            print(event.text, end="", flush=True)
+
+    await quorum.run("pipeline", "Solar power", on_event=show, stream=True)
+
 To compile a pattern's `builder` with your own checkpointer, give it Quorum's serializer
 (`serializer()`): it revives Quorum's state types, and nothing else, without warnings.
 """
@@ -23,6 +29,7 @@ from quorum.errors import QuorumError, RunFailed, ThreadBusy
 if TYPE_CHECKING:
     from quorum.checkpoints.serde import strict_serializer as serializer
     from quorum.context import QuorumContext
+    from quorum.lifecycle import RunEvent
     from quorum.metering import Ledger, LedgerRow
     from quorum.runner import (
         ThreadInfo,
@@ -42,6 +49,7 @@ _LAZY = {
     "QuorumContext": ("quorum.context", "QuorumContext"),
     "Ledger": ("quorum.metering", "Ledger"),
     "LedgerRow": ("quorum.metering", "LedgerRow"),
+    "RunEvent": ("quorum.lifecycle", "RunEvent"),
     **{
         name: ("quorum.runner", name)
         for name in (
@@ -72,6 +80,7 @@ __all__ = [
     "LedgerRow",
     "QuorumContext",
     "QuorumError",
+    "RunEvent",
     "RunFailed",
     "ThreadBusy",
     "ThreadInfo",

@@ -168,7 +168,8 @@ async def test_pattern_runs_over_http_and_persists(
 async def test_streamed_run_gets_usage_from_the_stream(
     served: StubServed, stub: OpenAIStub
 ) -> None:
-    """In `messages` mode every model call streams; usage must come from the final chunk."""
+    """In `messages` mode every model call streams, named by its agent; usage must come from
+    the final chunk."""
     async with get_client(url=served.url, api_key=None, timeout=RUN_TIMEOUT) as client:
         thread = await client.threads.create()
         events = [
@@ -190,6 +191,21 @@ async def test_streamed_run_gets_usage_from_the_stream(
     assert all(body["stream_options"] == {"include_usage": True} for body in bodies)
     assert values["output"].strip()
     assert_usage_matches(values, bodies)
+    # Studio and langgraph-sdk clients see who writes: every model call's chunks name its
+    # agent, say whether it is JSON for a schema, and the answer comes a piece at a time.
+    written = [part.data for part in events if part.event == "messages"]
+    by_agent: dict[str, list[dict]] = {}
+    structured: dict[str, set[bool]] = {}
+    for message, metadata in written:
+        if "quorum_agent" in metadata:
+            by_agent.setdefault(metadata["quorum_agent"], []).append(message)
+            structured.setdefault(metadata["quorum_agent"], set()).add(
+                metadata["quorum_structured"]
+            )
+    assert {"planner", "synthesizer"} <= by_agent.keys()
+    assert True in structured["planner"] and structured["synthesizer"] == {False}
+    answer = [m["content"] for m in by_agent["synthesizer"] if m["type"] == "AIMessageChunk"]
+    assert len(answer) > 1 and "".join(answer).strip() == values["output"].strip()
 
 
 async def schemas_of_every_assistant(served: StubServed) -> dict[str, GraphSchema]:
