@@ -60,7 +60,8 @@ from rich.spinner import Spinner
 from rich.table import Table
 from rich.text import Text
 
-from quorum import embedded, models, report, runner
+from quorum import embedded, models, preview, report, runner
+from quorum.answers import SaidOnce
 from quorum.context import QuorumContext
 from quorum.effects import Decision
 from quorum.errors import QuorumError, UsageError
@@ -251,6 +252,7 @@ class _Progress:
         """Write every agent's replies to stderr as they are written."""
         self.answer = _Written(out.file, flush_each=out.is_terminal)
         """The answer as streamed: the reply its writer wrote last."""
+        self.said_once = SaidOnce()
         self.talk = _Written(err.file, flush_each=True)
         self.talker = ""
 
@@ -304,7 +306,11 @@ class _Progress:
             self._quiet()
             if self.talk.open:
                 self.talk.end_line()
-            self.answer.write(event.call, event.text)
+            if event.call != self.answer.call:
+                self.answer.write(self.answer.call, self.said_once.close())
+                self.said_once = SaidOnce()  # each reply is an answer of its own
+            # What is shown is the answer the thread keeps: a repeated paragraph is dropped.
+            self.answer.write(event.call, self.said_once.feed(event.text))
         elif self.verbose:
             self._quiet()
             if self.answer.open:
@@ -382,6 +388,8 @@ class _Written:
         """The last line written has no newline yet."""
 
     def write(self, call: str, text: str) -> None:
+        if not text:
+            return
         if call != self.call:
             if self.text:
                 self.end_line()
@@ -532,10 +540,12 @@ def _finish(
                 ),
                 thread=info.thread_id,
             )
-    streamed = progress.answer.text.strip() if progress is not None else ""
+    streamed = ""
     if progress is not None:
+        progress.answer.write(progress.answer.call, progress.said_once.close())
         progress.answer.end_line()
-    if info.output and info.output.strip() != streamed:
+        streamed = " ".join(progress.answer.text.split())
+    if info.output and " ".join(info.output.split()) != streamed:
         if streamed:
             # The writer's draft was changed after it was written (a repeated paragraph
             # dropped) or was not the last word: the answer is what follows.
@@ -719,6 +729,15 @@ def resume(
     as_json: JsonOption = False,
     stream: StreamOption = True,
     verbose: VerboseOption = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Say what the resume would do (steps replayed, served by the journal or run "
+            "anew; what waits; budgets; the lease) and run nothing. Exits 0 if it can go on, "
+            "5 if it waits for a person, 3 if the thread is busy.",
+        ),
+    ] = False,
 ) -> None:
     """Continue an interrupted, crashed, failed or stopped THREAD from its last checkpoint.
 
@@ -727,10 +746,68 @@ def resume(
     """
     try:
         changed = _setting_values(None, settings or [])
+        if dry_run:
+            seen = _run_async(
+                preview.preview(thread, database=db, settings=changed, checkpoint_id=checkpoint)
+            )
     except QuorumError as error:
         _fail(error)
+    if dry_run:
+        if as_json:
+            out.print_json(data=seen.to_json())
+        else:
+            _print_preview(seen)
+        raise typer.Exit(seen.exit_code)
     shown = _Shown(as_json, stream, verbose)
     _continue(thread, db, shown, settings=changed, checkpoint_id=checkpoint)
+
+
+FATES = {
+    "replayed": "[green]replayed[/green] from the checkpoint (finished before the stop)",
+    "journal": "runs again, [green]journal serves {served}[/green]",
+    "anew": "[yellow]runs anew[/yellow]",
+    "waits": "[magenta]waits for a person[/magenta]",
+}
+
+
+def _print_preview(seen: preview.Preview) -> None:
+    """A dry run's preview for a person: what runs, what is served, what waits, what is left."""
+    point = seen.checkpoint
+    where = "forks from" if seen.fork else "continues from"
+    out.print(
+        f"[bold]{seen.pattern}[/bold] thread {escape(seen.thread_id)}: {seen.status} → "
+        f"[bold]{seen.verdict}[/bold]: {escape(seen.reason)}"
+    )
+    out.print(f"{where} checkpoint {point.checkpoint_id} (step {point.step}, {point.created_at})")
+    lease = seen.lease
+    out.print("lease: free" if lease.free else f"lease: held by {escape(lease.holder)}")
+    for step in seen.steps:
+        served = f"{step.served_calls} call(s), {step.served_tokens:,} tokens"
+        if step.served_cost_usd:
+            served += f", ${step.served_cost_usd:.4f}"
+        fate = FATES[step.fate].format(served=served)
+        within = f" [dim]in {escape(step.within)}[/dim]" if step.within else ""
+        out.print(f"  {escape(step.label)}{within}: {fate}")
+        if step.error:
+            again = f"; {step.asked_again} call(s) asked again" if step.asked_again else ""
+            out.print(f"    [red]failed[/red]: {escape(step.error)}{again}")
+    exact = "" if seen.exact else " at most"
+    out.print(
+        f"journal: {seen.recorded_calls} call(s) recorded; the resume is spared{exact} "
+        f"{seen.served_calls} request(s), {seen.served_tokens:,} tokens, "
+        f"${seen.served_cost_usd:.4f}"
+    )
+    for waiting in seen.waiting:
+        out.print(f"  [magenta]waits[/magenta]: {escape(waiting.question)}")
+        for command in waiting.commands:
+            out.print(f"    {escape(command)}")
+    for budget in seen.budgets:
+        scope = "run" if budget.scope == "run" else f"agent {budget.scope}"
+        state = "[red]used up[/red]" if budget.exhausted else f"{budget.left:,.4g} left"
+        spent = f"{budget.used:,.4g} of {budget.limit:,.4g}"
+        out.print(f"  budget {budget.name} ({scope}): {spent}, {state}")
+    for note in seen.notes:
+        out.print(f"  [dim]note: {escape(note)}[/dim]")
 
 
 @app.command()

@@ -389,6 +389,13 @@ class Harness:
         trial.shown = self.show(plan.thread) if self._exists(plan.thread) else {}
         return trial
 
+    def command(self, *args: str, kill_after: float | None = None) -> tuple[Segment, list[Served]]:
+        """Run `quorum ARGS` in this lane, SIGKILLed `kill_after` seconds after its endpoint
+        check if given: the process, and the chat requests the stub served while it ran."""
+        since = len(self.stub.requests)
+        segment = self._segment(tuple(args), kill_after=kill_after)
+        return segment, self._chat_since(since)
+
     def show(self, thread: str) -> dict[str, Any]:
         """What `quorum show THREAD --json` prints, read in this process.
 

@@ -207,3 +207,16 @@ def test_answer_is_printed_exactly_not_rewrapped(script: Script) -> None:
     result = quorum("run", "orchestrator", "Goal")
 
     assert result.stdout == long_line + "\n"
+
+
+def test_resume_dry_run_says_what_would_run_and_runs_nothing(script: Script) -> None:
+    assert quorum("run", "pipeline", "Water", "--thread", "d1").exit_code == 0
+    calls = len(script.calls)
+
+    shown = quorum("resume", "d1", "--dry-run")
+    as_json = quorum("resume", "d1", "--dry-run", "--json")
+
+    assert shown.exit_code == as_json.exit_code == 0, shown.output
+    assert "completed → completed" in shown.stdout and "lease: free" in shown.stdout
+    assert json.loads(as_json.stdout)["verdict"] == "completed"
+    assert len(script.calls) == calls

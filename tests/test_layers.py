@@ -13,12 +13,12 @@ PACKAGE = Path(__file__).resolve().parents[1] / "quorum"
 
 LAYERS: list[set[str]] = [
     {"settings", "context", "errors"},
-    {"state"},
+    {"state", "answers"},
     {"telemetry"},
     {"journal", "metering", "effects", "models", "embedded", "model_files", "tools"},
     {"nodes"},
     {"graphs"},
-    {"checkpoints", "testing", "lifecycle", "runner", "report"},
+    {"checkpoints", "testing", "lifecycle", "runner", "report", "preview"},
     {"evals"},
     {"cli", "__init__"},
 ]

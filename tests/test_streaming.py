@@ -131,7 +131,7 @@ def test_no_stream_prints_the_answer_once_it_is_done(stub: OpenAIStub, tmp_path:
     (call,) = stub.chat_requests()
     assert call.body is not None and not call.body.get("stream")
     assert first(received, "Line 0") > call.finished
-    assert b"".join(data for _, data in received).decode() == ANSWER + "\n"  # as printed whole
+    assert b"".join(data for _, data in received).decode() == ANSWER
 
 
 def test_streaming_changes_no_token_count_or_cost(stub: OpenAIStub, tmp_path: Path) -> None:
@@ -203,3 +203,18 @@ async def test_a_replayed_reply_is_shown_whole_once_and_marked(stub: OpenAIStub)
     assert asked == ["Ruling"]
     ledger = await quorum.ledger("r1")
     assert ledger.agents["judge"].calls == 2, "each reply is journaled once"
+
+
+def test_a_repeated_paragraph_is_never_shown(stub: OpenAIStub, tmp_path: Path) -> None:
+    """The answer's writer repeats a paragraph word for word: stdout shows it once, as the
+    thread keeps it, with no second copy of the answer after it."""
+    repeated = "Use SQLite.\n\n- small\n- local\n\nTrade-offs:\n\n- small\n- local\n"
+    stub.responder = lambda body: repeated if schema_name(body) is None else None
+    stub.chunk_delay = 0.01
+
+    received, stderr, code = timed_run(stub, tmp_path, "react", "Which?", terminal=False)
+
+    assert code == 0, stderr
+    shown = b"".join(data for _, data in received).decode()
+    assert shown == "Use SQLite.\n\n- small\n- local\n\nTrade-offs:\n"
+    assert "as finally given" not in stderr

@@ -12,6 +12,7 @@ from langchain_core.messages import HumanMessage, SystemMessage
 from langgraph.runtime import Runtime
 from pydantic import BaseModel, ConfigDict, Field
 
+from quorum.answers import said_once
 from quorum.context import QuorumContext
 from quorum.metering import metered
 from quorum.models import ask, ask_reasoned, ask_structured
@@ -154,4 +155,4 @@ async def format_report(state: PipelineState, runtime: Runtime[QuorumContext]) -
             ),
         ],
     )
-    return {"output": document.text}
+    return {"output": said_once(document.text)}

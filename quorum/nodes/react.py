@@ -10,6 +10,7 @@ from __future__ import annotations
 from langchain_core.messages import HumanMessage, SystemMessage
 from langgraph.runtime import Runtime
 
+from quorum.answers import said_once
 from quorum.context import QuorumContext
 from quorum.metering import metered
 from quorum.models import ask
@@ -44,4 +45,5 @@ async def agent(state: ReactState, runtime: Runtime[QuorumContext]) -> dict:
     )
     if reply.tool_calls:
         return {"messages": [*new, reply], "steps": steps, "status": "running"}
-    return {"messages": [*new, reply], "steps": steps, "status": "answered", "output": reply.text}
+    answer = said_once(reply.text)
+    return {"messages": [*new, reply], "steps": steps, "status": "answered", "output": answer}

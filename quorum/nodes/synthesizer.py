@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import re
-
 from langchain_core.messages import HumanMessage, SystemMessage
 from langgraph.runtime import Runtime
 
+from quorum.answers import said_once
 from quorum.context import QuorumContext
 from quorum.metering import metered
 from quorum.models import ask
@@ -45,21 +44,3 @@ async def synthesizer(state: OrchestratorState, runtime: Runtime[QuorumContext])
         ],
     )
     return {"output": said_once(reply.text)}
-
-
-def said_once(text: str) -> str:
-    """`text` without paragraphs that repeat an earlier one word for word.
-
-    A small model asked to say each thing once still copies a paragraph or a list under a
-    second heading now and then (the default model did, in one main job of several); a
-    reader gains nothing from the copy.
-    """
-    seen: set[str] = set()
-    kept = []
-    for paragraph in re.split(r"\n\s*\n", text.strip()):
-        key = " ".join(paragraph.split()).lower()
-        if key and key in seen:
-            continue
-        seen.add(key)
-        kept.append(paragraph)
-    return "\n\n".join(kept)
