@@ -14,6 +14,7 @@ threads:
             print(event.text, end="", flush=True)
 
     await quorum.run("pipeline", "Solar power", on_event=show, stream=True)
+    plan = await quorum.preview(thread_id)  # what a resume would do, run nothing
 
 To compile a pattern's `builder` with your own checkpointer, give it Quorum's serializer
 (`serializer()`): it revives Quorum's state types, and nothing else, without warnings.
@@ -29,6 +30,7 @@ from quorum.errors import QuorumError, RunFailed, ThreadBusy
 if TYPE_CHECKING:
     from quorum.checkpoints.serde import strict_serializer as serializer
     from quorum.context import QuorumContext
+    from quorum.dry_run import Preview, preview
     from quorum.lifecycle import RunEvent
     from quorum.metering import Ledger, LedgerRow
     from quorum.runner import (
@@ -50,6 +52,8 @@ _LAZY = {
     "Ledger": ("quorum.metering", "Ledger"),
     "LedgerRow": ("quorum.metering", "LedgerRow"),
     "RunEvent": ("quorum.lifecycle", "RunEvent"),
+    "Preview": ("quorum.dry_run", "Preview"),
+    "preview": ("quorum.dry_run", "preview"),
     **{
         name: ("quorum.runner", name)
         for name in (
@@ -78,6 +82,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "Ledger",
     "LedgerRow",
+    "Preview",
     "QuorumContext",
     "QuorumError",
     "RunEvent",
@@ -88,6 +93,7 @@ __all__ = [
     "get_thread",
     "ledger",
     "list_threads",
+    "preview",
     "prune_threads",
     "resume",
     "run",

@@ -60,7 +60,7 @@ from rich.spinner import Spinner
 from rich.table import Table
 from rich.text import Text
 
-from quorum import embedded, models, preview, report, runner
+from quorum import dry_run, embedded, models, report, runner
 from quorum.answers import SaidOnce
 from quorum.context import QuorumContext
 from quorum.effects import Decision
@@ -729,7 +729,7 @@ def resume(
     as_json: JsonOption = False,
     stream: StreamOption = True,
     verbose: VerboseOption = False,
-    dry_run: Annotated[
+    preview_only: Annotated[
         bool,
         typer.Option(
             "--dry-run",
@@ -746,13 +746,13 @@ def resume(
     """
     try:
         changed = _setting_values(None, settings or [])
-        if dry_run:
+        if preview_only:
             seen = _run_async(
-                preview.preview(thread, database=db, settings=changed, checkpoint_id=checkpoint)
+                dry_run.preview(thread, database=db, settings=changed, checkpoint_id=checkpoint)
             )
     except QuorumError as error:
         _fail(error)
-    if dry_run:
+    if preview_only:
         if as_json:
             out.print_json(data=seen.to_json())
         else:
@@ -770,7 +770,7 @@ FATES = {
 }
 
 
-def _print_preview(seen: preview.Preview) -> None:
+def _print_preview(seen: dry_run.Preview) -> None:
     """A dry run's preview for a person: what runs, what is served, what waits, what is left."""
     point = seen.checkpoint
     where = "forks from" if seen.fork else "continues from"

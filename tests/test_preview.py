@@ -36,9 +36,9 @@ from langchain_core.messages import AIMessage
 import quorum
 from quorum import journal, runner
 from quorum.checkpoints import open_persistence, shared_persistence
+from quorum.dry_run import JSON_VERSION, Preview, preview
 from quorum.errors import NoDatabase, ThreadNotFound, UsageError
 from quorum.lifecycle import hold_thread
-from quorum.preview import JSON_VERSION, Preview, preview
 from quorum.settings import get_settings
 from quorum.testing import DEFAULT_RESPONDERS, Script, stating
 from quorum.tools import files

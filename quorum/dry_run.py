@@ -1,4 +1,4 @@
-"""What a resume would do, said before it runs: `quorum resume THREAD --dry-run`.
+"""What a resume would do, said before it runs: `quorum resume --dry-run`, `quorum.preview()`.
 
 `preview(thread_id, ...)` reads a thread the way `quorum show` does (its database opened
 only to read; no model, tool or endpoint is called, no row is written) and says what
