@@ -1160,6 +1160,23 @@ def _jsonable(info: ThreadInfo, *, full: bool) -> Any:
     return to_jsonable_python(data, fallback=str)
 
 
+@app.command("server-key")
+def server_key(
+    identity: Annotated[str, typer.Argument(help="Who the key is for (the owner of threads).")],
+) -> None:
+    """Make an API key for the LangGraph server: the key for IDENTITY, and its hashed entry.
+
+    Give the key to IDENTITY (once: it is not kept); add the entry to QUORUM_SERVER_KEYS.
+    """
+    from quorum.auth import hashed, new_key
+
+    if not identity.strip() or any(c in identity for c in "=,+ "):
+        _fail(UsageError(f"{identity!r} is not an identity", hint="use a name like alice"))
+    key = new_key()
+    out.print(key, markup=False)
+    err.print(f"add to QUORUM_SERVER_KEYS (comma-separated): {identity}={hashed(key)}")
+
+
 model_app = typer.Typer(help="The embedded local model.", no_args_is_help=True)
 app.add_typer(model_app, name="model")
 

@@ -8,6 +8,7 @@ for it, and where checkpoints are kept.
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -200,6 +201,37 @@ class Settings(BaseSettings):
         "decided_by), comma-separated; anyone else is refused and the question keeps "
         "waiting. Empty: anyone who can reach the database.",
     )
+    # Pairs, not dicts: the settings are hashable (a model is cached per settings).
+    server_keys: Annotated[tuple[tuple[str, str], ...], NoDecode] = Field(
+        default=(),
+        description="API keys the LangGraph server accepts, stored hashed: "
+        "IDENTITY=sha256:HEX, comma-separated (`quorum server-key IDENTITY` makes one). "
+        "Clients send the key as `x-api-key` or `Authorization: Bearer`.",
+    )
+    server_jwt_secret: SecretStr | None = Field(
+        default=None,
+        description="HS256 secret the LangGraph server verifies JWTs with (`sub` is the "
+        "identity, `roles` its roles).",
+    )
+    server_jwks_url: str | None = Field(
+        default=None,
+        description="JWKS URL the LangGraph server verifies RS256/ES256 JWTs with.",
+    )
+    server_jwt_audience: str | None = Field(
+        default=None, description="The `aud` a JWT must carry, when set."
+    )
+    server_jwt_issuer: str | None = Field(
+        default=None, description="The `iss` a JWT must carry, when set."
+    )
+    server_roles: Annotated[tuple[tuple[str, tuple[str, ...]], ...], NoDecode] = Field(
+        default=(),
+        description="Roles of API-key identities: IDENTITY=ROLE+ROLE, comma-separated.",
+    )
+    server_approver_role: str = Field(
+        default="approver",
+        description="The role that may read, resume and approve every thread on the server "
+        "(others only their own), and decide approvals when QUORUM_APPROVERS is set.",
+    )
     prices_file: Path | None = Field(
         default=None,
         validation_alias=AliasChoices("QUORUM_PRICES", "QUORUM_PRICES_FILE"),
@@ -279,6 +311,44 @@ class Settings(BaseSettings):
         # A comma-separated variable reads better in a .env file than a JSON list.
         if isinstance(value, str):
             return tuple(entry.strip() for entry in value.split(",") if entry.strip())
+        return value
+
+    @field_validator("server_keys", mode="before")
+    @classmethod
+    def _split_pairs(cls, value: object) -> object:
+        # IDENTITY=VALUE pairs, comma-separated (roles joined by +), as a .env file has them.
+        if isinstance(value, dict):
+            return tuple(value.items())
+        if not isinstance(value, str):
+            return value
+        pairs = []
+        for entry in filter(None, (part.strip() for part in value.split(","))):
+            name, equals, given = entry.partition("=")
+            if not equals or not name.strip() or not given.strip():
+                raise ValueError(f"{entry!r} is not IDENTITY=VALUE")
+            pairs.append((name.strip(), given.strip()))
+        return tuple(pairs)
+
+    @field_validator("server_roles", mode="before")
+    @classmethod
+    def _split_roles(cls, value: object) -> object:
+        value = cls._split_pairs(value)
+        if isinstance(value, tuple):
+            return tuple(
+                (name, tuple(r for r in roles.split("+") if r) if isinstance(roles, str) else roles)
+                for name, roles in value
+            )
+        return value
+
+    @field_validator("server_keys", mode="after")
+    @classmethod
+    def _hashed_keys(cls, value: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+        for name, hashed in value:
+            if not re.fullmatch(r"sha256:[0-9a-f]{64}", hashed):
+                raise ValueError(
+                    f"the key of {name!r} must be stored hashed, as sha256:<64 hex digits>; "
+                    "`quorum server-key NAME` makes a key and its entry"
+                )
         return value
 
 

@@ -80,6 +80,17 @@ def server_config(folder: Path) -> Path:
     return path
 
 
+def stub_settings(stub_url: str, data: Path | None = None) -> dict[str, str]:
+    """The settings of a server whose model is the scripted stub at `stub_url`."""
+    settings = {
+        "QUORUM_BASE_URL": stub_url,
+        "QUORUM_API_KEY": "test",
+        "QUORUM_MODEL": "stub-model",
+        "QUORUM_MAX_ATTEMPTS": "1",
+    }
+    return settings | ({"QUORUM_DATA_DIR": str(data)} if data is not None else {})
+
+
 def server_env(settings: dict[str, str]) -> dict[str, str]:
     """A server environment with Quorum `settings` only, and nothing phoning home."""
     env = {

@@ -36,7 +36,7 @@ from quorum.effects import Decision
 from quorum.errors import UsageError
 from quorum.settings import get_settings
 from quorum.testing import Script
-from tests.langgraph_dev import RUN_TIMEOUT, langgraph_dev
+from tests.langgraph_dev import RUN_TIMEOUT, langgraph_dev, stub_settings
 from tests.openai_stub import OpenAIStub, Reply, text_of
 from tests.test_budgets import CLI_TIMEOUT, cli, env_for, show
 from tests.test_crash import agent_of
@@ -424,12 +424,7 @@ async def test_langgraph_dev_waits_for_approval_and_resumes_over_http(
     stub: OpenAIStub, tmp_path: Path, disk: Disk
 ) -> None:
     stub.responder = saving("note.md")
-    settings = {
-        "QUORUM_BASE_URL": stub.base_url,
-        "QUORUM_API_KEY": "test",
-        "QUORUM_MODEL": "stub-model",
-        "QUORUM_MAX_ATTEMPTS": "1",
-        "QUORUM_DATA_DIR": str(tmp_path / "data"),
+    settings = stub_settings(stub.base_url, tmp_path / "data") | {
         "QUORUM_WORKSPACE_DIR": str(disk.folder),
     }
     folder = tmp_path / "server"

@@ -20,7 +20,7 @@ LAYERS: list[set[str]] = [
     {"graphs"},
     {"checkpoints", "testing", "lifecycle", "runner", "report", "dry_run"},
     {"evals"},
-    {"cli", "__init__"},
+    {"cli", "__init__", "auth"},
 ]
 """Each top-level module or package of `quorum`, by layer."""
 

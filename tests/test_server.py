@@ -23,7 +23,7 @@ from langgraph_sdk import get_client
 from langgraph_sdk.schema import GraphSchema
 
 from quorum.context import QuorumContext, context_json_schema
-from tests.langgraph_dev import REPO, RUN_TIMEOUT, langgraph_dev
+from tests.langgraph_dev import REPO, RUN_TIMEOUT, langgraph_dev, stub_settings
 from tests.openai_stub import OpenAIStub, Reply, schema_name, text_of
 
 pytestmark = pytest.mark.server
@@ -55,11 +55,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StubServed]:
     }
     (folder / "mcp.json").write_text(json.dumps({"servers": {"numbers": mcp}}))
     with OpenAIStub() as stub:
-        settings = {
-            "QUORUM_BASE_URL": stub.base_url,
-            "QUORUM_API_KEY": "test",
-            "QUORUM_MODEL": "stub-model",
-            "QUORUM_MAX_ATTEMPTS": "1",
+        settings = stub_settings(stub.base_url) | {
             "QUORUM_MCP_CONFIG": str(folder / "mcp.json"),
         }
         with langgraph_dev(folder, settings) as served:
