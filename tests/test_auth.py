@@ -162,3 +162,46 @@ def test_keys_are_stored_hashed() -> None:
     assert auth.hashed(key).startswith("sha256:") and key not in auth.hashed(key)
     with pytest.raises(ValueError, match="stored hashed"):
         Settings(server_keys={"alice": key})
+
+
+def test_a_jwt_signed_by_a_key_of_the_jwks_url_is_accepted() -> None:
+    """RS256 tokens checked against keys fetched from a JWKS URL (served here on loopback)."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    signing, stranger = (rsa.generate_private_key(65537, 2048) for _ in range(2))
+    jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(signing.public_key()))
+    body = json.dumps({"keys": [jwk | {"kid": "k1", "use": "sig", "alg": "RS256"}]}).encode()
+
+    class Keys(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Keys)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/jwks.json"
+        settings = Settings(server_jwks_url=url, server_jwt_issuer="https://login.test")
+
+        def signed(key: Any, issuer: str = "https://login.test") -> str:
+            claims = {"sub": "erin", "exp": int(time.time() + 60), "iss": issuer}
+            return jwt.encode(claims, key, algorithm="RS256", headers={"kid": "k1"})
+
+        user = auth._verified_jwt(signed(signing), settings)
+        for refused in (signed(stranger), signed(signing, issuer="https://elsewhere.test")):
+            with pytest.raises(HTTPException):
+                auth._verified_jwt(refused, settings)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+    assert user["identity"] == "erin"
