@@ -33,15 +33,14 @@ if TYPE_CHECKING:
     from quorum.dry_run import Preview, preview
     from quorum.lifecycle import RunEvent
     from quorum.metering import Ledger, LedgerRow
-    from quorum.runner import (
+    from quorum.runner import resume, run
+    from quorum.threads import (
         ThreadInfo,
         delete_thread,
         get_thread,
         ledger,
         list_threads,
         prune_threads,
-        resume,
-        run,
     )
 
 # The rest is imported when first used (PEP 562): LangGraph, LangChain and openai take seconds
@@ -54,8 +53,10 @@ _LAZY = {
     "RunEvent": ("quorum.lifecycle", "RunEvent"),
     "Preview": ("quorum.dry_run", "Preview"),
     "preview": ("quorum.dry_run", "preview"),
+    "run": ("quorum.runner", "run"),
+    "resume": ("quorum.runner", "resume"),
     **{
-        name: ("quorum.runner", name)
+        name: ("quorum.threads", name)
         for name in (
             "ThreadInfo",
             "delete_thread",
@@ -63,8 +64,6 @@ _LAZY = {
             "ledger",
             "list_threads",
             "prune_threads",
-            "resume",
-            "run",
         )
     },
 }

@@ -61,6 +61,7 @@ from rich.table import Table
 from rich.text import Text
 
 from quorum import dry_run, embedded, models, report, runner
+from quorum import threads as threads_api
 from quorum.answers import SaidOnce
 from quorum.context import QuorumContext
 from quorum.effects import Decision
@@ -71,9 +72,9 @@ from quorum.evals.harness import eval_id_for
 from quorum.graphs import PATTERNS
 from quorum.lifecycle import RunEvent
 from quorum.metering import Ledger, LedgerRow
-from quorum.runner import ThreadInfo
 from quorum.settings import get_settings
 from quorum.state import Usage, add_usage, total_tokens
+from quorum.threads import ThreadInfo
 
 app = typer.Typer(
     name="quorum",
@@ -419,8 +420,8 @@ def _resume_progress(
     """Progress of a resume: its budgets, and what the thread spent before it."""
 
     async def so_far() -> tuple[QuorumContext, LedgerRow]:
-        context = await runner.run_context(thread, database=db, settings=settings)
-        return context, (await runner.ledger(thread, database=db)).total
+        context = await threads_api.run_context(thread, database=db, settings=settings)
+        return context, (await threads_api.ledger(thread, database=db)).total
 
     context, before = _run_async(so_far(), thread=thread)
     return _Progress(context, before, stream=stream, verbose=verbose)
@@ -931,13 +932,13 @@ def threads(
 ) -> None:
     """List threads with their pattern, status and last update (or delete some)."""
     if delete is not None:
-        _run_async(runner.delete_thread(delete, database=db))
+        _run_async(threads_api.delete_thread(delete, database=db))
         err.print(f"deleted thread {escape(delete)}")
         return
     if prune or older_than is not None or keep is not None:
         _prune(db, older_than, keep, yes=yes, as_json=as_json, asked=prune)
         return
-    infos = _run_async(runner.list_threads(database=db))
+    infos = _run_async(threads_api.list_threads(database=db))
     if as_json:
         out.print_json(data=[_jsonable(i, full=False) for i in infos])
         return
@@ -975,11 +976,15 @@ def _prune(
         age = _duration(older_than) if older_than is not None else None
     except QuorumError as error:
         _fail(error)
-    doomed = _run_async(runner.prune_threads(older_than=age, keep=keep, database=db, dry_run=True))
+    doomed = _run_async(
+        threads_api.prune_threads(older_than=age, keep=keep, database=db, dry_run=True)
+    )
     if doomed and not yes:
         _confirm_deletion(doomed)
     agreed = {info.thread_id for info in doomed}
-    deleted = _run_async(runner.prune_threads(older_than=age, keep=keep, database=db, among=agreed))
+    deleted = _run_async(
+        threads_api.prune_threads(older_than=age, keep=keep, database=db, among=agreed)
+    )
     if as_json:
         out.print_json(data=[info.thread_id for info in deleted])
     err.print(f"deleted {len(deleted)} thread(s)" + "".join(f"\n  {i.thread_id}" for i in deleted))
@@ -1030,7 +1035,7 @@ def show(
     ] = False,
 ) -> None:
     """Print a thread's final output and its step history."""
-    info = _run_async(runner.get_thread(thread, database=db))
+    info = _run_async(threads_api.get_thread(thread, database=db))
     if as_json:
         out.print_json(data=_jsonable(info, full=True))
         return

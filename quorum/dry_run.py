@@ -40,7 +40,7 @@ from typing import Any, Literal
 
 from langgraph.types import StateSnapshot
 
-from quorum import journal, metering, runner
+from quorum import journal, metering, threads
 from quorum.checkpoints import Persistence, shared_persistence
 from quorum.checkpoints.lease import Lease
 from quorum.context import QuorumContext
@@ -313,8 +313,8 @@ async def preview(
     """
     async with shared_persistence(database, read_only=True, thread_id=thread_id) as kept:
         lease = await kept.leases.get(thread_id)
-        info = await runner._thread_info(kept, thread_id, lease=lease)
-        graph = runner._compile(kept, info.pattern)
+        info = await threads.thread_info(kept, thread_id, lease=lease)
+        graph = threads.compile_pattern(kept, info.pattern)
         records = await journal.keyed_records(kept.store, thread_id)
         notes: list[str] = []
         exact = True
@@ -324,7 +324,7 @@ async def preview(
             waiting_ids = {w["interrupt_id"] for w in info.waiting}
             steps = await _steps(kept, snapshot, records, waiting_ids, "")
         else:
-            found = await runner._checkpoint(kept, thread_id, checkpoint_id)
+            found = await threads.find_checkpoint(kept, thread_id, checkpoint_id)
             snapshot = await graph.aget_state(found.config, subgraphs=True)
             if not snapshot.next:
                 raise UsageError(
@@ -339,7 +339,7 @@ async def preview(
                     "its steps keep their task ids, so the journal may serve some of their calls"
                 )
         assert found is not None  # the thread exists: _thread_info found its checkpoint
-        context = runner._stored_context(dict(found.metadata or {}), settings)
+        context = threads.stored_context(dict(found.metadata or {}), settings)
         changing = sorted(set(settings or {}) - SAFE_SETTINGS)
         if changing and any(s.served_calls for s in steps):
             exact = False
@@ -515,7 +515,7 @@ def _named(name: str, payload: Any, inner_agent: str) -> tuple[str, str]:
 
 
 def _verdict(
-    info: runner.ThreadInfo, lease: Lease | None, context: QuorumContext, fork: bool
+    info: threads.ThreadInfo, lease: Lease | None, context: QuorumContext, fork: bool
 ) -> tuple[Verdict, str]:
     """The verdict and its sentence, following the branches `runner.resume` takes."""
     if lease is not None and lease.live:

@@ -857,6 +857,14 @@ async def _request(
         if not isinstance(reply, AIMessage):
             raise TypeError(f"chat model returned {type(reply).__name__}, not AIMessage")
         usage: dict[str, Any] = dict(reply.usage_metadata or {})
+        if not usage:
+            # An endpoint that reports no usage (some servers leave it out of a streamed
+            # reply): counted roughly, never as free, so budgets still hold.
+            usage = {
+                "input_tokens": metering.estimate_tokens(messages),
+                "output_tokens": metering.estimate_tokens([reply]),
+            }
+            _warn_once(f"the endpoint reported no token usage for agent '{agent}''s call")
         record.reply = reply
         record.input_tokens = int(usage.get("input_tokens", 0))
         record.output_tokens = int(usage.get("output_tokens", 0))
@@ -912,6 +920,25 @@ RETRIED_STATUSES = frozenset({408, 409, 429}) | frozenset(range(500, 600))
 """Statuses a later attempt can fix (the same set OpenAI's own client retries)."""
 
 
+_WARNED: set[str] = set()
+
+
+def _warn_once(what: str) -> None:
+    """Say on stderr, once per process, that token counts are estimates."""
+    if "usage" not in _WARNED:
+        _WARNED.add("usage")
+        print(
+            f"quorum: {what}; its tokens and those of any call like it are estimated "
+            "(about 4 characters a token). Budgets count the estimates.",
+            file=sys.stderr,
+        )
+
+
+EMPTY_STREAM = "No generations found in stream."
+"""What langchain-core raises when a streamed reply held no chunk (its message is the only
+sign: a plain ValueError); tests/test_faults.py sends such a reply."""
+
+
 def _classify(
     error: Exception, agent: str, attempt: int, settings: Settings
 ) -> tuple[ModelError, float | None]:
@@ -943,6 +970,10 @@ def _classify(
         what = f"connection failed ({type(error.__cause__ or error).__name__})"
     elif isinstance(error, json.JSONDecodeError | openai.APIResponseValidationError):
         what = f"malformed response body ({redact(str(error))[:200]})"
+    elif isinstance(error, ValueError) and str(error) == EMPTY_STREAM:
+        # A streamed reply whose body held no event (a cut or non-SSE body): LangChain's
+        # words for it; the same fault as a malformed body, streamed.
+        what = "malformed response body (a stream with no reply in it)"
     else:
         raise error  # a bug, not the endpoint: keep its traceback
     failure = ModelError(

@@ -29,7 +29,7 @@ from quorum import effects, journal
 from quorum.checkpoints import open_persistence
 from quorum.errors import ConfigError, UsageError
 from quorum.graphs import PATTERNS
-from quorum.runner import ThreadInfo, get_thread
+from quorum.threads import ThreadInfo, get_thread
 
 TIMELINE_WIDTH = 900
 """Pixels of the time axis."""

@@ -61,7 +61,7 @@ from typing import IO, Any, TypeVar
 
 from pydantic_core import to_jsonable_python
 
-from quorum import runner
+from quorum import threads
 from quorum.errors import ThreadNotFound
 from tests.openai_stub import (
     CHAT_PATH,
@@ -399,15 +399,15 @@ class Harness:
     def show(self, thread: str) -> dict[str, Any]:
         """What `quorum show THREAD --json` prints, read in this process.
 
-        The CLI prints `runner.get_thread` made JSON this way; reading it here saves a
+        The CLI prints `threads.get_thread` made JSON this way; reading it here saves a
         process start (two seconds of imports) per trial.
         """
-        info = asyncio.run(runner.get_thread(thread, database=self.database))
+        info = asyncio.run(threads.get_thread(thread, database=self.database))
         return to_jsonable_python(vars(info), fallback=str)
 
     def _exists(self, thread: str) -> bool:
         try:
-            asyncio.run(runner.get_thread(thread, database=self.database))
+            asyncio.run(threads.get_thread(thread, database=self.database))
         except ThreadNotFound:
             return False
         return True

@@ -258,6 +258,8 @@ class OpenAIStub:
         """Seconds every chat reply waits before it is sent."""
         self.chunk_delay = 0.0
         """Seconds between the chunks of a streamed reply (a model writing slowly)."""
+        self.stream_usage = True
+        """Send the usage chunk a client asks for in a stream (some servers never do)."""
         self.models = [STUB_MODEL]
         """What GET /v1/models lists; chat requests are answered whatever model they name."""
         self.api_key: str | None = None
@@ -338,6 +340,7 @@ class OpenAIStub:
         self.schema_replies = default_schema_replies()
         self.delay = 0.0
         self.chunk_delay = 0.0
+        self.stream_usage = True
         self.models = [STUB_MODEL]
         self.api_key = None
 
@@ -636,7 +639,8 @@ def _handler_for(stub: OpenAIStub) -> type[BaseHTTPRequestHandler]:
             if not body.get("stream"):
                 self._send_json(200, completion)
                 return
-            include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+            asked = bool((body.get("stream_options") or {}).get("include_usage"))
+            include_usage = asked and stub.stream_usage
             self.send_response(200)
             self.send_header("Content-Type", "text/event-stream")
             self.send_header("Cache-Control", "no-cache")

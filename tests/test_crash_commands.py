@@ -52,8 +52,8 @@ import pytest
 
 from quorum import runner
 from quorum.cli import EXIT_CODES
-from quorum.runner import ThreadInfo
 from quorum.settings import get_settings
+from quorum.threads import ThreadInfo
 from tests.crash_harness import (
     PATTERN_INPUTS,
     PROCESS_TIMEOUT,

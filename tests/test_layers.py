@@ -18,7 +18,7 @@ LAYERS: list[set[str]] = [
     {"journal", "metering", "effects", "models", "embedded", "model_files", "tools"},
     {"nodes"},
     {"graphs"},
-    {"checkpoints", "testing", "lifecycle", "runner", "report", "dry_run"},
+    {"checkpoints", "testing", "lifecycle", "threads", "runner", "report", "dry_run"},
     {"evals"},
     {"cli", "__init__", "auth"},
 ]

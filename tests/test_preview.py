@@ -34,7 +34,7 @@ import pytest
 from langchain_core.messages import AIMessage
 
 import quorum
-from quorum import journal, runner
+from quorum import journal, threads
 from quorum.checkpoints import open_persistence, shared_persistence
 from quorum.dry_run import JSON_VERSION, Preview, preview
 from quorum.errors import NoDatabase, ThreadNotFound, UsageError
@@ -251,7 +251,7 @@ async def test_workers_are_named_and_finished_ones_are_not_run_again(
 
 async def test_a_fork_runs_every_step_anew(script: Script, db: str) -> None:
     await quorum.run("pipeline", "Water", thread_id="f", database=db)
-    info = await runner.get_thread("f", database=db)
+    info = await threads.get_thread("f", database=db)
     fact_check = next(h for h in info.history if h.agents == ["fact_check"])
 
     seen = await preview("f", database=db, checkpoint_id=fact_check.checkpoint_id[:30])
@@ -436,7 +436,7 @@ def without_journal(databases: Databases, database: str, thread: str) -> str:
 
 def exists(thread: str, database: str) -> bool:
     try:
-        asyncio.run(runner.get_thread(thread, database=database))
+        asyncio.run(threads.get_thread(thread, database=database))
     except ThreadNotFound:
         return False
     return True

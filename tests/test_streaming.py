@@ -218,3 +218,29 @@ def test_a_repeated_paragraph_is_never_shown(stub: OpenAIStub, tmp_path: Path) -
     shown = b"".join(data for _, data in received).decode()
     assert shown == "Use SQLite.\n\n- small\n- local\n\nTrade-offs:\n"
     assert "as finally given" not in stderr
+
+
+def test_an_endpoint_that_streams_no_usage_is_counted_roughly_not_free(
+    stub: OpenAIStub, tmp_path: Path
+) -> None:
+    """Some servers leave the usage out of a stream: the calls are estimated (so budgets
+    hold) and the CLI says so once."""
+    stub.stream_usage = False
+    stub.responder = lambda body: ANSWER if schema_name(body) is None else None
+
+    _, stderr, code = timed_run(
+        stub, tmp_path, "react", "Say six lines.", "--thread", "u1", terminal=False
+    )
+
+    assert code == 0, stderr
+    assert stderr.count("reported no token usage") == 1
+    shown = subprocess.run(
+        [sys.executable, "-m", "quorum.cli", "show", "u1", "--json"],
+        env=environment(stub, tmp_path),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    total = json.loads(shown.stdout)["ledger"]["total"]
+    assert total["output_tokens"] >= len(ANSWER) // 4 - 1 and total["input_tokens"] > 0
