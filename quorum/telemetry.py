@@ -11,7 +11,7 @@ application has set its own global TracerProvider, every run makes one span tree
 
 with the OpenTelemetry GenAI semantic-convention attributes (`gen_ai.*`) and Quorum's own
 (`quorum.*`: pattern, thread, agent, attempts, budget left, cost). The hooks are called from
-the choke points only: the runner (run), `metering.metered` (agent), `models._invoke` (model
+the choke points only: the runner (run), `metering.metered` (agent), `models.call._invoke` (model
 call) and `tools.contract.call_tool` (tool call). With nothing configured each hook is one
 identity check of a cached value and returns a shared do-nothing context, and the SDK is
 never imported.

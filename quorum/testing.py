@@ -1,7 +1,7 @@
 """A scripted chat model: run every pattern offline, deterministically, at no cost.
 
 Quorum's tests, benchmarks and evaluations drive the real graphs with it, and so can you:
-it replaces the model at Quorum's one model seam (`quorum.models.load_chat_model`) and
+it replaces the model at Quorum's one model seam (`quorum.models.client.load_chat_model`) and
 nothing else, so journaling, metering, tool steps and checkpoints all run for real.
 
     from quorum import testing
@@ -114,7 +114,7 @@ class ScriptedChatModel(BaseChatModel):
 @contextmanager
 def scripted(script: Script) -> Iterator[Script]:
     """Answer every agent's model calls from `script` while the block runs."""
-    from quorum import models
+    from quorum.models import client as models
 
     loaded: dict[str, ScriptedChatModel] = {}
 

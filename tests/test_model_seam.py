@@ -14,6 +14,7 @@ from quorum import models
 from quorum.context import QuorumContext
 from quorum.errors import ModelError
 from quorum.metering import metered
+from quorum.models import structured
 from quorum.settings import Settings, get_settings
 from quorum.state import Verdict
 from tests.openai_stub import STUB_MODEL, OpenAIStub, schema_name
@@ -69,7 +70,7 @@ def test_grammar_bounds(small: bool, declared: int | None, sent: int | None) -> 
     field = {"type": "string"} | ({"maxLength": declared} if declared else {})
     schema = {"type": "object", "properties": {"url": field, "tags": {"type": "array"}}}
 
-    fitted = models._for_grammar(schema, small=small)
+    fitted = structured._for_grammar(schema, small=small)
 
     assert fitted["properties"]["url"].get("maxLength") == sent
     assert fitted["properties"]["tags"].get("maxItems") == (models.MAX_ITEMS if small else None)
@@ -84,7 +85,7 @@ def test_only_the_small_embedded_model_gets_short_strings(choice: str, short: bo
     settings = Settings(embedded_model=choice, base_url=None, api_key=None)
     target = models.endpoint(settings)
 
-    sent = models._response_format(Verdict, "Verdict", target)["schema"]
+    sent = structured._response_format(Verdict, "Verdict", target)["schema"]
 
     assert target.embedded and target.short_strings is short
     rationale = sent["properties"]["rationale"]
@@ -93,7 +94,7 @@ def test_only_the_small_embedded_model_gets_short_strings(choice: str, short: bo
 
 def test_grammar_bounds_numbers() -> None:
     """Bounded numbers become a choice of in-range values; unbounded ones stay free."""
-    schema = models._for_grammar(Verdict.model_json_schema(), small=True)
+    schema = structured._for_grammar(Verdict.model_json_schema(), small=True)
     confidence = schema["properties"]["confidence"]
     assert "type" not in confidence
     assert confidence["enum"][0] == 0 and confidence["enum"][-1] == 1
@@ -101,11 +102,11 @@ def test_grammar_bounds_numbers() -> None:
     # llama.cpp's own converter turns the choice into a grammar of exactly those numbers.
     grammar = json_schema_to_gbnf(json.dumps(schema))
     assert '"0.05"' in grammar and '"1.0"' in grammar
-    steps = models._for_grammar({"type": "integer", "minimum": 1, "maximum": 5}, small=False)
+    steps = structured._for_grammar({"type": "integer", "minimum": 1, "maximum": 5}, small=False)
     assert steps["enum"] == [1, 2, 3, 4, 5]
     wide = {"type": "integer", "minimum": 0, "maximum": 10**6}
-    assert models._for_grammar(wide, small=False) == wide
-    assert models._for_grammar({"type": "number"}, small=False) == {"type": "number"}
+    assert structured._for_grammar(wide, small=False) == wide
+    assert structured._for_grammar({"type": "number"}, small=False) == {"type": "number"}
 
 
 async def test_json_schema_mode_is_openai_strict(

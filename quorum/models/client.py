@@ -1,0 +1,211 @@
+"""The chat model for an agent: langchain-openai's ChatOpenAI, built and cached here.
+
+`load_chat_model(agent, context)` is the seam tests replace (`quorum.testing`). Each model
+gets HTTP clients of its own whose transports redact every configured secret from error
+bodies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import sys
+from typing import TYPE_CHECKING, Any, TypeGuard
+from weakref import WeakKeyDictionary
+
+import httpx2
+from langchain_core.language_models import BaseChatModel
+from pydantic import SecretStr
+
+from quorum import embedded
+from quorum.context import QuorumContext
+from quorum.errors import ConfigError, ModelError, UsageError
+from quorum.models.endpoint import endpoint
+from quorum.settings import Settings, get_settings, redact
+
+if TYPE_CHECKING:
+    # openai and langchain-openai take most of a second to import: they are loaded when the
+    # first model is built, so commands that only read threads (show, threads) never pay it.
+    from langchain_openai import ChatOpenAI
+
+
+async def load_chat_model(agent: str, context: QuorumContext) -> BaseChatModel:
+    """Build (or reuse) the chat model `agent` uses in a run with `context`."""
+    settings = get_settings()
+    temperature = settings.temperature if context.temperature is None else context.temperature
+    name = context.model_for(agent)
+    # One client per model and event loop: agents share its connection pool, and a client
+    # never outlives the loop its connections belong to (each asyncio.run has its own).
+    per_loop = _MODELS.setdefault(asyncio.get_running_loop(), {})
+    key = (settings, name, temperature)
+    if key not in per_loop:
+        base_url = settings.base_url
+        if endpoint(settings).embedded:
+            # Finding or starting the server blocks (files, sockets, a process): keep it off
+            # the event loop, which `langgraph dev` rightly refuses to let block.
+            base_url = (await asyncio.to_thread(embedded.ensure_server, settings)).base_url
+        per_loop[key] = _chat_openai(settings, name, temperature, base_url)
+    return per_loop[key]
+
+
+_MODELS: WeakKeyDictionary[asyncio.AbstractEventLoop, dict[Any, ChatOpenAI]] = WeakKeyDictionary()
+
+
+def _chat_openai(
+    settings: Settings, model: str, temperature: float, base_url: str | None
+) -> ChatOpenAI:
+    import openai
+    from langchain_openai import ChatOpenAI
+
+    target = endpoint(settings)
+    is_openai = target.structured == "json_schema"
+    return ChatOpenAI(
+        model=embedded.model_alias(settings) if target.embedded else model or settings.model,
+        base_url=base_url,
+        # Local servers accept any key, but the client insists on one.
+        api_key=settings.api_key or SecretStr("not-needed"),
+        temperature=temperature,
+        seed=settings.seed,
+        timeout=target.timeout,
+        # Retries happen in `_invoke`, once per call, each attempt journaled: never here too.
+        max_retries=0,
+        # Quorum builds both clients itself, with the installed openai's own client types:
+        # each model gets connections of its own (never a process-wide client bound to the
+        # first event loop that used it), and every error body passes the redacting transport.
+        http_client=openai.DefaultHttpxClient(
+            timeout=target.timeout, transport=RedactingTransport(httpx2.HTTPTransport())
+        ),
+        http_async_client=openai.DefaultAsyncHttpxClient(
+            timeout=target.timeout, transport=AsyncRedactingTransport(httpx2.AsyncHTTPTransport())
+        ),
+        stream_usage=True,
+        # llama.cpp and other servers ignore `max_completion_tokens`, which ChatOpenAI sends
+        # for `max_tokens`; the classic field is the one they honour.
+        max_tokens=target.max_tokens if is_openai else None,  # type: ignore[call-arg]
+        extra_body=None if is_openai else {"max_tokens": target.max_tokens},
+        metadata={"quorum_endpoint": "embedded" if target.embedded else "configured"},
+    )
+
+
+def _redacted(request: httpx2.Request, response: httpx2.Response, body: bytes) -> httpx2.Response:
+    """`response` to `request` again with `body`, its configured secrets hidden."""
+    cleaned = redact(body.decode("utf-8", "replace")).encode()
+    headers = [(k, v) for k, v in response.headers.items() if k.lower() != "content-length"]
+    return httpx2.Response(response.status_code, headers=headers, content=cleaned, request=request)
+
+
+class RedactingTransport(httpx2.BaseTransport):
+    """Hides configured secrets in error bodies before anything reads them.
+
+    Some endpoints echo the request's key in an error. Rewritten here, at the transport,
+    the secret never reaches an exception, a checkpoint, a log line or a trace.
+    """
+
+    def __init__(self, inner: httpx2.BaseTransport) -> None:
+        self.inner = inner
+
+    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+        """Send `request`; an error reply comes back with its body redacted."""
+        response = self.inner.handle_request(request)
+        if response.status_code < 400:
+            return response
+        body = response.read()
+        response.close()
+        return _redacted(request, response, body)
+
+    def close(self) -> None:
+        """Close the wrapped transport."""
+        self.inner.close()
+
+
+class AsyncRedactingTransport(httpx2.AsyncBaseTransport):
+    """`RedactingTransport` for the async client, which every agent's call goes through."""
+
+    def __init__(self, inner: httpx2.AsyncBaseTransport) -> None:
+        self.inner = inner
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        """Send `request`; an error reply comes back with its body redacted."""
+        response = await self.inner.handle_async_request(request)
+        if response.status_code < 400:
+            return response
+        body = await response.aread()
+        await response.aclose()
+        return _redacted(request, response, body)
+
+    async def aclose(self) -> None:
+        """Close the wrapped transport."""
+        await self.inner.aclose()
+
+
+def _is_chat_openai(model: Any) -> TypeGuard[ChatOpenAI]:
+    """Whether `model` is langchain-openai's ChatOpenAI.
+
+    Asked without importing it: no ChatOpenAI can exist before it is imported.
+    """
+    loaded = sys.modules.get("langchain_openai")
+    return loaded is not None and isinstance(model, loaded.ChatOpenAI)
+
+
+def sample_seed(seed: int, index: int) -> int:
+    """The seed of sample `index` drawn with the run's `seed`: its own, and the same every run.
+
+    Samples sent with one seed are one sample, k times over: a seeded server returns the
+    same text to the same prompt.
+    """
+    digest = hashlib.sha256(f"{seed}/{index}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+
+
+def _for_sample(model: Any, sample: int | None) -> Any:
+    """`model` with the seed of sample `sample` bound, when the run is seeded and sampling."""
+    seed = get_settings().seed
+    if sample is None or seed is None:
+        return model
+    # Bound, so the journal's request digest tells the samples apart too.
+    return model.bind(seed=sample_seed(seed, sample))
+
+
+async def preflight(context: QuorumContext) -> None:
+    """Fail within seconds, naming the setting to change, if the endpoint cannot serve a run.
+
+    Checks that the endpoint answers, accepts the key and knows every model the run's
+    context names. The embedded model is started here when it is the endpoint.
+    """
+    agents = {"": context.model, **context.models}
+    models = {agent: await load_chat_model(agent, context) for agent in agents}
+    clients = {m.root_async_client for m in models.values() if _is_chat_openai(m)}
+    if not clients:
+        return  # not an OpenAI-compatible client (a test double, or a custom seam)
+    import openai  # loaded with the clients
+
+    settings = get_settings()
+    where = settings.base_url or "the OpenAI API"
+    client = next(iter(clients)).with_options(timeout=5.0, max_retries=0)
+    try:
+        served = {model.id async for model in client.models.list()}
+    except openai.AuthenticationError as error:
+        raise ModelError(
+            f"the model endpoint {where} refused the API key", hint="check QUORUM_API_KEY"
+        ) from error
+    except openai.APITimeoutError:
+        # Connected but slow: a busy server (a single-slot llama.cpp still finishing a dead
+        # run's request) is not an unreachable one. The run's calls wait and retry.
+        return
+    except openai.APIConnectionError as error:
+        raise ConfigError(
+            f"cannot reach the model endpoint {where}",
+            hint="check QUORUM_BASE_URL and that the server is running",
+        ) from error
+    except openai.APIStatusError:
+        return  # some servers do not list models; the first call will tell
+    for agent, model in models.items():
+        name = getattr(model, "model_name", "")
+        if served and name not in served:
+            who = f"agent '{agent}'" if agent else "the default model"
+            # A model name is the run's input (--model, --set models=...): bad input, exit 2.
+            raise UsageError(
+                f"the model endpoint {where} has no model {name!r} (for {who}); "
+                f"it serves: {', '.join(sorted(served)[:10])}",
+                hint="check QUORUM_MODEL or the context's 'model' and 'models'",
+            )
