@@ -18,8 +18,8 @@ from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
 from typer.testing import CliRunner
 
 import quorum
-from quorum import cli
 from quorum.checkpoints import open_checkpointer
+from quorum.cli import browse as cli
 from quorum.context import QuorumContext
 from quorum.settings import get_settings
 from quorum.testing import Script

@@ -1,0 +1,5 @@
+"""`python -m quorum.cli`: the `quorum` command."""
+
+from quorum.cli import app
+
+app()
