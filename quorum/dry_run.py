@@ -46,6 +46,7 @@ from quorum.checkpoints.lease import Lease
 from quorum.context import QuorumContext
 from quorum.effects import APPROVAL, RECONCILE
 from quorum.errors import UsageError
+from quorum.framework import PREGEL_PUSH, PREGEL_TASKS
 from quorum.lifecycle import Status, _cancelled, thread_config
 from quorum.settings import redact
 
@@ -84,7 +85,7 @@ SAFE_SETTINGS = frozenset(
 still serves every recorded reply): budgets are checked around requests, never sent, and
 `approve_tools` decides who answers an approval."""
 
-_SENDS = "__pregel_tasks"
+_SENDS = PREGEL_TASKS
 """Where a LangGraph checkpoint keeps the `Send` packets its next step runs (a push task's
 path indexes them). No public API gives a pending task's input; it names the step ('researcher
 (s2)', 'tool calculator'), and `tests/test_preview.py` fails if the name stops working."""
@@ -497,7 +498,7 @@ async def _sends(kept: Persistence, snapshot: StateSnapshot) -> list[Any]:
 
 def _payload(path: tuple[Any, ...], sends: list[Any]) -> Any:
     """The input a push task (one `Send`) was sent; None for any other task."""
-    if len(path) >= 2 and path[0] == "__pregel_push" and isinstance(path[1], int):
+    if len(path) >= 2 and path[0] == PREGEL_PUSH and isinstance(path[1], int):
         if path[1] < len(sends):
             return getattr(sends[path[1]], "arg", None)
     return None

@@ -13,9 +13,10 @@ from typing import Annotated, Literal, NotRequired
 
 from langchain_core.messages import AnyMessage, ToolCall
 from langgraph.channels import DeltaChannel
-from langgraph.graph.message import _messages_delta_reducer
 from pydantic import BaseModel, ConfigDict, Field, with_config
 from typing_extensions import TypedDict
+
+from quorum.framework import messages_delta_reducer
 
 # --- Usage -----------------------------------------------------------------------------------
 
@@ -70,7 +71,7 @@ def merge(left: dict | None, right: dict | None) -> dict:
 # 100-round ReAct thread then keeps 0.79 MB instead of 16.7 MB, and a checkpoint's write
 # time no longer grows with the conversation (bench/storage.py). The reducer has add_messages'
 # semantics (ids replace, RemoveMessage deletes) in a form that may replay writes in batches.
-Messages = Annotated[list[AnyMessage], DeltaChannel(_messages_delta_reducer)]
+Messages = Annotated[list[AnyMessage], DeltaChannel(messages_delta_reducer)]
 
 
 def append(left: list[str] | None, right: list[str] | None) -> list[str]:

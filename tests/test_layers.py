@@ -12,7 +12,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "quorum"
 
 LAYERS: list[set[str]] = [
-    {"settings", "context", "errors"},
+    {"settings", "context", "errors", "framework"},
     {"state", "answers"},
     {"telemetry"},
     {"journal", "metering", "effects", "models", "embedded", "model_files", "tools"},

@@ -35,6 +35,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError, create_model
 from quorum import metering
 from quorum.context import QuorumContext
 from quorum.errors import UsageError, problems
+from quorum.framework import become
 
 
 class Pattern(StateGraph[Any, QuorumContext, Any, Any]):
@@ -58,7 +59,7 @@ class Pattern(StateGraph[Any, QuorumContext, Any, Any]):
         graph = super().compile(*args, **kwargs)
         # LangGraph's compile builds its own class: PatternGraph only adds checks to it,
         # with no state of its own, so the compiled graph can take that class as it is.
-        graph.__class__ = PatternGraph
+        become(graph, PatternGraph)
         return graph  # type: ignore[return-value]
 
     def admit(
