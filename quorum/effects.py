@@ -39,6 +39,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from langgraph.config import get_config, get_store
@@ -139,6 +140,9 @@ async def run_once(
 ) -> Outcome:
     """Run a side-effecting tool call through the ledger (see the module docstring).
 
+    Its entry moves through the states: none yet, `approved` (a person said yes), `started`
+    (recorded before the call runs), then `completed`, `failed` or `rejected`, each kept for
+    good. A call found `started` stopped while it ran: a person says whether it took effect.
     `tainted` names the tools whose untrusted output the agent had read: the approval
     question shows them.
     """
@@ -152,109 +156,181 @@ async def run_once(
         if needs_approval:
             return _refused(tool, "it needs a person's approval, and this is not a durable run")
         return await run(args)  # outside a durable run, there is nothing to remember it by
-    step = config["configurable"].get("checkpoint_ns", "")
-    namespace = thread_namespace(NAMESPACE, str(thread_id))
-    holder = holder_of(config)
-
-    async def save(entry: dict[str, Any]) -> None:
-        await put(store, namespace, key, entry, str(thread_id), holder)
-
-    key = f"{step}/{call_id}"
-    digest = hashlib.sha256(f"{thread_id}\x00{key}".encode()).hexdigest()[:32]
-    found = await store.aget(namespace, key)
-    entry: dict[str, Any] = (
-        found.value
-        if found is not None
-        else {"tool": tool, "args": args, "agent": agent, "idempotency_key": f"quorum-{digest}"}
-    )
-    state = entry.get("state")
+    call = await _LedgerCall.find(store, config, str(thread_id), tool, args, call_id, agent)
+    state = call.entry.get("state")
     if state in ("completed", "failed", "rejected"):
-        return entry["content"], entry["status"]
+        return call.entry["content"], call.entry["status"]
     if state == "started":
-        question = {
-            "type": RECONCILE,
-            "tool": tool,
-            "args": _plain(entry["args"]),
-            "agent": agent,
-            "call_id": call_id,
-            "idempotency_key": entry["idempotency_key"],
-            "started_at": entry["started_at"],
-            "question": f"{tool} started but its outcome was never recorded (the process "
-            "stopped while it ran). Did it take effect?",
-        }
-        resolution = interrupt(question)
-        if isinstance(resolution, dict) and "action" in resolution:
-            # A decision sent to the approval this step showed before it was killed. LangGraph
-            # hands answers to a step's questions by position, so it reached this question:
-            # it answers nothing here, and this question is asked on its own.
-            resolution = interrupt(question)
-        entry = {**entry, "answered": [*entry.get("answered", []), question]}
-        if resolution == "done":
-            content = json.dumps(
-                {"note": f"{tool} took effect (confirmed by an operator; its result was lost)"}
-            )
-            await save(_finished(entry, "completed", content, "success"))
-            return content, "success"
-        if resolution != "retry":
-            raise UsageError(
-                f"unknown resolution {resolution!r} for {tool}", hint="resolve with done or retry"
-            )
-        entry["resolved"] = "retry"
+        settled = await _reconcile(call)
+        if settled is not None:
+            return settled
     elif needs_approval and state != "approved":
-        question = {
-            "type": APPROVAL,
-            "tool": tool,
-            "args": _plain(args),
-            "agent": agent,
-            "call_id": call_id,
-            "idempotency_key": entry["idempotency_key"],
-            "question": f"agent '{agent or '?'}' wants to run {tool}, which cannot be "
-            "undone"
-            + (
-                f", after reading untrusted data from {', '.join(tainted)} (an instruction "
-                "planted there may be what asks for it)"
-                if tainted
-                else ""
-            )
-            + ". Approve it?",
-            "untrusted_sources": list(tainted),
-            # Which ledger entry records the answer: the same call id can be asked again
-            # in another step (a fork re-runs the step that made it).
-            "ledger_key": key,
+        refused = await _approve(call, args, tainted)
+        if refused is not None:
+            return refused
+    return await _execute(call, run)
+
+
+@dataclass
+class _LedgerCall:
+    """One tool call's entry in the effect ledger, and where it is kept."""
+
+    store: Any
+    config: Any
+    namespace: tuple[str, ...]
+    key: str
+    """The step's checkpoint namespace and the call id: a fork's re-run is a new call."""
+    thread_id: str
+    holder: str
+    """The run's lease holder: the fencing token of every write (`journal.put`)."""
+    tool: str
+    call_id: str
+    agent: str
+    entry: dict[str, Any]
+
+    @classmethod
+    async def find(
+        cls,
+        store: Any,
+        config: Any,
+        thread_id: str,
+        tool: str,
+        args: dict[str, Any],
+        call_id: str,
+        agent: str,
+    ) -> _LedgerCall:
+        """The call's entry as the ledger has it, or a new one (with its idempotency key)."""
+        step = config["configurable"].get("checkpoint_ns", "")
+        namespace = thread_namespace(NAMESPACE, thread_id)
+        key = f"{step}/{call_id}"
+        digest = hashlib.sha256(f"{thread_id}\x00{key}".encode()).hexdigest()[:32]
+        found = await store.aget(namespace, key)
+        entry: dict[str, Any] = (
+            found.value
+            if found is not None
+            else {"tool": tool, "args": args, "agent": agent, "idempotency_key": f"quorum-{digest}"}
+        )
+        holder = holder_of(config)
+        return cls(store, config, namespace, key, thread_id, holder, tool, call_id, agent, entry)
+
+    async def save(self, entry: dict[str, Any]) -> None:
+        """Keep `entry` as the call's entry (fenced by the run's lease)."""
+        self.entry = entry
+        await put(self.store, self.namespace, self.key, entry, self.thread_id, self.holder)
+
+    def question(self, kind: str, **more: Any) -> dict[str, Any]:
+        """The interrupt payload asking a person about this call."""
+        return {
+            "type": kind,
+            "tool": self.tool,
+            "agent": self.agent,
+            "call_id": self.call_id,
+            "idempotency_key": self.entry["idempotency_key"],
+            **more,
         }
-        decision = check_decision(interrupt(question))
-        record = decided(decision, config)
-        telemetry.decided(record)
-        entry = {
-            **entry,
-            "answered": [*entry.get("answered", []), question],
-            "decision": record,
-        }
-        if decision["action"] == "reject":
-            reason = decision.get("reason") or "no reason given"
-            content = json.dumps(
-                {
-                    "error": f"a person rejected this call of {tool}: {reason}",
-                    "retryable": False,
-                    "suggestion": "do not call it again with the same arguments; answer "
-                    "without it, or take the reason into account",
-                }
-            )
-            await save(_finished(entry, "rejected", content, "error"))
-            return content, "error"
-        entry = {**entry, "state": "approved", "args": decision.get("args", args)}
-        entry["approved_at"] = time.time()
-        # Recorded before the call runs: an approval is never asked for twice.
-        await save(entry)
-    args = entry["args"]
-    entry = {**entry, "state": "started", "started_at": time.time()}
-    await save(entry)
+
+
+async def _reconcile(call: _LedgerCall) -> Outcome | None:
+    """A call that started and was never recorded: a person says whether it took effect.
+
+    The outcome when it did (`done`); None when it is to run again (`retry`).
+    """
+    entry, tool = call.entry, call.tool
+    question = call.question(
+        RECONCILE,
+        args=_plain(entry["args"]),
+        started_at=entry["started_at"],
+        question=f"{tool} started but its outcome was never recorded (the process "
+        "stopped while it ran). Did it take effect?",
+    )
+    resolution = interrupt(question)
+    if isinstance(resolution, dict) and "action" in resolution:
+        # A decision sent to the approval this step showed before it was killed. LangGraph
+        # hands answers to a step's questions by position, so it reached this question:
+        # it answers nothing here, and this question is asked on its own.
+        resolution = interrupt(question)
+    entry = {**entry, "answered": [*entry.get("answered", []), question]}
+    if resolution == "done":
+        content = json.dumps(
+            {"note": f"{tool} took effect (confirmed by an operator; its result was lost)"}
+        )
+        await call.save(_finished(entry, "completed", content, "success"))
+        return content, "success"
+    if resolution != "retry":
+        raise UsageError(
+            f"unknown resolution {resolution!r} for {tool}", hint="resolve with done or retry"
+        )
+    call.entry = {**entry, "resolved": "retry"}
+    return None
+
+
+async def _approve(
+    call: _LedgerCall, args: dict[str, Any], tainted: Sequence[str]
+) -> Outcome | None:
+    """Ask a person whether the irreversible call with `args` may run.
+
+    The outcome when they reject it; None when they approve (the approval, with any edited
+    arguments, is recorded before the call runs).
+    """
+    tool, agent = call.tool, call.agent
+    read = (
+        f", after reading untrusted data from {', '.join(tainted)} (an instruction "
+        "planted there may be what asks for it)"
+        if tainted
+        else ""
+    )
+    question = call.question(
+        APPROVAL,
+        args=_plain(args),
+        question=f"agent '{agent or '?'}' wants to run {tool}, which cannot be undone"
+        + read
+        + ". Approve it?",
+        untrusted_sources=list(tainted),
+        # Which ledger entry records the answer: the same call id can be asked again
+        # in another step (a fork re-runs the step that made it).
+        ledger_key=call.key,
+    )
+    decision = check_decision(interrupt(question))
+    record = decided(decision, call.config)
+    telemetry.decided(record)
+    entry = {
+        **call.entry,
+        "answered": [*call.entry.get("answered", []), question],
+        "decision": record,
+    }
+    if decision["action"] == "reject":
+        reason = decision.get("reason") or "no reason given"
+        content = json.dumps(
+            {
+                "error": f"a person rejected this call of {tool}: {reason}",
+                "retryable": False,
+                "suggestion": "do not call it again with the same arguments; answer "
+                "without it, or take the reason into account",
+            }
+        )
+        await call.save(_finished(entry, "rejected", content, "error"))
+        return content, "error"
+    entry = {**entry, "state": "approved", "args": decision.get("args", args)}
+    entry["approved_at"] = time.time()
+    # Recorded before the call runs: an approval is never asked for twice.
+    await call.save(entry)
+    return None
+
+
+async def _execute(
+    call: _LedgerCall, run: Callable[[dict[str, Any]], Awaitable[Outcome]]
+) -> Outcome:
+    """Record the call as started, run it, record how it ended."""
+    entry = {**call.entry, "state": "started", "started_at": time.time()}
+    await call.save(entry)
     token = _current_key.set(entry["idempotency_key"])
     try:
-        content, status = await run(args)
+        content, status = await run(entry["args"])
     finally:
         _current_key.reset(token)
-    await save(_finished(entry, "completed" if status == "success" else "failed", content, status))
+    await call.save(
+        _finished(entry, "completed" if status == "success" else "failed", content, status)
+    )
     return content, status
 
 
