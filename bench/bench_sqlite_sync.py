@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import shutil
 import sqlite3
@@ -33,6 +32,7 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import Checkpoint, CheckpointMetadata, empty_checkpoint
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
+from bench.harness import show
 from quorum.checkpoints.sqlite import QuorumSqliteSaver, open_sqlite
 from quorum.state import Plan, PlanStep, Usage
 
@@ -253,10 +253,7 @@ def main() -> None:
         shutil.rmtree(folder, ignore_errors=True)
         if created:
             args.dir.rmdir()
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        print_table(result)
+    show(result, as_json=args.json, table=print_table)
 
 
 if __name__ == "__main__":

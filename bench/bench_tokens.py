@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import shutil
 import statistics
@@ -37,6 +36,7 @@ from llama_cpp.server.model import LlamaProxy
 from llama_cpp.server.settings import ModelSettings
 from llama_cpp.server.types import CreateChatCompletionRequest
 
+from bench.harness import show, standalone_parser
 from quorum import embedded, models
 from quorum.context import QuorumContext
 from quorum.settings import Settings, get_settings
@@ -298,18 +298,7 @@ async def run(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
 
 def main() -> None:
     """Parse the arguments, run the benchmark, print the table or JSON."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=10, help="timed rounds (default 10)")
-    parser.add_argument(
-        "--max-tokens", type=int, default=128, help="output cap per call (default 128)"
-    )
-    parser.add_argument(
-        "--model",
-        default="qwen2.5-coder-1.5b",
-        choices=["qwen2.5-coder-1.5b", "smollm2-135m"],
-        help="the embedded model (default qwen2.5-coder-1.5b)",
-    )
-    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser = standalone_parser(__doc__, repeats=10, embedded=128)
     args = parser.parse_args()
     data_dir = tempfile.mkdtemp(prefix="quorum-bench-")
     try:
@@ -317,10 +306,7 @@ def main() -> None:
         result = asyncio.run(run(args, settings))
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        print_table(result)
+    show(result, as_json=args.json, table=print_table)
 
 
 if __name__ == "__main__":

@@ -100,6 +100,37 @@ async def timed(work: Callable[[], Awaitable[Any]]) -> float:
     return time.perf_counter() - started
 
 
+def standalone_parser(doc: str | None, *, repeats: int, embedded: int | None = None) -> Any:
+    """The arguments every standalone bench takes: `--repeats`, `--json`; with `embedded`
+    (the default output cap), also `--max-tokens` and `--model` (an embedded model)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=(doc or "").splitlines()[0])
+    parser.add_argument(
+        "--repeats", type=int, default=repeats, help=f"timed rounds (default {repeats})"
+    )
+    if embedded is not None:
+        parser.add_argument(
+            "--max-tokens", type=int, default=embedded, help=f"output cap (default {embedded})"
+        )
+        parser.add_argument(
+            "--model",
+            default="qwen2.5-coder-1.5b",
+            choices=["qwen2.5-coder-1.5b", "smollm2-135m"],
+            help="the embedded model (default qwen2.5-coder-1.5b)",
+        )
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    return parser
+
+
+def show(result: dict[str, Any], *, as_json: bool, table: Callable[[dict[str, Any]], None]) -> None:
+    """Print a standalone bench's result: as JSON, or as its own table."""
+    if as_json:
+        print(json.dumps(result, indent=2))
+    else:
+        table(result)
+
+
 def median(values: list[float]) -> float:
     """The median of `values`."""
     return statistics.median(values)
