@@ -70,3 +70,9 @@ def test_imports_run_one_way(path: Path) -> None:
 def test_nodes_never_import_graphs() -> None:
     for path in (PACKAGE / "nodes").glob("*.py"):
         assert not [n for n, _ in quorum_imports(path) if n.startswith("quorum.graphs")], path
+
+
+def test_checkpoints_never_import_graphs() -> None:
+    """Storage knows no pattern: the serializer's allowlist comes from the state schema."""
+    for path in (PACKAGE / "checkpoints").glob("*.py"):
+        assert not [n for n, _ in quorum_imports(path) if n.startswith("quorum.graphs")], path

@@ -12,16 +12,22 @@ from typing import Any, get_args, get_type_hints
 
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from pydantic import BaseModel
+from typing_extensions import is_typeddict
 
 
 def state_types() -> set[type[BaseModel]]:
-    """Every pydantic model that can be stored in a Quorum pattern's state."""
-    from quorum.graphs import PATTERNS  # the graphs import this package's users, not it
+    """Every pydantic model that can be stored in a Quorum pattern's state.
+
+    Walked from the checkpoint schema (`quorum.state`): every state it defines, and every
+    model those hold, however deep.
+    """
+    from quorum import state
 
     found: set[type[BaseModel]] = set()
-    for builder in PATTERNS.values():
-        for hint in get_type_hints(builder.state_schema).values():
-            _collect(hint, found)
+    for value in vars(state).values():
+        if is_typeddict(value) and value.__module__ == state.__name__:
+            for hint in get_type_hints(value).values():
+                _collect(hint, found)
     return found
 
 
