@@ -49,6 +49,7 @@ from quorum.errors import UsageError
 from quorum.framework import PREGEL_PUSH, PREGEL_TASKS
 from quorum.lifecycle import Status, _cancelled, thread_config
 from quorum.settings import redact
+from quorum.state import step_label
 
 JSON_VERSION = 1
 """The version of `Preview.to_json()`'s form: raised when a key changes meaning or goes."""
@@ -506,11 +507,11 @@ def _payload(path: tuple[Any, ...], sends: list[Any]) -> Any:
 
 def _named(name: str, payload: Any, inner_agent: str) -> tuple[str, str]:
     """(label, agent) of a step, as the run's progress names it."""
-    if isinstance(payload, dict) and {"step_id", "worker"} <= payload.keys():
-        return f"{payload['worker']} ({payload['step_id']})", str(payload["worker"])
-    if isinstance(payload, dict) and {"call", "tools"} <= payload.keys():
-        tool = str(payload["call"].get("name", "?"))
-        return f"tool {tool}", tool
+    label = step_label(payload)
+    if label is not None:
+        # Whose step: the worker sent a plan step, or the tool called.
+        who = payload["worker"] if "worker" in payload else payload["call"].get("name", "?")
+        return label, str(who)
     agent = inner_agent or name
     return (f"{agent} {name}" if inner_agent and inner_agent != name else name), agent
 

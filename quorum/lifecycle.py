@@ -44,7 +44,7 @@ from quorum.effects import APPROVAL, RECONCILE
 from quorum.errors import BudgetExceeded, LeaseLost, QuorumError, RunFailed
 from quorum.graphs import ANSWER_WRITERS
 from quorum.settings import get_settings, redact
-from quorum.state import Usage
+from quorum.state import Usage, step_label
 
 Status = Literal[
     "completed",
@@ -210,15 +210,9 @@ async def _trace_outcome(
 
 def _run_event(event: dict[str, Any], labels: dict[str, str]) -> RunEvent:
     if "result" not in event:
-        task = event.get("input")
-        label = event["name"]
         # A worker sent one step of a plan is named by its agent and step, so parallel
-        # workers can be told apart.
-        if isinstance(task, dict) and {"step_id", "worker"} <= task.keys():
-            label = f"{task['worker']} ({task['step_id']})"
-        if isinstance(task, dict) and {"call", "tools"} <= task.keys():
-            label = f"tool {task['call']['name']}"
-        labels[event["id"]] = label
+        # workers can be told apart; a tool call by its tool.
+        labels[event["id"]] = step_label(event.get("input")) or event["name"]
         return RunEvent("started", labels[event["id"]])
     result = event.get("result") or {}
     usage = result.get("usage", {}) if isinstance(result, dict) else {}

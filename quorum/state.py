@@ -9,7 +9,8 @@ under the same keys.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, NotRequired
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal, NotRequired
 
 from langchain_core.messages import AnyMessage, ToolCall
 from langgraph.channels import DeltaChannel
@@ -191,6 +192,20 @@ class WorkerTask(TypedDict):
     goal: NotRequired[str]
     """The run's goal: a task a small planner wrote as "compare both" still says what both
     are. (Absent in sends checkpointed before it was added.)"""
+
+
+def step_label(task: Any) -> str | None:
+    """How a step sent its own input is named everywhere: progress, traces, spans, previews.
+
+    `researcher (s2)` for a worker sent a plan step, `tool calculator` for a tool call; None
+    for any other step (it goes by its node's name).
+    """
+    if isinstance(task, Mapping) and {"step_id", "worker"} <= task.keys():
+        return f"{task['worker']} ({task['step_id']})"
+    if isinstance(task, Mapping) and {"call", "tools"} <= task.keys():
+        call = task["call"]
+        return f"tool {call.get('name', '?') if isinstance(call, Mapping) else '?'}"
+    return None
 
 
 class WorkerState(ToolLoopState, total=False):

@@ -41,7 +41,7 @@ from opentelemetry import trace
 
 from quorum.errors import ConfigError
 from quorum.settings import Settings, get_settings, redact
-from quorum.state import Usage
+from quorum.state import Usage, step_label
 
 if TYPE_CHECKING:
     from langchain_core.callbacks import BaseCallbackHandler
@@ -387,13 +387,6 @@ def _cut(text: str) -> str:
     limit = get_settings().trace_max_chars
     text = redact(text)
     return text if len(text) <= limit else f"{text[:limit]}... [cut: {len(text)} characters]"
-
-
-def step_label(task: Mapping[str, Any]) -> str | None:
-    """`researcher s2` for a worker sent a plan step; None for anything else."""
-    if {"step_id", "worker"} <= task.keys():
-        return f"{task['worker']} {task['step_id']}"
-    return None
 
 
 # --- LangSmith ---------------------------------------------------------------------------------

@@ -99,7 +99,7 @@ def test_orchestrator_run_tree(compression: bool, tmp_path: Path) -> None:
     # Named by agent: workers by agent and plan step, model calls by their agent.
     names = [run["name"] for run in runs.values()]
     assert "worker" not in names and "ChatOpenAI" not in names
-    assert {"researcher s1", "analyst s2", "writer s3"} <= set(names)
+    assert {"researcher (s1)", "analyst (s2)", "writer (s3)"} <= set(names)
     models = [run for run in runs.values() if run["run_type"] == "llm"]
     assert sorted(run["name"] for run in models) == sorted(
         ["planner", "planner", "researcher", "researcher", "analyst", "writer", "synthesizer"]
@@ -107,12 +107,16 @@ def test_orchestrator_run_tree(compression: bool, tmp_path: Path) -> None:
     for model in models:
         assert capture.metadata(model)["quorum_agent"] == model["name"]
         if model["name"] in ("researcher", "analyst", "writer"):
-            label = {"researcher": "researcher s1", "analyst": "analyst s2", "writer": "writer s3"}
+            label = {
+                "researcher": "researcher (s1)",
+                "analyst": "analyst (s2)",
+                "writer": "writer (s3)",
+            }
             assert label[model["name"]] in ancestors(runs, model)
     (tool,) = [run for run in runs.values() if run["run_type"] == "tool"]
     assert tool["name"] == "calculator"
-    assert "researcher s1" in ancestors(runs, tool)
-    worker = next(r for r in runs.values() if r["name"] == "analyst s2")
+    assert "researcher (s1)" in ancestors(runs, tool)
+    worker = next(r for r in runs.values() if r["name"] == "analyst (s2)")
     assert capture.metadata(worker) | {"quorum_agent": "analyst", "quorum_plan_step": "s2"} == (
         capture.metadata(worker)
     )

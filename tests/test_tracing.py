@@ -38,7 +38,7 @@ INPUTS = {
     "react": "What is 6 times 7?",
 }
 AGENTS = {
-    "orchestrator": {"planner", "researcher s1", "analyst s2", "writer s3", "synthesizer"},
+    "orchestrator": {"planner", "researcher (s1)", "analyst (s2)", "writer (s3)", "synthesizer"},
     "pipeline": {"research", "summarize", "fact_check", "format_report"},
     "debate": {"debater_a", "debater_b", "judge"},
     "react": {"agent"},

@@ -14,8 +14,7 @@ from langchain_core.messages import HumanMessage, SystemMessage
 from langgraph.runtime import Runtime
 
 from quorum.context import QuorumContext
-from quorum.state import WorkerState, WorkerTask
-from quorum.telemetry import step_label
+from quorum.state import WorkerState, WorkerTask, step_label
 from quorum.tools import tools_for
 from quorum.tools.contract import is_irreversible, spotlight
 
