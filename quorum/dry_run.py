@@ -44,7 +44,7 @@ from quorum import journal, metering, threads
 from quorum.checkpoints import Persistence, shared_persistence
 from quorum.checkpoints.lease import Lease
 from quorum.context import QuorumContext
-from quorum.effects import APPROVAL, RECONCILE
+from quorum.effects import APPROVAL, RECONCILE, Question
 from quorum.errors import UsageError
 from quorum.framework import PREGEL_PUSH, PREGEL_TASKS
 from quorum.lifecycle import Status, _cancelled, thread_config
@@ -548,7 +548,7 @@ def _verdict(
     return "proceeds", f"the {info.status} thread runs on from its last checkpoint"
 
 
-def _waiting(thread_id: str, waiting: Sequence[dict[str, Any]]) -> list[WaitingPreview]:
+def _waiting(thread_id: str, waiting: Sequence[Question]) -> list[WaitingPreview]:
     """The thread's questions, each with the commands that answer it."""
     found = []
     for w in waiting:

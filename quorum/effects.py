@@ -40,7 +40,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NotRequired
 
 from langgraph.config import get_config, get_store
 from langgraph.types import interrupt
@@ -73,6 +73,32 @@ class Decision(TypedDict, total=False):
     """Who decided: the OS user and host for the CLI, the caller's name from Python."""
     via: str
     """Which way in the decision came: cli, python, or server (Studio, langgraph-sdk)."""
+
+
+class Question(TypedDict):
+    """What a thread asks a person about one tool call (the interrupt's value), as it waits.
+
+    `type` says which question: `approval` (may this irreversible call run?) or
+    `needs_reconciliation` (it started and its outcome is unknown: did it take effect?).
+    """
+
+    type: Literal["approval", "needs_reconciliation"]
+    tool: str
+    args: dict[str, Any]
+    agent: str
+    call_id: str
+    idempotency_key: str
+    """The key the tool was (or will be) given for this call (see `idempotency_key`)."""
+    question: str
+    """The question in words, for a person."""
+    started_at: NotRequired[float]
+    """When the call started (reconciliation): Unix time."""
+    untrusted_sources: NotRequired[list[str]]
+    """Tools whose untrusted output the agent had read before asking (approval)."""
+    ledger_key: NotRequired[str]
+    """The ledger entry that records the answer (approval)."""
+    interrupt_id: NotRequired[str]
+    """LangGraph's id of the interrupt: what a resume answers (set as the thread is read)."""
 
 
 _current_key: ContextVar[str | None] = ContextVar("quorum_idempotency_key", default=None)
@@ -218,16 +244,19 @@ class _LedgerCall:
         self.entry = entry
         await put(self.store, self.namespace, self.key, entry, self.thread_id, self.holder)
 
-    def question(self, kind: str, **more: Any) -> dict[str, Any]:
+    def question(
+        self, kind: Literal["approval", "needs_reconciliation"], args: dict[str, Any], text: str
+    ) -> Question:
         """The interrupt payload asking a person about this call."""
-        return {
-            "type": kind,
-            "tool": self.tool,
-            "agent": self.agent,
-            "call_id": self.call_id,
-            "idempotency_key": self.entry["idempotency_key"],
-            **more,
-        }
+        return Question(
+            type=kind,
+            tool=self.tool,
+            args=_plain(args),
+            agent=self.agent,
+            call_id=self.call_id,
+            idempotency_key=self.entry["idempotency_key"],
+            question=text,
+        )
 
 
 async def _reconcile(call: _LedgerCall) -> Outcome | None:
@@ -237,12 +266,12 @@ async def _reconcile(call: _LedgerCall) -> Outcome | None:
     """
     entry, tool = call.entry, call.tool
     question = call.question(
-        RECONCILE,
-        args=_plain(entry["args"]),
-        started_at=entry["started_at"],
-        question=f"{tool} started but its outcome was never recorded (the process "
-        "stopped while it ran). Did it take effect?",
+        "needs_reconciliation",
+        entry["args"],
+        f"{tool} started but its outcome was never recorded (the process stopped while it "
+        "ran). Did it take effect?",
     )
+    question["started_at"] = entry["started_at"]
     resolution = interrupt(question)
     if isinstance(resolution, dict) and "action" in resolution:
         # A decision sent to the approval this step showed before it was killed. LangGraph
@@ -280,16 +309,16 @@ async def _approve(
         else ""
     )
     question = call.question(
-        APPROVAL,
-        args=_plain(args),
-        question=f"agent '{agent or '?'}' wants to run {tool}, which cannot be undone"
+        "approval",
+        args,
+        f"agent '{agent or '?'}' wants to run {tool}, which cannot be undone"
         + read
         + ". Approve it?",
-        untrusted_sources=list(tainted),
-        # Which ledger entry records the answer: the same call id can be asked again
-        # in another step (a fork re-runs the step that made it).
-        ledger_key=call.key,
     )
+    question["untrusted_sources"] = list(tainted)
+    # Which ledger entry records the answer: the same call id can be asked again in another
+    # step (a fork re-runs the step that made it).
+    question["ledger_key"] = call.key
     decision = check_decision(interrupt(question))
     record = decided(decision, call.config)
     telemetry.decided(record)

@@ -40,7 +40,7 @@ from quorum import journal, metering, telemetry
 from quorum.checkpoints import Persistence
 from quorum.checkpoints.lease import Lease, hold
 from quorum.context import QuorumContext
-from quorum.effects import APPROVAL, RECONCILE
+from quorum.effects import APPROVAL, RECONCILE, Question
 from quorum.errors import BudgetExceeded, LeaseLost, QuorumError, RunFailed
 from quorum.graphs import ANSWER_WRITERS
 from quorum.settings import get_settings, redact
@@ -255,7 +255,7 @@ def _disk_full(error: BaseException | None) -> bool:
     return False
 
 
-def waiting_on(snapshot: StateSnapshot, decided: Set[str] = frozenset()) -> list[dict[str, Any]]:
+def waiting_on(snapshot: StateSnapshot, decided: Set[str] = frozenset()) -> list[Question]:
     """The questions the thread waits on; approvals whose ledger keys are `decided` are not.
 
     A step killed after its approval was answered (and recorded in the effect ledger) still
@@ -263,7 +263,7 @@ def waiting_on(snapshot: StateSnapshot, decided: Set[str] = frozenset()) -> list
     would hand its answer to the step's next question.
     """
     return [
-        {**interrupt.value, "interrupt_id": interrupt.id}
+        cast(Question, {**interrupt.value, "interrupt_id": interrupt.id})
         for interrupt in snapshot.interrupts
         if isinstance(interrupt.value, dict)
         and interrupt.value.get("type") in (RECONCILE, APPROVAL)

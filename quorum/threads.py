@@ -21,7 +21,7 @@ from quorum import effects, metering
 from quorum.checkpoints import Persistence, list_thread_ids, shared_persistence
 from quorum.checkpoints.lease import Lease
 from quorum.context import QuorumContext
-from quorum.effects import APPROVAL
+from quorum.effects import APPROVAL, Question
 from quorum.errors import NoDatabase, ThreadBusy, ThreadNotFound, UsageError
 from quorum.graphs import PATTERNS
 from quorum.lifecycle import Status, hold_thread, status_of, thread_config, waiting_on
@@ -62,7 +62,7 @@ class ThreadInfo:
     """The steps of the thread's current branch, oldest first: checkpoints with agents to run."""
     checkpoints: list[HistoryEntry] = field(default_factory=list)
     """Every checkpoint of the current branch, oldest first (the end and the input too)."""
-    waiting: list[dict[str, Any]] = field(default_factory=list)
+    waiting: list[Question] = field(default_factory=list)
     """What the thread waits for a person to decide: tool calls to approve, side effects of
     unknown outcome (each with its `type`, `tool`, `args`, `agent`, `call_id`, `question`)."""
     ledger: Ledger = field(default_factory=Ledger)
