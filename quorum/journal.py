@@ -17,8 +17,10 @@ a store (a node called by hand, a graph compiled without one) calls simply go to
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -232,15 +234,63 @@ async def delete_thread(store: BaseStore, kind: str, thread_id: str) -> int:
 
 
 def request_digest(agent: str, model: Any, messages: Sequence[BaseMessage]) -> str:
-    """A digest of everything that decides a reply: who asks, which model, how, and what."""
-    request = {
-        "agent": agent,
-        "model": describe_model(model),
-        # The wire form: message ids, which differ between runs, are left out.
-        "messages": convert_to_openai_messages(list(messages)),
-    }
-    encoded = json.dumps(request, sort_keys=True, default=str, ensure_ascii=False)
+    """A digest of everything that decides a reply: who asks, which model, how, and what.
+
+    The SHA-256 of `{"agent": ..., "messages": [...], "model": ...}` as JSON (sorted keys),
+    each message in its wire form (message ids, which differ between runs, left out). The
+    JSON is put together from each message's own, which is kept while the message lives
+    (`_wire`): a request carries the whole conversation so far, and encoding all of it again
+    on every call made a late step of a long thread cost more than an early one.
+    """
+    encoded = (
+        f'{{"agent": {_json(agent)}, "messages": ['
+        + ", ".join(piece for m in messages if (piece := _wire(m)))
+        + f'], "model": {_json(describe_model(model))}}}'
+    )
     return hashlib.sha256(encoded.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str, ensure_ascii=False)
+
+
+_wired: dict[int, tuple[weakref.ref[BaseMessage], tuple[Any, ...], str]] = {}
+"""Each live message's wire form as JSON, by `id()`, with the fields it was made from."""
+
+
+def _wire(message: BaseMessage) -> str:
+    """`message`'s wire form as the digest's JSON: its items of the `messages` list.
+
+    Kept while the message lives, and made again if any field it is made from was replaced
+    (messages in a graph's state are not changed in place: a new one replaces one by id).
+    """
+    if not isinstance(message, BaseMessage):
+        return ", ".join(_json(m) for m in convert_to_openai_messages([message]))
+    held = vars(message)  # its fields (getattr of a field another type has is slow)
+    fields = (
+        held.get("content"),
+        held.get("name"),
+        held.get("additional_kwargs"),
+        held.get("tool_calls"),
+        held.get("tool_call_id"),
+        held.get("role"),
+    )
+    key = id(message)
+    kept = _wired.get(key)
+    if kept is not None and kept[0]() is message and kept[1] == fields:
+        return kept[2]
+    # One message can make several wire messages (tool results in a human turn's blocks).
+    piece = ", ".join(_json(m) for m in convert_to_openai_messages([message]))
+    try:
+        alive = weakref.ref(message, functools.partial(_forget, key))
+    except TypeError:  # a message type that cannot be referred to weakly: not kept
+        return piece
+    _wired[key] = (alive, fields, piece)
+    return piece
+
+
+def _forget(key: int, _: weakref.ref[BaseMessage]) -> None:
+    _wired.pop(key, None)  # the message is gone: its id may be another's next
 
 
 def describe_model(model: Any) -> dict[str, Any]:
