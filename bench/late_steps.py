@@ -15,6 +15,11 @@ requests 10 to 20, four ways:
 - the same raw graph driving ChatOpenAI against the same server (what the HTTP stack alone
   adds as the conversation grows: every request carries the whole conversation).
 
+Each is timed twice: by the clock (what the issue's figures are), and by the CPU time the
+running process spent between the requests (`time.process_time()` in this process; the
+CLI's threads' on-CPU time from /proc/PID/task/*/schedstat, read as each request arrives):
+the work a step costs, which a busy shared machine does not blur as it does the clock.
+
 Run alone: `python -m bench.late_steps [--rounds 100] [--repeats 3] [--json]`.
 """
 
@@ -28,6 +33,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -36,16 +42,20 @@ from typing import Any
 from bench.harness import Row, Target, interleaved, median, print_table
 from bench.runs import Databases, run_raw, stock_saver
 from bench.shapes import INPUTS, context_for, raw_react, react_script
+from quorum.testing import Script
 
 ROUNDS = 100
 EARLY = (10, 20)
 """The early window: steps from model request 10 to request 20."""
 
-Starts = list[float]
-"""When each model request of a run was made (or arrived), in seconds, in order."""
+Mark = tuple[float, float | None]
+"""When a model request was made (or arrived): the clock, and the CPU time spent so far by
+the process making it (None where it cannot be read), in seconds."""
+Starts = list[Mark]
+"""Each model request of a run, in order."""
 
 
-def windows(starts: Starts, rounds: int) -> tuple[float, float]:
+def windows(starts: list[float], rounds: int) -> tuple[float, float]:
     """The median step time (request to next request) early and late in one run."""
     gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
     if len(gaps) < rounds:
@@ -55,11 +65,40 @@ def windows(starts: Starts, rounds: int) -> tuple[float, float]:
     return statistics.median(early), statistics.median(late)
 
 
-def responder(rounds: int) -> Callable[[dict[str, Any]], Any]:
-    """The stub's ReAct model: the calculator until `rounds` results are in, then an answer."""
+def cpu_of(pid: int | None) -> float | None:
+    """On-CPU seconds of process `pid`'s threads so far; None where it cannot be read."""
+    if pid is None:
+        return None
+    try:
+        tasks = Path(f"/proc/{pid}/task")
+        return sum(int((t / "schedstat").read_text().split()[0]) for t in tasks.iterdir()) / 1e9
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def clocked(script: Script) -> Starts:
+    """Mark each of the agent's model calls in `script` (its responder is called as it starts)."""
+    marks: Starts = []
+    inner = script.responders["agent"]
+
+    def agent(name: str, messages: list[Any]) -> Any:
+        marks.append((time.monotonic(), time.process_time()))
+        return inner(name, messages)
+
+    script.on("agent", agent)
+    return marks
+
+
+def responder(rounds: int, marks: Starts, pid: list[int]) -> Callable[[dict[str, Any]], Any]:
+    """The stub's ReAct model: the calculator until `rounds` results are in, then an answer.
+
+    Each request is marked as it arrives, with the CPU time of process `pid[0]` (the CLI) or,
+    without one, of this process.
+    """
     from tests.openai_stub import Reply
 
     def reply(body: dict[str, Any]) -> Any:
+        marks.append((time.monotonic(), cpu_of(pid[0]) if pid else time.process_time()))
         done = sum(1 for m in body.get("messages", []) if m.get("role") == "tool")
         if body.get("tools") and done < rounds:
             return Reply(tool_calls=[{"name": "calculator", "args": {"expression": "6 * 7"}}])
@@ -74,6 +113,7 @@ async def through_run(rounds: int, databases: Databases) -> Starts:
     from quorum.testing import scripted
 
     script = react_script(rounds)
+    marks = clocked(script)
     with scripted(script):
         await quorum.run(
             "react",
@@ -81,16 +121,17 @@ async def through_run(rounds: int, databases: Databases) -> Starts:
             context=context_for("react", rounds=rounds),
             database=databases.new("sqlite"),
         )
-    return [call.start for call in script.calls]
+    return marks
 
 
 async def raw_scripted(rounds: int, databases: Databases) -> Starts:
     """Raw LangGraph with the scripted model, on LangGraph's own SQLite saver."""
     script = react_script(rounds)
+    marks = clocked(script)
     async with stock_saver("sqlite", databases.folder) as saver:
         graph = raw_react(script).builder.compile(checkpointer=saver)
         await run_raw(graph, "react", rounds)
-    return [call.start for call in script.calls]
+    return marks
 
 
 async def raw_openai(rounds: int, databases: Databases, stub: Any) -> Starts:
@@ -98,23 +139,26 @@ async def raw_openai(rounds: int, databases: Databases, stub: Any) -> Starts:
     from langchain_openai import ChatOpenAI
     from pydantic import SecretStr
 
+    marks: Starts = []
     stub.reset()
-    stub.responder = responder(rounds)
+    stub.responder = responder(rounds, marks, [])
     chat = ChatOpenAI(
         model="stub-model", base_url=stub.base_url, api_key=SecretStr("bench"), max_retries=0
     )
     async with stock_saver("sqlite", databases.folder) as saver:
         graph = raw_react(react_script(rounds), chat).builder.compile(checkpointer=saver)
         await run_raw(graph, "react", rounds)
-    return [r.started for r in stub.chat_requests()]
+    return marks
 
 
 def through_cli(rounds: int, folder: Path, stub: Any) -> Starts:
     """One `quorum run react` in its own process against the stub; arrivals at the stub."""
     import quorum
 
+    marks: Starts = []
+    pid: list[int] = []
     stub.reset()
-    stub.responder = responder(rounds)
+    stub.responder = responder(rounds, marks, pid)
     data = folder / f"cli-{uuid.uuid4().hex[:8]}"
     data.mkdir()
     # The child runs the same Quorum as this process (a checkout shadows an installed one).
@@ -130,10 +174,14 @@ def through_cli(rounds: int, folder: Path, stub: Any) -> Starts:
     }
     command = [sys.executable, "-m", "quorum.cli", "run", "react", INPUTS["react"]]
     command += ["--set", f"max_steps={rounds + 1}"]
-    done = subprocess.run(command, env=env, cwd=data, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise RuntimeError(f"quorum run failed ({done.returncode}):\n{done.stderr[-2000:]}")
-    return [r.started for r in stub.chat_requests()]
+    with subprocess.Popen(
+        command, env=env, cwd=data, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as child:
+        pid.append(child.pid)
+        _, err = child.communicate()
+    if child.returncode != 0:
+        raise RuntimeError(f"quorum run failed ({child.returncode}):\n{err[-2000:]}")
+    return marks
 
 
 async def late_steps(
@@ -142,12 +190,16 @@ async def late_steps(
     """The rows: late against early steps, each way, medians over `repeats` runs."""
     from tests.openai_stub import OpenAIStub
 
-    seen: dict[str, list[tuple[float, float]]] = {}
+    seen: dict[tuple[str, str], list[tuple[float, float]]] = {}
 
     def side(name: str, run: Callable[[], Awaitable[Starts]]) -> Callable[[], Awaitable[float]]:
         async def measured() -> float:
-            early, late = windows(await run(), rounds)
-            seen.setdefault(name, []).append((early, late))
+            marks = await run()
+            early, late = windows([wall for wall, _ in marks], rounds)
+            seen.setdefault((name, "clock"), []).append((early, late))
+            cpu = [c for _, c in marks if c is not None]
+            if len(cpu) == len(marks):
+                seen.setdefault((name, "CPU"), []).append(windows(cpu, rounds))
             return late / early
 
         return measured
@@ -165,38 +217,29 @@ async def late_steps(
             sides["cli"] = side("cli", cli_run)
         await interleaved(sides, repeats)
     # `interleaved` drops its warm-up round from what it returns; drop it here too.
-    kept = {name: runs[1:] for name, runs in seen.items()}
+    kept = {key: runs[1:] for key, runs in seen.items()}
 
-    def row(name: str, what: str, target: Target | None, note: str) -> Row:
-        runs = kept[name]
-        return Row(
-            f"step {rounds - 10}-{rounds} vs step 10-20, {rounds}-round ReAct ({what})",
-            median([late for _, late in runs]),
-            median([early for early, _ in runs]),
-            "s",
-            target,
-            "steps 10-20",
-            database="sqlite",
-            note=note,
-        )
-
-    gaps = "median time between model requests; "
-    rows = [
-        row("quorum.run", "quorum.run()", Target("<=", 1.15), gaps + "scripted model"),
-    ]
-    if cli:
-        rows.append(
-            row(
-                "cli",
-                "CLI",
-                Target("<=", 1.15),
-                gaps + "ChatOpenAI against the loopback stub, at the stub",
+    def row(name: str, what: str, target: Target | None, note: str) -> list[Row]:
+        return [
+            Row(
+                f"step {rounds - 10}-{rounds} vs 10-20, {rounds}-round ReAct ({what}, {clock})",
+                median([late for _, late in runs]),
+                median([early for early, _ in runs]),
+                "s",
+                target,
+                "steps 10-20",
+                database="sqlite",
+                note=f"median {clock} time from one model request to the next; {note}",
             )
-        )
-    rows += [
-        row("raw", "raw LangGraph, own saver", None, gaps + "scripted model"),
-        row("raw+openai", "raw LangGraph + ChatOpenAI, own saver", None, gaps + "loopback stub"),
-    ]
+            for clock in ("clock", "CPU")
+            if (runs := kept.get((name, clock)))
+        ]
+
+    rows = row("quorum.run", "quorum.run()", Target("<=", 1.15), "scripted model")
+    if cli:
+        rows += row("cli", "CLI", Target("<=", 1.15), "ChatOpenAI against the loopback stub")
+    rows += row("raw", "raw LangGraph, own saver", None, "scripted model")
+    rows += row("raw+openai", "raw LangGraph + ChatOpenAI, own saver", None, "loopback stub")
     return rows
 
 
