@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import recovery, scale, separate, steps, storage
+from bench import late_steps, recovery, scale, separate, steps, storage
 from bench.harness import Row, markdown, print_table, write_chart, write_json
 from bench.runs import Databases
 
@@ -79,6 +79,8 @@ async def suite(args: argparse.Namespace, folder: Path) -> list[Row]:
     rows += await scale.through_run(runs, batches, latency, databases)
     stage("checkpoint growth")
     rows += await storage.growth(20 if quick else 100, databases)
+    stage("late steps against early ones")
+    rows += await late_steps.late_steps(1 if quick else 3, databases, 30 if quick else 100)
     stage("resume cost")
     rows += await recovery.resume_cost(databases)
     stage("memory per run")

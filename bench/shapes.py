@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, TypedDict
 
+from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import (
     AIMessage,
     AnyMessage,
@@ -90,10 +91,14 @@ class RawReactState(TypedDict):
     messages: Annotated[list[AnyMessage], add_messages]
 
 
-def raw_react(script: Script) -> Any:
-    """ReAct by hand: agent -> one `tool` task per call -> agent ... -> END."""
+def raw_react(script: Script, chat: BaseChatModel | None = None) -> Any:
+    """ReAct by hand: agent -> one `tool` task per call -> agent ... -> END.
+
+    `chat` replaces the scripted model (ChatOpenAI against a stub server, say).
+    """
     tools = all_tools()  # Quorum's own: the bench configures no MCP server
-    model = ScriptedChatModel(agent="agent", script=script).bind_tools(tools)
+    chat = chat or ScriptedChatModel(agent="agent", script=script)
+    model = chat.bind_tools(tools)
     by_name = {t.name: t for t in tools}
 
     async def agent(state: RawReactState) -> dict:

@@ -17,9 +17,12 @@ a store (a node called by hand, a graph compiled without one) calls simply go to
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
-from collections.abc import Iterator, Sequence
+import operator
+import weakref
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field, replace
@@ -232,15 +235,72 @@ async def delete_thread(store: BaseStore, kind: str, thread_id: str) -> int:
 
 
 def request_digest(agent: str, model: Any, messages: Sequence[BaseMessage]) -> str:
-    """A digest of everything that decides a reply: who asks, which model, how, and what."""
-    request = {
-        "agent": agent,
-        "model": describe_model(model),
-        # The wire form: message ids, which differ between runs, are left out.
-        "messages": convert_to_openai_messages(list(messages)),
-    }
-    encoded = json.dumps(request, sort_keys=True, default=str, ensure_ascii=False)
+    """A digest of everything that decides a reply: who asks, which model, how, and what.
+
+    The SHA-256 of `{"agent": ..., "messages": [...], "model": ...}` as JSON (sorted keys),
+    each message in its wire form (message ids, which differ between runs, left out). The
+    JSON is put together from each message's own, kept while the message lives: a request
+    carries the whole conversation so far, and encoding all of it again before every call
+    made a late step of a long thread cost more than an early one.
+    """
+    pieces = []
+    for message in messages:
+        kept = _wired.get(id(message))
+        if kept is not None and kept[0]() is message and kept[1] == _wire_fields(message):
+            pieces.append(kept[2])  # unchanged since its JSON was made
+        else:
+            pieces.append(_wire(message))
+    encoded = (
+        f'{{"agent": {_json(agent)}, "messages": ['
+        + ", ".join(piece for piece in pieces if piece)
+        + f'], "model": {_json(describe_model(model))}}}'
+    )
     return hashlib.sha256(encoded.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str, ensure_ascii=False)
+
+
+_wired: dict[int, tuple[weakref.ref[BaseMessage], Any, str]] = {}
+"""Each live message's wire form as JSON, by `id()`, with the fields it was made from."""
+
+_WIRE_FIELDS = ("content", "name", "additional_kwargs", "tool_calls", "tool_call_id", "role")
+"""The fields of a message that its wire form is made from (those its type has)."""
+
+
+@functools.cache
+def _fields_getter(kind: type[BaseMessage]) -> Callable[[BaseMessage], Any]:
+    return operator.attrgetter(*(f for f in _WIRE_FIELDS if f in kind.model_fields))
+
+
+def _wire_fields(message: Any) -> Any:
+    """The fields `message`'s wire form is made from, as they are now."""
+    if not isinstance(message, BaseMessage):
+        return None
+    return _fields_getter(type(message))(message)
+
+
+def _wire(message: BaseMessage) -> str:
+    """`message`'s wire form as the digest's JSON: its items of the `messages` list.
+
+    Kept while the message lives, and made again if a field it is made from was replaced
+    (messages in a graph's state are not changed in place: a new one replaces one by id).
+    """
+    # One message can make several wire messages (tool results in a human turn's blocks).
+    piece = ", ".join(_json(m) for m in convert_to_openai_messages([message]))
+    if not isinstance(message, BaseMessage):
+        return piece  # a tuple or a dict made into a message here: made again each time
+    try:
+        alive = weakref.ref(message, functools.partial(_forget, id(message)))
+    except TypeError:  # a message type that cannot be referred to weakly: not kept
+        return piece
+    _wired[id(message)] = (alive, _wire_fields(message), piece)
+    return piece
+
+
+def _forget(key: int, _: weakref.ref[BaseMessage]) -> None:
+    _wired.pop(key, None)  # the message is gone: its id may be another's next
 
 
 def describe_model(model: Any) -> dict[str, Any]:

@@ -428,4 +428,6 @@ def forget(thread_id: str) -> None:
 
 def estimate_tokens(messages: Sequence[BaseMessage]) -> int:
     """A rough count of the input tokens `messages` will cost (about 4 characters a token)."""
-    return sum(len(m.text) + 16 for m in messages) // 4
+    # A message's text is its content when that is a string: taken as it is, without the
+    # `text` accessor's copy (this runs over the whole conversation before every call).
+    return sum(len(c if isinstance(c := m.content, str) else m.text) + 16 for m in messages) // 4

@@ -37,6 +37,8 @@ def test_quick_suite_writes_table_json_and_chart(tmp_path: Path) -> None:
         "concurrent quorum.run() vs no checkpointer (pipeline)",
         "checkpoint write time",
         "bytes stored",
+        "vs 10-20, 30-round ReAct (quorum.run(), clock)",
+        "vs 10-20, 30-round ReAct (CLI, clock)",
         "calls repeated by a resume",
         "peak memory per run in flight",
         "first-event latency",

@@ -73,6 +73,17 @@ def test_llama_cpp_still_has_what_the_embedded_usage_counts_wrap() -> None:
     assert callable(llama_cpp.llama_vocab_is_eog)
 
 
+def test_chat_openai_still_builds_its_payload_in_the_hook_quorum_overrides() -> None:
+    from langchain_core.messages import HumanMessage
+    from langchain_openai import ChatOpenAI
+
+    hook = getattr(ChatOpenAI, framework.CHAT_PAYLOAD_HOOK, None)
+    assert callable(hook), f"ChatOpenAI.{framework.CHAT_PAYLOAD_HOOK} is gone: see quorum.framework"
+    model = ChatOpenAI(model="m", api_key="k", base_url="http://127.0.0.1:9/v1")  # type: ignore[arg-type]
+    payload = hook(model, [HumanMessage("hi")])
+    assert payload["messages"] == [{"role": "user", "content": "hi"}]
+
+
 def test_no_other_module_imports_a_private_framework_name() -> None:
     """Outside quorum/framework.py, nothing imports an underscored name of a framework."""
     offenders = []

@@ -7,12 +7,20 @@ status it answered and the usage it reported), never from Quorum's own report.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from langchain_core.messages import AIMessage
+from langchain_core.messages import (
+    AIMessage,
+    HumanMessage,
+    SystemMessage,
+    ToolMessage,
+    convert_to_openai_messages,
+)
 from typer.testing import CliRunner
 
 import quorum
@@ -20,6 +28,7 @@ from quorum import journal
 from quorum.cli import app
 from quorum.metering import Ledger, LedgerRow
 from quorum.settings import get_settings
+from quorum.testing import ScriptedChatModel
 from tests.crash_harness import Harness, Plan, canonical, describe, judge
 from tests.openai_stub import CHAT_PATH, STUB_MODEL, OpenAIStub, Recorded
 
@@ -166,6 +175,44 @@ def test_journal_records_from_before_the_ledger_still_read() -> None:
         errors=2,
     )
     assert ledger.agents == {"planner": ledger.total}
+
+
+def _digest_as_before(agent: str, model: Any, messages: list[Any]) -> str:
+    """The request digest as Quorum computed it before it kept each message's JSON."""
+    request = {
+        "agent": agent,
+        "model": journal.describe_model(model),
+        "messages": convert_to_openai_messages(list(messages)),
+    }
+    encoded = json.dumps(request, sort_keys=True, default=str, ensure_ascii=False)
+    return hashlib.sha256(encoded.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def test_request_digests_are_those_of_journals_already_written() -> None:
+    # Journal keys hold the digest: a thread journaled before must replay after an upgrade.
+    model = ScriptedChatModel(agent="agent", script=None).bind_tools(["calculator"])
+    call = {"name": "calculator", "args": {"expression": "6 * 7"}, "id": "c1"}
+    conversation: list[Any] = [
+        SystemMessage("You solve tasks."),
+        HumanMessage('Wie viel ist 6 × 7? \ud800 "quoted"'),
+        AIMessage("", tool_calls=[call]),
+        ToolMessage('{"value": 42.0}', tool_call_id="c1", name="calculator"),
+        AIMessage([{"type": "text", "text": "Two"}, {"type": "text", "text": "blocks"}]),
+        HumanMessage([{"type": "tool_result", "tool_use_id": "c1", "content": "42"}]),
+        ("user", "a tuple"),
+        "plain text",
+    ]
+    for end in range(len(conversation) + 1):
+        asked = conversation[:end]
+        assert journal.request_digest("agent", model, asked) == _digest_as_before(
+            "agent", model, asked
+        )
+    # Asked again, from the JSON it kept; and made again when a message's field is replaced.
+    again = journal.request_digest("agent", model, conversation)
+    assert again == _digest_as_before("agent", model, conversation)
+    conversation[1].content = "What is 6 * 8?"
+    changed = journal.request_digest("agent", model, conversation)
+    assert changed == _digest_as_before("agent", model, conversation) != again
 
 
 def test_percentiles_are_latencies_that_were_seen() -> None:

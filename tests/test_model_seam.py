@@ -37,6 +37,18 @@ async def judge_node() -> dict:
     return {"verdict": await models.ask_structured("judge", QuorumContext(), QUESTION, Verdict)}
 
 
+async def test_a_request_carries_its_messages_as_the_client_sends_them(stub: OpenAIStub) -> None:
+    # Quorum's ChatOpenAI hands the messages to the openai client in extra_body, past its
+    # per-message type walk: the body is the one the client would have sent.
+    await judge_node()
+    [body] = stub.chat_bodies()
+    assert list(body)[:3] == ["model", "stream", "messages"]
+    assert body["messages"] == [
+        {"role": "system", "content": "You judge."},
+        {"role": "user", "content": "Tabs or spaces?"},
+    ]
+
+
 async def test_json_object_mode_sends_the_schema_and_max_tokens(stub: OpenAIStub) -> None:
     update = await judge_node()
     verdict, usage = update["verdict"], update["usage"]

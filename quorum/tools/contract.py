@@ -188,7 +188,8 @@ def untrusted_sources(message: BaseMessage) -> list[str]:
 
     A source is a tool, or a step whose result may carry what its agent read.
     """
-    return _SOURCES.findall(message.text)
+    content = message.content  # a string is its text: read without the `text` accessor's copy
+    return _SOURCES.findall(content if isinstance(content, str) else message.text)
 
 
 def approved_in_advance(approve_tools: Sequence[str] = ()) -> set[str]:
