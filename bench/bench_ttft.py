@@ -42,9 +42,9 @@ from typing import Any
 
 import httpx
 
-from bench.harness import Row, Target, show, standalone_parser
+from bench.harness import Row, Target, embedded_data_dir, end_group, show, standalone_parser
 from quorum import embedded
-from quorum.settings import Settings, default_data_dir
+from quorum.settings import Settings
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -294,15 +294,7 @@ def _session(command: list[str], env: dict[str, str], cwd: Path) -> Iterator[tup
     try:
         yield process, reader
     finally:
-        if process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        end_group(process, 10)
         # Anything it started in its session (it should start nothing) goes with it.
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(process.pid, signal.SIGKILL)
@@ -398,25 +390,13 @@ def direct_side(client: httpx.Client, url: str, body: bytes, previous: bytes | N
 # --- The bench ---------------------------------------------------------------------------------
 
 
-def _data_dir(folder: Path) -> Path:
-    """The bench's data folder; the default data folder's verified model file is reused."""
-    data = folder / "data"
-    data.mkdir(parents=True)
-    models = default_data_dir() / "models"
-    if any(models.glob("*.verified")):
-        # Joining the default model's parts copies about 1 GB: the one already joined (and
-        # verified against its hash) in the default data folder is the same file.
-        (data / "models").symlink_to(models, target_is_directory=True)
-    return data
-
-
 def _load() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
 def measure(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     """Start the server and the proxy, run the sides interleaved, stop everything."""
-    data = _data_dir(folder)
+    data = embedded_data_dir(folder)
     for name in [n for n in os.environ if n.startswith(("QUORUM_", "OPENAI_"))]:
         os.environ.pop(name)
     # The server as the CLI would start it, but with the prompt cache off: every round sends
@@ -595,10 +575,7 @@ def main() -> None:
         result = measure(args, folder)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2) + "\n")
-    show(result, as_json=args.json, table=print_table)
+    show(result, as_json=args.json, table=print_table, out=args.out)
 
 
 if __name__ == "__main__":

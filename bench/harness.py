@@ -123,8 +123,52 @@ def standalone_parser(doc: str | None, *, repeats: int, embedded: int | None = N
     return parser
 
 
-def show(result: dict[str, Any], *, as_json: bool, table: Callable[[dict[str, Any]], None]) -> None:
-    """Print a standalone bench's result: as JSON, or as its own table."""
+def embedded_data_dir(folder: Path) -> Path:
+    """A bench's data folder under `folder`, reusing the default data folder's model file.
+
+    Joining the default model's parts copies about 1 GB: the file already joined (and
+    verified against its hash) in the default data folder is the same one.
+    """
+    from quorum.settings import default_data_dir
+
+    data = folder / "data"
+    data.mkdir(parents=True)
+    models = default_data_dir() / "models"
+    if any(models.glob("*.verified")):
+        (data / "models").symlink_to(models, target_is_directory=True)
+    return data
+
+
+def end_group(process: Any, grace: float = 10) -> None:
+    """End a process started in its own session, and its group: SIGTERM, then SIGKILL."""
+    import contextlib
+    import os
+    import signal
+    import subprocess
+
+    if process.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(grace)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def show(
+    result: dict[str, Any],
+    *,
+    as_json: bool,
+    table: Callable[[dict[str, Any]], None],
+    out: Path | None = None,
+) -> None:
+    """Print a standalone bench's result, as JSON or as its own table (and write it to `out`)."""
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n")
     if as_json:
         print(json.dumps(result, indent=2))
     else:

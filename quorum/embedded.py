@@ -246,6 +246,11 @@ def model_options(settings: Settings) -> dict[str, str | int | bool]:
         # model is the only busy process, so it gets all of them.
         "n_threads": threads,
         "n_threads_batch": threads,
+        # The server keeps every evaluated token's logits unless told not to: n_ctx rows of
+        # the vocabulary (594 KiB a token for the default model, up to 5 GB at 8k context),
+        # and each prompt-cache entry copies them. Quorum asks for no logprobs, and sampling
+        # needs only the last row (bench/server_peak.py: 7.9 GB over the main job before).
+        "logits_all": False,
         "verbose": False,
     }
     if settings.embedded_model_path is None:

@@ -217,20 +217,29 @@ def gguf_metadata(
 ) -> dict[str, str]:
     """The string values of `keys` in the GGUF header of `path` (those it has)."""
     found: dict[str, str] = {}
+    for key, value in _entries(path):
+        if key in keys and isinstance(value, str):
+            found[key] = value
+        if len(found) == len(keys):
+            break
+    return found
+
+
+def gguf_header(path: Path) -> dict[str, object]:
+    """Every key of the GGUF header of `path`: scalars and strings, arrays as their lengths."""
+    return dict(_entries(path))
+
+
+def _entries(path: Path) -> Iterator[tuple[str, object]]:
     with path.open("rb") as source:
         head = source.read(24)
         if len(head) < 24 or head[:4] != b"GGUF":
-            return found
+            return
         _, _, count = struct.unpack("<IQQ", head[4:])
         for _ in range(count):
             key = _read_string(source)
             (kind,) = struct.unpack("<I", source.read(4))
-            value = _read_value(source, kind)
-            if key in keys and isinstance(value, str):
-                found[key] = value
-            if len(found) == len(keys):
-                break
-    return found
+            yield key, _read_value(source, kind)
 
 
 def _read_string(source: BinaryIO) -> str:
@@ -241,14 +250,14 @@ def _read_string(source: BinaryIO) -> str:
 def _read_value(source: BinaryIO, kind: int) -> object:
     if kind == _STRING:
         return _read_string(source)
-    if kind == _ARRAY:
+    if kind == _ARRAY:  # skipped: its length stands for it
         item_kind, length = struct.unpack("<IQ", source.read(12))
         if item_kind in _SCALARS:
             source.seek(struct.calcsize("<" + _SCALARS[item_kind]) * length, os.SEEK_CUR)
         else:
             for _ in range(length):
                 _read_value(source, item_kind)
-        return None
+        return int(length)
     if kind not in _SCALARS:
         raise ValueError(f"unknown GGUF value type {kind}")
     fmt = "<" + _SCALARS[kind]
