@@ -124,7 +124,7 @@ class ToolLoopState(QuorumState, total=False):
     agent: str
     """Whose turn it is: picks the model and labels the usage."""
     label: str
-    """How traces name the agent's steps when its name alone is not enough ('researcher s2')."""
+    """How traces name the agent's steps when its name alone is not enough ('researcher (s2)')."""
     tools: list[str]
     """Names of the tools the agent is offered."""
     max_rounds: int

@@ -5,7 +5,7 @@ OpenTelemetry. When the standard variables ask for it (`OTEL_EXPORTER_OTLP_ENDPO
 application has set its own global TracerProvider, every run makes one span tree:
 
     quorum.orchestrator                 invoke_workflow: the run (or one resume of it)
-      researcher s2                     invoke_agent: one per step an agent takes
+      researcher (s2)                   invoke_agent: one per step an agent takes
         chat gpt-4o-mini                chat: one per model call, every attempt included
           execute_tool calculator       execute_tool: the calls that reply asked for
 
@@ -184,7 +184,7 @@ def run_span(
 
 
 def agent_span(agent: str, label: str) -> AbstractContextManager[Span | None]:
-    """The span of one step of `agent` (a graph node), named `label` (`researcher s2`)."""
+    """The span of one step of `agent` (a graph node), named `label` (`researcher (s2)`)."""
     active = tracer()
     if active is None:
         return _OFF
