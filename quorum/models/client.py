@@ -110,6 +110,10 @@ def _chat_openai(
             timeout=target.timeout, transport=AsyncRedactingTransport(httpx2.AsyncHTTPTransport())
         ),
         stream_usage=True,
+        # A streamed reply's first chunk comes after the whole prompt is read: on a small CPU
+        # that can take minutes, and langchain-openai gives up on a stream silent for 120 s.
+        # The request's own timeout bounds the wait instead.
+        stream_chunk_timeout=target.timeout,
         # llama.cpp and other servers ignore `max_completion_tokens`, which ChatOpenAI sends
         # for `max_tokens`; the classic field is the one they honour.
         max_tokens=target.max_tokens if is_openai else None,  # type: ignore[call-arg]
