@@ -23,6 +23,7 @@ import quorum
 from quorum.errors import RunFailed
 from quorum.lifecycle import RunEvent
 from tests.openai_stub import STUB_MODEL, OpenAIStub, schema_name
+from tests.test_crash import quorum_env
 
 ANSWER = "".join(f"Line {n} of the answer, written a few words at a time.\n" for n in range(6))
 
@@ -36,17 +37,6 @@ def stub(monkeypatch: pytest.MonkeyPatch) -> Iterator[OpenAIStub]:
         yield running
 
 
-def environment(stub: OpenAIStub, tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("QUORUM_", "OPENAI_"))}
-    return env | {
-        "QUORUM_BASE_URL": stub.base_url,
-        "QUORUM_API_KEY": "test-key",
-        "QUORUM_MODEL": STUB_MODEL,
-        "QUORUM_DATA_DIR": str(tmp_path / "data"),
-        "LANGSMITH_TRACING": "false",
-    }
-
-
 def timed_run(
     stub: OpenAIStub, tmp_path: Path, *args: str, terminal: bool
 ) -> tuple[list[tuple[float, bytes]], str, int]:
@@ -58,7 +48,7 @@ def timed_run(
     command = [sys.executable, "-m", "quorum.cli", "run", *args]
     process = subprocess.Popen(
         command,
-        env=environment(stub, tmp_path),
+        env=quorum_env(stub, tmp_path),
         cwd=tmp_path,
         stdin=subprocess.DEVNULL,
         stdout=writer,
@@ -157,7 +147,7 @@ def test_streaming_changes_no_token_count_or_cost(stub: OpenAIStub, tmp_path: Pa
         reported.append(sum(c.usage["total_tokens"] for c in calls if c.usage))
         shown = subprocess.run(
             [sys.executable, "-m", "quorum.cli", "show", thread, "--json"],
-            env=environment(stub, tmp_path),
+            env=quorum_env(stub, tmp_path),
             cwd=tmp_path,
             capture_output=True,
             text=True,
@@ -236,7 +226,7 @@ def test_an_endpoint_that_streams_no_usage_is_counted_roughly_not_free(
     assert stderr.count("reported no token usage") == 1
     shown = subprocess.run(
         [sys.executable, "-m", "quorum.cli", "show", "u1", "--json"],
-        env=environment(stub, tmp_path),
+        env=quorum_env(stub, tmp_path),
         cwd=tmp_path,
         capture_output=True,
         text=True,
