@@ -72,7 +72,8 @@ EXIT_CODES: dict[Verdict, int] = {
 
 Fate = Literal["replayed", "journal", "anew", "waits"]
 """What happens to a pending step. `replayed`: it finished before the stop; its writes are
-in the checkpoint and are applied without running it. `journal`: it runs again and the
+in the checkpoint (a subgraph's: in its own last checkpoint) and are applied without any
+call. `journal`: it runs again and the
 journal serves its first `served_calls` calls (any later call goes to the model). `anew`: it
 runs and every call it makes goes to the model. `waits`: it waits for a person's answer."""
 
@@ -404,16 +405,19 @@ async def _steps(
             continue  # the input being applied: not a step of any agent
         label, agent = _named(task.name, _payload(task.path, sends), inner_agent)
         mine = f"{namespace}|{task.name}:{task.id}" if namespace else f"{task.name}:{task.id}"
-        if task.result is not None:
-            steps.append(StepPreview(task.id, task.name, agent, label, within, mine, "replayed"))
-            continue
-        if isinstance(task.state, StateSnapshot):
+        inside = task.state if isinstance(task.state, StateSnapshot) else None
+        if task.result is None and inside is not None:
             # A subgraph with checkpoints of its own: its finished inner steps are kept
             # there, and only its pending ones run again.
-            inner = await _steps(kept, task.state, records, waiting_ids, label)
+            inner = await _steps(kept, inside, records, waiting_ids, label)
             if inner:
                 steps += inner
                 continue
+        if task.result is not None or (inside is not None and not inside.next):
+            # Finished before the stop: its result is in the checkpoint, or a subgraph's in
+            # its own last checkpoint (a kill between the two saves), read back without a call.
+            steps.append(StepPreview(task.id, task.name, agent, label, within, mine, "replayed"))
+            continue
         steps.append(_pending(task, agent, label, within, mine, records, waiting_ids))
     return steps
 

@@ -249,6 +249,47 @@ async def test_workers_are_named_and_finished_ones_are_not_run_again(
     assert seen.recorded_calls == 4  # the planner's two, the researcher's and the analyst's
 
 
+async def test_a_stage_finished_in_its_own_checkpoints_reads_its_answer_back(
+    script: Script, db: str
+) -> None:
+    # A kill that lands after a pipeline stage's subgraph saved its last checkpoint and before
+    # the pipeline saved the stage's result: the stage runs again only to read its answer back
+    # from its own checkpoint, and the journal serves none of its calls. Made here by removing
+    # what the pipeline wrote after the research stage started.
+    await quorum.run("pipeline", "Water", thread_id="k", database=db)
+    info = await threads.get_thread("k", database=db)
+    research = next(h for h in info.history if h.agents == ["research"])
+    with closing(sqlite3.connect(db)) as conn, conn:
+        later = [
+            row[0]
+            for row in conn.execute(
+                "SELECT checkpoint_id FROM checkpoints WHERE thread_id = 'k' "
+                "AND checkpoint_ns = '' AND checkpoint_id > ?",
+                (research.checkpoint_id,),
+            )
+        ]
+        assert later
+        conn.execute(
+            "DELETE FROM checkpoints WHERE thread_id = 'k' AND checkpoint_ns = '' "
+            "AND checkpoint_id > ?",
+            (research.checkpoint_id,),
+        )
+        conn.execute(
+            "DELETE FROM writes WHERE thread_id = 'k' AND checkpoint_ns = '' "
+            "AND checkpoint_id >= ?",
+            (research.checkpoint_id,),
+        )
+    asked = len(script.calls)
+
+    seen = await preview("k", database=db)
+    resumed = await quorum.resume("k", database=db)
+
+    assert [(s.name, s.fate, s.served_calls) for s in seen.steps] == [("research", "replayed", 0)]
+    assert resumed.status == "completed"
+    again = Counter(call.agent for call in script.calls[asked:])
+    assert "research" not in again and again  # the later stages ran; research was not asked
+
+
 async def test_a_fork_runs_every_step_anew(script: Script, db: str) -> None:
     await quorum.run("pipeline", "Water", thread_id="f", database=db)
     info = await threads.get_thread("f", database=db)
