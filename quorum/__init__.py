@@ -28,12 +28,14 @@ from typing import TYPE_CHECKING, Any
 from quorum.errors import QuorumError, RunFailed, ThreadBusy
 
 if TYPE_CHECKING:
+    from quorum.answers import SaidOnce
     from quorum.checkpoints.serde import strict_serializer as serializer
     from quorum.context import QuorumContext
     from quorum.dry_run import Preview, preview
+    from quorum.effects import Decision
     from quorum.lifecycle import RunEvent
     from quorum.metering import Ledger, LedgerRow
-    from quorum.runner import resume, run
+    from quorum.runner import check_input, new_thread_id, resume, run
     from quorum.threads import (
         ThreadInfo,
         delete_thread,
@@ -48,6 +50,8 @@ if TYPE_CHECKING:
 _LAZY = {
     "serializer": ("quorum.checkpoints.serde", "strict_serializer"),
     "QuorumContext": ("quorum.context", "QuorumContext"),
+    "Decision": ("quorum.effects", "Decision"),
+    "SaidOnce": ("quorum.answers", "SaidOnce"),
     "Ledger": ("quorum.metering", "Ledger"),
     "LedgerRow": ("quorum.metering", "LedgerRow"),
     "RunEvent": ("quorum.lifecycle", "RunEvent"),
@@ -55,6 +59,8 @@ _LAZY = {
     "preview": ("quorum.dry_run", "preview"),
     "run": ("quorum.runner", "run"),
     "resume": ("quorum.runner", "resume"),
+    "check_input": ("quorum.runner", "check_input"),
+    "new_thread_id": ("quorum.runner", "new_thread_id"),
     **{
         name: ("quorum.threads", name)
         for name in (
@@ -79,6 +85,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "Decision",
     "Ledger",
     "LedgerRow",
     "Preview",
@@ -86,12 +93,15 @@ __all__ = [
     "QuorumError",
     "RunEvent",
     "RunFailed",
+    "SaidOnce",
     "ThreadBusy",
     "ThreadInfo",
+    "check_input",
     "delete_thread",
     "get_thread",
     "ledger",
     "list_threads",
+    "new_thread_id",
     "preview",
     "prune_threads",
     "resume",

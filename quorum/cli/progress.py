@@ -12,13 +12,10 @@ from rich.spinner import Spinner
 from rich.table import Table
 from rich.text import Text
 
-from quorum import models
+from quorum import LedgerRow, RunEvent, SaidOnce, models
 from quorum import threads as threads_api
-from quorum.answers import SaidOnce
 from quorum.cli.shell import _run_async, err, out
 from quorum.context import QuorumContext
-from quorum.lifecycle import RunEvent
-from quorum.metering import LedgerRow
 from quorum.state import Usage, add_usage, total_tokens
 
 

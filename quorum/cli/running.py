@@ -15,7 +15,8 @@ import typer
 from rich.markup import escape
 from rich.prompt import Prompt
 
-from quorum import dry_run, runner
+import quorum
+from quorum import Decision
 from quorum.cli.progress import _Progress, _resume_progress
 from quorum.cli.shell import (
     EXIT_CODES,
@@ -35,7 +36,6 @@ from quorum.cli.shell import (
     err,
     out,
 )
-from quorum.effects import Decision
 from quorum.errors import QuorumError, UsageError
 from quorum.threads import ThreadInfo
 
@@ -73,7 +73,7 @@ def _finish(
         decisions = _ask_for_decisions(info)
         with _resume_progress(info.thread_id, db, None, stream=stream, verbose=verbose) as progress:
             info = _run_async(
-                runner.resume(
+                quorum.resume(
                     info.thread_id,
                     database=db,
                     on_event=progress,
@@ -230,14 +230,14 @@ def run(
     try:
         context = _parse_context(model, settings or [])
         goal = _read_input(text, file)
-        runner.check_input(goal)
+        quorum.check_input(goal)
     except QuorumError as error:
         _fail(error)
-    thread_id = thread or runner.new_thread_id()
+    thread_id = thread or quorum.new_thread_id()
     # --json keeps stdout for the thread's JSON alone.
     with _Progress(context, stream=stream and not as_json, verbose=verbose) as progress:
         info = _run_async(
-            runner.run(
+            quorum.run(
                 pattern,
                 goal,
                 thread_id=thread_id,
@@ -291,7 +291,7 @@ def resume(
         changed = _setting_values(None, settings or [])
         if preview_only:
             seen = _run_async(
-                dry_run.preview(thread, database=db, settings=changed, checkpoint_id=checkpoint)
+                quorum.preview(thread, database=db, settings=changed, checkpoint_id=checkpoint)
             )
     except QuorumError as error:
         _fail(error)
@@ -313,7 +313,7 @@ FATES = {
 }
 
 
-def _print_preview(seen: dry_run.Preview) -> None:
+def _print_preview(seen: quorum.Preview) -> None:
     """A dry run's preview for a person: what runs, what is served, what waits, what is left."""
     point = seen.checkpoint
     where = "forks from" if seen.fork else "continues from"
@@ -425,7 +425,7 @@ def _continue(thread: str, db: str | None, shown: _Shown, **answers: Any) -> Non
     ) as progress:
         # A person's decisions are recorded as made at this terminal (user@host).
         info = _run_async(
-            runner.resume(
+            quorum.resume(
                 thread,
                 database=db,
                 on_event=progress,

@@ -24,10 +24,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from quorum import Ledger, LedgerRow
 from quorum.context import QuorumContext
 from quorum.errors import QuorumError, UsageError
 from quorum.graphs import PATTERNS
-from quorum.metering import Ledger, LedgerRow
 from quorum.threads import ThreadInfo
 
 app = typer.Typer(
