@@ -258,10 +258,6 @@ class Preview:
         - `lease`: `LeasePreview` (free, holder, expires_in, description);
         - `settings` (the changed ones), `model`, `notes`.
         """
-
-        def fate(which: Fate) -> int:
-            return sum(1 for s in self.steps if s.fate == which)
-
         data: dict[str, Any] = {
             "version": JSON_VERSION,
             "thread_id": self.thread_id,
@@ -273,17 +269,7 @@ class Preview:
             "checkpoint": asdict(self.checkpoint),
             "fork": self.fork,
             "steps": [asdict(s) for s in self.steps],
-            "journal": {
-                "recorded_calls": self.recorded_calls,
-                "served_calls": self.served_calls,
-                "served_tokens": self.served_tokens,
-                "served_cost_usd": round(self.served_cost_usd, 6),
-                "asked_again": sum(s.asked_again for s in self.steps),
-                "steps_replayed": fate("replayed"),
-                "steps_served": fate("journal"),
-                "steps_anew": fate("anew"),
-                "exact": self.exact,
-            },
+            "journal": self._journal_totals(),
             "waiting": [asdict(w) for w in self.waiting],
             "failed": [
                 {"label": s.label, "error": s.error, "asked_again": s.asked_again}
@@ -298,6 +284,24 @@ class Preview:
         # Tuples (commands) as lists, everything as JSON has it.
         plain: dict[str, Any] = json.loads(json.dumps(data, default=str))
         return plain
+
+    def _journal_totals(self) -> dict[str, Any]:
+        """The `journal` key of `to_json`."""
+
+        def fate(which: Fate) -> int:
+            return sum(1 for s in self.steps if s.fate == which)
+
+        return {
+            "recorded_calls": self.recorded_calls,
+            "served_calls": self.served_calls,
+            "served_tokens": self.served_tokens,
+            "served_cost_usd": round(self.served_cost_usd, 6),
+            "asked_again": sum(s.asked_again for s in self.steps),
+            "steps_replayed": fate("replayed"),
+            "steps_served": fate("journal"),
+            "steps_anew": fate("anew"),
+            "exact": self.exact,
+        }
 
 
 async def preview(
@@ -319,33 +323,12 @@ async def preview(
         info = await threads.thread_info(kept, thread_id, lease=lease)
         graph = threads.compile_pattern(kept, info.pattern)
         records = await journal.keyed_records(kept.store, thread_id)
-        notes: list[str] = []
-        exact = True
-        if checkpoint_id is None:
-            found = await kept.saver.aget_tuple(thread_config(thread_id))
-            snapshot = await graph.aget_state(thread_config(thread_id), subgraphs=True)
-            waiting_ids = {w["interrupt_id"] for w in info.waiting}
-            steps = await _steps(kept, snapshot, records, waiting_ids, "")
-        else:
-            found = await threads.find_checkpoint(kept, thread_id, checkpoint_id)
-            snapshot = await graph.aget_state(found.config, subgraphs=True)
-            if not snapshot.next:
-                raise UsageError(
-                    f"thread {thread_id!r} ended at checkpoint {_id(found)}: no fork runs from it",
-                    hint=f"`quorum show {thread_id} --history` lists the earlier ones",
-                )
-            steps, kept_ids = await _fork_steps(kept, thread_id, found, snapshot, records)
-            if kept_ids:
-                exact = False
-                notes.append(
-                    "the fork starts at the thread's latest checkpoint, written by an update: "
-                    "its steps keep their task ids, so the journal may serve some of their calls"
-                )
-        assert found is not None  # the thread exists: _thread_info found its checkpoint
+        found, snapshot, steps, notes = await _pending_steps(
+            kept, graph, info, checkpoint_id, records
+        )
         context = threads.stored_context(dict(found.metadata or {}), settings)
         changing = sorted(set(settings or {}) - SAFE_SETTINGS)
         if changing and any(s.served_calls for s in steps):
-            exact = False
             notes.append(
                 f"changed settings ({', '.join(changing)}) may change what agents send: "
                 "the journal then serves fewer calls than counted"
@@ -355,22 +338,16 @@ async def preview(
             # The resume writes a checkpoint that hands the agent its turn back: a new task.
             steps.append(StepPreview("", "agent", "agent", "agent", "", "", "anew"))
         budgets = _budgets(context, records)
-        if verdict == "proceeds" and any(b.exhausted for b in budgets):
-            spent = ", ".join(f"{b.scope} {b.name}" for b in budgets if b.exhausted)
-            reason += f"; but {spent} is used up: it stops again at its first new request"
-        metadata = found.metadata or {}
+        if verdict == "proceeds" and (spent := [b for b in budgets if b.exhausted]):
+            used_up = ", ".join(f"{b.scope} {b.name}" for b in spent)
+            reason += f"; but {used_up} is used up: it stops again at its first new request"
         return Preview(
             thread_id=thread_id,
             pattern=info.pattern,
             status=info.status,
             verdict=verdict,
             reason=reason,
-            checkpoint=CheckpointRef(
-                checkpoint_id=_id(found),
-                step=int(metadata.get("step", -1)) + 1,
-                created_at=str(snapshot.created_at or ""),
-                source=str(metadata.get("source", "")),
-            ),
+            checkpoint=_checkpoint_ref(found, snapshot),
             fork=checkpoint_id is not None,
             steps=tuple(steps),
             waiting=tuple(_waiting(thread_id, info.waiting)),
@@ -378,14 +355,69 @@ async def preview(
             lease=_lease(lease),
             settings=dict(settings or {}),
             recorded_calls=sum(1 for _, r in records if r.reply is not None and not r.rejected),
-            exact=exact,
+            exact=not notes,
             notes=tuple(notes),
             model=context.model,
         )
 
 
+async def _pending_steps(
+    kept: Persistence,
+    graph: Any,
+    info: threads.ThreadInfo,
+    checkpoint_id: str | None,
+    records: Sequence[tuple[str, journal.CallRecord]],
+) -> tuple[Any, StateSnapshot, list[StepPreview], list[str]]:
+    """Where a resume (or a fork from `checkpoint_id`) starts, and the steps it runs.
+
+    Returns the checkpoint, its state, the steps, and notes on why the journal's count may
+    not be exact.
+    """
+    thread_id = info.thread_id
+    notes: list[str] = []
+    if checkpoint_id is None:
+        found = await kept.saver.aget_tuple(thread_config(thread_id))
+        assert found is not None  # the thread exists: thread_info found its checkpoint
+        snapshot = await graph.aget_state(thread_config(thread_id), subgraphs=True)
+        waiting_ids = {w["interrupt_id"] for w in info.waiting}
+        return found, snapshot, await _steps(kept, snapshot, records, waiting_ids, ""), notes
+    found, snapshot = await _fork_point(kept, graph, thread_id, checkpoint_id)
+    steps, kept_ids = await _fork_steps(kept, thread_id, found, snapshot, records)
+    if kept_ids:
+        notes.append(
+            "the fork starts at the thread's latest checkpoint, written by an update: "
+            "its steps keep their task ids, so the journal may serve some of their calls"
+        )
+    return found, snapshot, steps, notes
+
+
 def _id(found: Any) -> str:
     return str(found.config["configurable"]["checkpoint_id"])
+
+
+async def _fork_point(
+    kept: Persistence, graph: Any, thread_id: str, checkpoint_id: str
+) -> tuple[Any, StateSnapshot]:
+    """The checkpoint a fork would run from, and its state; refused if the thread ended there."""
+    found = await threads.find_checkpoint(kept, thread_id, checkpoint_id)
+    snapshot = await graph.aget_state(found.config, subgraphs=True)
+    if not snapshot.next:
+        raise UsageError(
+            f"thread {thread_id!r} ended at checkpoint {_id(found)}: no fork runs from it",
+            hint=f"`quorum show {thread_id} --history` lists the earlier ones",
+        )
+    return found, snapshot
+
+
+def _checkpoint_ref(found: Any, snapshot: StateSnapshot) -> CheckpointRef:
+    """The checkpoint a resume continues from, as the preview names it."""
+    metadata = found.metadata or {}
+    return CheckpointRef(
+        checkpoint_id=_id(found),
+        step=int(metadata.get("step", -1)) + 1,
+        created_at=str(snapshot.created_at or ""),
+        source=str(metadata.get("source", "")),
+    )
 
 
 async def _steps(

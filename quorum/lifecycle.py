@@ -122,31 +122,13 @@ async def drive(
     eval's question). A budget that runs out ends it quietly (the thread says
     `budget_exceeded`); a failure raises `RunFailed`, naming the agent and how to continue.
     """
-    pattern = name
     run_id = str(uuid.uuid4())
     callbacks = telemetry.langsmith_callbacks()
-    # A checkpoint id in `start` forks from that checkpoint (LangGraph's time travel).
-    base = start or thread_config(thread_id)
-    config: RunnableConfig = {
-        **base,
-        # The lease holder fences the run's journal and ledger writes (journal.put).
-        "configurable": {**base.get("configurable", {}), journal.FENCE: holder},
-        "run_name": f"quorum.{name}",
-        "tags": ["quorum", *name.split(".")],
-        # Metadata is stored with every checkpoint; LangGraph keeps only scalar values.
-        # (The tracer keeps the context out of LangSmith, which would get it on every step.)
-        "metadata": {
-            **(metadata if metadata is not None else {"quorum_pattern": name}),
-            "quorum_context": json.dumps(context.to_dict()),
-            # Budgets are metered per run: a new id starts a meter seeded from the journal.
-            "run_id": run_id,
-        },
-        "callbacks": callbacks,
-    }
+    config = _run_config(name, thread_id, context, holder, run_id, callbacks, start, metadata)
     labels: dict[str, str] = {}
     try:
         resumed = not isinstance(payload, dict)  # a new run's payload is its input
-        with telemetry.run_span(pattern, thread_id, run_id, resumed=resumed) as span:
+        with telemetry.run_span(name, thread_id, run_id, resumed=resumed) as span:
             try:
                 # durability="sync": a step's checkpoint is on disk before the next starts.
                 modes: list[StreamMode] = (
@@ -170,27 +152,68 @@ async def drive(
     except LeaseLost:
         raise  # the thread is another run's now: nothing of it is this run's to report
     except Exception as error:
-        if _disk_full(error):
-            raise QuorumError(
-                f"{pattern} run {thread_id} stopped: the disk holding its database is full "
-                f"({get_settings().database_target}); every step finished before it is saved",
-                hint=f"free space there, then continue with `quorum resume {thread_id}`",
-            ) from error
-        state = await graph.aget_state(thread_config(thread_id))
-        failed = next((t.name for t in state.tasks if t.error), None) or "unknown"
-        hint = error.hint if isinstance(error, QuorumError) else ""
-        reason = error.message if isinstance(error, QuorumError) else f"{error!r}"
-        raise RunFailed(
-            redact(f"{pattern} run {thread_id} stopped: agent '{failed}' failed: {reason}"),
-            agent=failed,
-            thread_id=thread_id,
-            hint=(hint + "; then " if hint else "fix the cause, then ")
-            + f"continue with `quorum resume {thread_id}`",
-        ) from error
+        raise await _stopped(graph, name, thread_id, error) from error
     finally:
         metering.forget(thread_id)
         if callbacks:
             await asyncio.to_thread(telemetry.flush_langsmith, callbacks)
+
+
+def _run_config(
+    name: str,
+    thread_id: str,
+    context: QuorumContext,
+    holder: str,
+    run_id: str,
+    callbacks: list[Any],
+    start: RunnableConfig | None,
+    metadata: dict[str, str] | None,
+) -> RunnableConfig:
+    """The config of one run: its thread (or fork point), fence, names, metadata, tracer."""
+    # A checkpoint id in `start` forks from that checkpoint (LangGraph's time travel).
+    base = start or thread_config(thread_id)
+    return {
+        **base,
+        # The lease holder fences the run's journal and ledger writes (journal.put).
+        "configurable": {**base.get("configurable", {}), journal.FENCE: holder},
+        "run_name": f"quorum.{name}",
+        "tags": ["quorum", *name.split(".")],
+        # Metadata is stored with every checkpoint; LangGraph keeps only scalar values.
+        # (The tracer keeps the context out of LangSmith, which would get it on every step.)
+        "metadata": {
+            **(metadata if metadata is not None else {"quorum_pattern": name}),
+            "quorum_context": json.dumps(context.to_dict()),
+            # Budgets are metered per run: a new id starts a meter seeded from the journal.
+            "run_id": run_id,
+        },
+        "callbacks": callbacks,
+    }
+
+
+async def _stopped(
+    graph: CompiledStateGraph[Any, QuorumContext, Any, Any],
+    name: str,
+    thread_id: str,
+    error: Exception,
+) -> QuorumError:
+    """What a run that raised `error` tells its caller: which agent failed, how to go on."""
+    if _disk_full(error):
+        return QuorumError(
+            f"{name} run {thread_id} stopped: the disk holding its database is full "
+            f"({get_settings().database_target}); every step finished before it is saved",
+            hint=f"free space there, then continue with `quorum resume {thread_id}`",
+        )
+    state = await graph.aget_state(thread_config(thread_id))
+    failed = next((t.name for t in state.tasks if t.error), None) or "unknown"
+    hint = error.hint if isinstance(error, QuorumError) else ""
+    reason = error.message if isinstance(error, QuorumError) else f"{error!r}"
+    return RunFailed(
+        redact(f"{name} run {thread_id} stopped: agent '{failed}' failed: {reason}"),
+        agent=failed,
+        thread_id=thread_id,
+        hint=(hint + "; then " if hint else "fix the cause, then ")
+        + f"continue with `quorum resume {thread_id}`",
+    )
 
 
 async def _trace_outcome(

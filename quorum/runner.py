@@ -27,6 +27,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
+from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command
 
 from quorum import effects, models, telemetry, tools
@@ -142,20 +143,7 @@ async def resume(
             return await thread_info(kept, thread_id, ignore_lease=True)
         if info.status == "completed":
             return info
-        if (
-            approve is not None
-            and not info.waiting
-            and (
-                info.answered
-                or (
-                    info.status == "interrupted"
-                    and await effects.decided_calls(kept.store, thread_id)
-                )
-            )
-        ):
-            # `approve` was killed after the approval was recorded (before or after its call
-            # ran): the person's decision stands, and the thread goes on from there (to ask
-            # what became of the call, if it had started and its outcome is unknown).
+        if approve is not None and await _decided_before(kept, info):
             approve = None
         if approve is not None:
             approve = _signed(approve, decided_by or effects.local_identity(), via)
@@ -164,13 +152,8 @@ async def resume(
             return info  # still waiting for a person: nothing can run yet
         context = stored_context(await metadata_of(kept, thread_id), settings)
         graph = compile_pattern(kept, info.pattern)
-        if info.status == "step_limit":
-            if context.max_steps <= int(info.values.get("steps", 0)):
-                return info  # no more steps given: it stays where it stopped
-            # The run ended at its limit; with a higher one the agent takes its turn again.
-            await graph.aupdate_state(
-                thread_config(thread_id), {"status": "running", "output": ""}, as_node="tool"
-            )
+        if info.status == "step_limit" and not await _more_steps(graph, info, context):
+            return info  # no more steps given: it stays where it stopped
         telemetry.tracer()
         await models.preflight(context)
         await tools.check_grants(context)
@@ -179,6 +162,38 @@ async def resume(
             graph, payload, info.pattern, thread_id, context, on_event, lease.holder, stream=stream
         )
         return await thread_info(kept, thread_id, ignore_lease=True)
+
+
+async def _decided_before(kept: Persistence, info: ThreadInfo) -> bool:
+    """Whether a killed `approve` had recorded the decision it was asked to give.
+
+    Before or after its call ran, the person's decision stands, and the thread goes on from
+    there (to ask what became of the call, if it had started and its outcome is unknown).
+    """
+    if info.waiting:
+        return False
+    if info.answered:
+        return True
+    return info.status == "interrupted" and bool(
+        await effects.decided_calls(kept.store, info.thread_id)
+    )
+
+
+async def _more_steps(
+    graph: CompiledStateGraph[Any, QuorumContext, Any, Any],
+    info: ThreadInfo,
+    context: QuorumContext,
+) -> bool:
+    """Whether a thread that ended at its step limit gets more steps from `context`.
+
+    If so, it is set running again, for the agent to take its turn.
+    """
+    if context.max_steps <= int(info.values.get("steps", 0)):
+        return False
+    await graph.aupdate_state(
+        thread_config(info.thread_id), {"status": "running", "output": ""}, as_node="tool"
+    )
+    return True
 
 
 async def _fork(

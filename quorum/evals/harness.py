@@ -119,24 +119,14 @@ async def run_eval(
     on_result: OnResult | None = None,
 ) -> EvalResult:
     """Answer every question with every strategy and score the answers."""
-    unknown = [s for s in strategies if s not in STRATEGIES]
-    if unknown or not strategies:
-        raise UsageError(
-            f"unknown strategy {', '.join(unknown)}" if unknown else "no strategy chosen",
-            hint=f"choose from: {', '.join(STRATEGIES)}",
-        )
-    if not questions:
-        raise UsageError("the question set is empty")
-    if concurrency < 1:
-        raise UsageError("concurrency must be at least 1")
+    _check_request(questions, strategies, concurrency)
     context = context or QuorumContext()
     eval_id = eval_id or eval_id_for(questions, context)
     contexts = {s: context_for(s, context) for s in strategies}
     # A bad endpoint, key or model name fails here, before any question runs.
-    for distinct in {
-        json.dumps(c.to_dict(), sort_keys=True): c for c in contexts.values()
-    }.values():
-        await models.preflight(distinct)
+    distinct = {json.dumps(c.to_dict(), sort_keys=True): c for c in contexts.values()}
+    for each in distinct.values():
+        await models.preflight(each)
     done: list[QuestionResult] = []
     stopped: str | None = None
     async with open_persistence(database) as kept:
@@ -167,18 +157,7 @@ async def run_eval(
                         group.create_task(answer(strategy, index))
                         continue
                     slots.release()
-                    done.append(
-                        QuestionResult(
-                            strategy=strategy,
-                            index=index,
-                            question=question.question,
-                            expected=question.answer,
-                            status="not_run",
-                            answer=None,
-                            correct=False,
-                            thread_id=thread_id_for(eval_id, strategy, index),
-                        )
-                    )
+                    done.append(_not_run(eval_id, strategy, index, question))
     return EvalResult(
         eval_id=eval_id,
         strategies=list(strategies),
@@ -186,6 +165,34 @@ async def run_eval(
         results=sorted(done, key=lambda r: (r.index, strategies.index(r.strategy))),
         context=context.to_dict(),
         stopped=stopped,
+    )
+
+
+def _check_request(questions: list[Question], strategies: list[str], concurrency: int) -> None:
+    """Refuse an eval that cannot run, before anything starts."""
+    unknown = [s for s in strategies if s not in STRATEGIES]
+    if unknown or not strategies:
+        raise UsageError(
+            f"unknown strategy {', '.join(unknown)}" if unknown else "no strategy chosen",
+            hint=f"choose from: {', '.join(STRATEGIES)}",
+        )
+    if not questions:
+        raise UsageError("the question set is empty")
+    if concurrency < 1:
+        raise UsageError("concurrency must be at least 1")
+
+
+def _not_run(eval_id: str, strategy: str, index: int, question: Question) -> QuestionResult:
+    """A question the eval's budget left unasked."""
+    return QuestionResult(
+        strategy=strategy,
+        index=index,
+        question=question.question,
+        expected=question.answer,
+        status="not_run",
+        answer=None,
+        correct=False,
+        thread_id=thread_id_for(eval_id, strategy, index),
     )
 
 

@@ -156,24 +156,7 @@ async def _ask_json_action(
     schema, or `final_answer`; the reply comes back as an AIMessage with a tool call, so the
     rest of Quorum cannot tell the two paths apart.
     """
-    options, definitions = [], {}
-    for tool in tools:
-        given: Any = tool.tool_call_schema
-        # An MCP server's tool comes with a JSON schema; Quorum's own with a pydantic model.
-        arguments = dict(given) if isinstance(given, dict) else given.model_json_schema()
-        definitions.update(arguments.pop("$defs", {}))
-        options.append(_action_schema(tool.name, arguments))
-    options.append(
-        _action_schema(
-            FINAL_ANSWER,
-            {
-                "type": "object",
-                "properties": {"answer": {"type": "string"}},
-                "required": ["answer"],
-            },
-        )
-    )
-    schema: dict[str, Any] = {"anyOf": options, **({"$defs": definitions} if definitions else {})}
+    schema = _actions_schema(tools)
     described = "\n".join(
         f"- {t.name}: {_first_line(t.description)} action_input: {json.dumps(list(t.args))}"
         for t in tools
@@ -207,6 +190,20 @@ async def _ask_json_action(
         f"agent '{agent}' gave no real final answer after {STRUCTURED_REPAIRS} repairs",
         hint="try a stronger model for this agent (context 'models') or a lower temperature",
     )
+
+
+def _actions_schema(tools: Sequence[BaseTool]) -> dict[str, Any]:
+    """One action object per tool, with that tool's argument schema, or `final_answer`."""
+    options, definitions = [], {}
+    for tool in tools:
+        given: Any = tool.tool_call_schema
+        # An MCP server's tool comes with a JSON schema; Quorum's own with a pydantic model.
+        arguments = dict(given) if isinstance(given, dict) else given.model_json_schema()
+        definitions.update(arguments.pop("$defs", {}))
+        options.append(_action_schema(tool.name, arguments))
+    answer = {"type": "object", "properties": {"answer": {"type": "string"}}}
+    options.append(_action_schema(FINAL_ANSWER, {**answer, "required": ["answer"]}))
+    return {"anyOf": options, **({"$defs": definitions} if definitions else {})}
 
 
 def _action_schema(name: str, arguments: dict[str, Any]) -> dict[str, Any]:

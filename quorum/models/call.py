@@ -171,15 +171,7 @@ async def _request(
             continue
         if not isinstance(reply, AIMessage):
             raise TypeError(f"chat model returned {type(reply).__name__}, not AIMessage")
-        usage: dict[str, Any] = dict(reply.usage_metadata or {})
-        if not usage:
-            # An endpoint that reports no usage (some servers leave it out of a streamed
-            # reply): counted roughly, never as free, so budgets still hold.
-            usage = {
-                "input_tokens": metering.estimate_tokens(messages),
-                "output_tokens": metering.estimate_tokens([reply]),
-            }
-            _warn_once(f"the endpoint reported no token usage for agent '{agent}''s call")
+        usage = _usage(reply, messages, agent)
         record.reply = reply
         record.input_tokens = int(usage.get("input_tokens", 0))
         record.output_tokens = int(usage.get("output_tokens", 0))
@@ -193,6 +185,22 @@ async def _request(
             await entry.write(record)
         return record
     raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+def _usage(reply: AIMessage, messages: Sequence[BaseMessage], agent: str) -> dict[str, Any]:
+    """The tokens `reply` took, as the endpoint reports them.
+
+    An endpoint that reports none (some servers leave it out of a streamed reply) is
+    counted roughly, never as free, so budgets still hold.
+    """
+    usage: dict[str, Any] = dict(reply.usage_metadata or {})
+    if usage:
+        return usage
+    _warn_once(f"the endpoint reported no token usage for agent '{agent}''s call")
+    return {
+        "input_tokens": metering.estimate_tokens(messages),
+        "output_tokens": metering.estimate_tokens([reply]),
+    }
 
 
 _RATES: dict[tuple[str, float], InMemoryRateLimiter] = {}
