@@ -1,6 +1,6 @@
 """Crash trials by the hundred: SIGKILL at random points, resume, judge from outside.
 
-The same trials as `tests/test_crash_trials.py` (`tests/crash_harness.py` runs and judges
+The same trials as `tests/test_crash_trials.py` (`quorum/testing/crash.py` runs and judges
 them), in larger numbers: each pattern's clean run is measured first, then every trial runs
 `quorum run` through the CLI against the scripted stub, SIGKILLs it at a random point (and,
 with `--kills 2` or more, each resume before the last one too), resumes it until it exits 0,
@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.crash_harness import (
+from quorum.testing.crash import (
     DELAY,
     GRACE,
     PATTERN_INPUTS,

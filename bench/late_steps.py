@@ -9,7 +9,7 @@ requests 10 to 20, four ways:
 - `quorum.run()` with the scripted model (`quorum.testing`), on a fresh SQLite file;
 - the real CLI (`python -m quorum.cli run react ... --set max_steps=...`, streaming as it
   does by default) in its own process, against the scripted OpenAI-compatible server on
-  loopback (`tests/openai_stub.py`) through ChatOpenAI, timed at the server as each request
+  loopback (`quorum/testing/stub.py`) through ChatOpenAI, timed at the server as each request
   arrives;
 - raw LangGraph (`bench.shapes.raw_react`) on its own SQLite saver with the scripted model;
 - the same raw graph driving ChatOpenAI against the same server (what the HTTP stack alone
@@ -95,7 +95,7 @@ def responder(rounds: int, marks: Starts, pid: list[int]) -> Callable[[dict[str,
     Each request is marked as it arrives, with the CPU time of process `pid[0]` (the CLI) or,
     without one, of this process.
     """
-    from tests.openai_stub import Reply
+    from quorum.testing.stub import Reply
 
     def reply(body: dict[str, Any]) -> Any:
         marks.append((time.monotonic(), cpu_of(pid[0]) if pid else time.process_time()))
@@ -188,7 +188,7 @@ async def late_steps(
     repeats: int, databases: Databases, rounds: int = ROUNDS, *, cli: bool = True
 ) -> list[Row]:
     """The rows: late against early steps, each way, medians over `repeats` runs."""
-    from tests.openai_stub import OpenAIStub
+    from quorum.testing.stub import OpenAIStub
 
     seen: dict[tuple[str, str], list[tuple[float, float]]] = {}
 

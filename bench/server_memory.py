@@ -9,7 +9,7 @@
 Under the LangGraph server nothing calls `quorum.metering.forget`, so every run leaves its
 meter in the server process (bounded at `metering.MAX_METERS`), beside whatever else the
 server, LangGraph and Quorum keep per run. This starts the scripted OpenAI stub
-(`tests/openai_stub.py`) and `langgraph dev` (`tests/langgraph_dev.py`: Quorum's
+(`quorum/testing/stub.py`) and `langgraph dev` (`quorum/testing/langgraph_dev.py`: Quorum's
 langgraph.json, loopback, a clean environment, no reload) in a temporary folder under
 `bench/.tmp/`, drives `--runs` runs of the `react` graph through langgraph-sdk, each on a new
 thread, `--concurrency` at a time, and samples the resident memory of the server's whole
@@ -47,8 +47,8 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.__main__ import _machine
-from tests.langgraph_dev import RUN_TIMEOUT, langgraph_dev
-from tests.openai_stub import STUB_MODEL, OpenAIStub
+from quorum.testing.langgraph_dev import RUN_TIMEOUT, langgraph_dev
+from quorum.testing.stub import STUB_MODEL, OpenAIStub
 
 BENCH = Path(__file__).resolve().parent
 GRAPH = "react"

@@ -14,10 +14,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from tests.openai_stub import OpenAIStub  # noqa: E402  (the checkout's tests, not installed)
+from quorum.testing.stub import OpenAIStub  # a test double that ships with Quorum
 
 QUESTION = "What is 2+2?"
 

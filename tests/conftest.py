@@ -6,10 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from quorum.settings import get_settings
-from quorum.testing import Script, scripted
-from tests import processes
-from tests.langgraph_dev import REPO
+# The harnesses shared with bench/ (crash trials, the OpenAI stub, langgraph dev) live in
+# quorum.testing; their asserts explain themselves as a test's do.
+pytest.register_assert_rewrite("quorum.testing")
+
+from quorum.settings import get_settings  # noqa: E402
+from quorum.testing import Script, scripted  # noqa: E402
+from quorum.testing.langgraph_dev import REPO  # noqa: E402
+from tests import processes  # noqa: E402
 
 # Time for what the last tests stopped to finish ending (a server shutting down gracefully).
 LEFTOVER_GRACE = 20.0

@@ -36,8 +36,8 @@ from quorum.effects import Decision
 from quorum.errors import UsageError
 from quorum.settings import get_settings
 from quorum.testing import Script
-from tests.langgraph_dev import RUN_TIMEOUT, langgraph_dev, stub_settings
-from tests.openai_stub import OpenAIStub, Reply, text_of
+from quorum.testing.langgraph_dev import RUN_TIMEOUT, langgraph_dev, stub_settings
+from quorum.testing.stub import OpenAIStub, Reply, text_of
 from tests.test_budgets import CLI_TIMEOUT, cli, env_for, show
 from tests.test_crash import agent_of
 from tests.tools.inotify import Watch

@@ -24,8 +24,8 @@ from langgraph_sdk.auth.exceptions import HTTPException
 import quorum
 from quorum import auth
 from quorum.settings import Settings, get_settings
-from tests.langgraph_dev import RUN_TIMEOUT, Served, langgraph_dev, stub_settings
-from tests.openai_stub import OpenAIStub
+from quorum.testing.langgraph_dev import RUN_TIMEOUT, Served, langgraph_dev, stub_settings
+from quorum.testing.stub import OpenAIStub
 from tests.test_approvals import interrupts_of, saving
 
 pytestmark = pytest.mark.server

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.langgraph_dev import REPO
+from quorum.testing.langgraph_dev import REPO
 
 
 @pytest.mark.slow

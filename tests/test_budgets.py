@@ -24,8 +24,8 @@ from typing import Any
 
 import pytest
 
-from tests.openai_stub import STUB_MODEL, OpenAIStub, Reply
-from tests.test_crash import agent_of, quorum_env
+from quorum.testing.stub import STUB_MODEL, OpenAIStub, Reply, quorum_env
+from tests.test_crash import agent_of
 
 CLI_TIMEOUT = 90.0
 PRICES = {STUB_MODEL: {"input_per_mtok": 10_000.0, "output_per_mtok": 40_000.0}}

@@ -25,7 +25,7 @@ from typer.testing import CliRunner
 
 from quorum.cli import app
 from quorum.settings import Settings, get_settings
-from tests.openai_stub import STUB_MODEL, OpenAIStub
+from quorum.testing.stub import STUB_MODEL, OpenAIStub
 
 QUORUM = str(Path(sys.executable).with_name("quorum"))
 ESCAPE = "\x1b["

@@ -22,9 +22,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.openai_stub import OpenAIStub
+from quorum.testing.stub import OpenAIStub, quorum_env
 from tests.test_crash import quorum as quorum_process
-from tests.test_crash import quorum_env
 from tests.test_postgres import database, server_url  # noqa: F401  (fixtures)
 
 

@@ -7,7 +7,6 @@ which counts every model call: a resumed run must not ask again for any step tha
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.openai_stub import STUB_MODEL, OpenAIStub, text_of
+from quorum.testing.stub import OpenAIStub, quorum_env, text_of
 
 AGENT_MARKERS = {
     "planner": "You are the planner",
@@ -40,17 +39,6 @@ def calls(stub: OpenAIStub) -> Counter[str]:
 def stub() -> OpenAIStub:
     with OpenAIStub() as running:
         yield running
-
-
-def quorum_env(stub: OpenAIStub, tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("QUORUM_", "OPENAI_"))}
-    return env | {
-        "QUORUM_BASE_URL": stub.base_url,
-        "QUORUM_API_KEY": "test-key",
-        "QUORUM_MODEL": STUB_MODEL,
-        "QUORUM_DATA_DIR": str(tmp_path / "data"),
-        "LANGSMITH_TRACING": "false",
-    }
 
 
 def quorum(*args: str, env: dict[str, str], cwd: Path, **kwargs) -> subprocess.Popen[str]:

@@ -53,8 +53,7 @@ import pytest
 from quorum import runner
 from quorum.cli import EXIT_CODES
 from quorum.settings import get_settings
-from quorum.threads import ThreadInfo
-from tests.crash_harness import (
+from quorum.testing.crash import (
     PATTERN_INPUTS,
     PROCESS_TIMEOUT,
     Baseline,
@@ -68,6 +67,7 @@ from tests.crash_harness import (
     judge,
     plan_trials,
 )
+from quorum.threads import ThreadInfo
 from tests.test_approvals import KILLED_AS_THE_FILE_LANDS, Disk, saving, tool_results
 from tests.test_concurrency import target  # noqa: F401  (fixture)
 from tests.test_postgres import database, server_url  # noqa: F401  (fixtures)

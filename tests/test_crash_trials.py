@@ -3,7 +3,7 @@
 Eight trials per pattern on SQLite and three on PostgreSQL, each a `quorum run` process
 killed at a point drawn (with a fixed seed) from its own slice of the clean run, then resumed
 through the CLI until it exits 0
-(`tests/crash_harness.py` says how trials run and what is measured). The kill points are
+(`quorum/testing/crash.py` says how trials run and what is measured). The kill points are
 fixed; the timings they land among are real, so each run exercises slightly different
 moments. `bench/bench_crash.py` runs the same trials by the hundred.
 """
@@ -17,7 +17,7 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from tests.crash_harness import (
+from quorum.testing.crash import (
     PATTERN_INPUTS,
     Baseline,
     Campaign,

@@ -5,7 +5,7 @@ Qwen2.5-Coder-1.5B-Instruct from its parts into a fresh data folder, serves it a
 orchestrator on the Makefile's default goal. Then debate and ReAct run on the same model
 through `quorum run`, on a server `quorum model serve` keeps up for them. Each answer must be
 on topic and hold text as the model wrote it: no HTML entities from an escaping chat format.
-(The pipeline's structured stages are measured on this model by `bench/conformance.py`; its
+(The pipeline's structured stages are measured on this model by `python -m bench.conformance`; its
 runs end to end are in tests/test_e2e_embedded.py, on the small model.)
 """
 
@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from quorum.settings import Settings
-from tests.langgraph_dev import REPO
+from quorum.testing.langgraph_dev import REPO
 from tests.model_serve import model_served
 
 pytestmark = pytest.mark.embedded

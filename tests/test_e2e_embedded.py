@@ -22,13 +22,13 @@ from langgraph_sdk import get_client
 from typer.testing import CliRunner
 
 import quorum
-from bench.conformance import cases, conformance
 from quorum import models
 from quorum.cli import EXIT_CODES, app
 from quorum.context import QuorumContext
+from quorum.evals.conformance import cases, conformance
 from quorum.settings import Settings, get_settings
 from quorum.state import FactCheck, Plan, ResearchNotes, Summary, Verdict
-from tests.langgraph_dev import langgraph_dev
+from quorum.testing.langgraph_dev import langgraph_dev
 from tests.model_serve import model_served
 
 pytestmark = pytest.mark.embedded
@@ -151,7 +151,7 @@ async def test_over_http(data_dir: Path, tmp_path: Path) -> None:
 
 
 async def test_every_schema_is_filled_with_meaning_or_fails_clearly(on_embedded: Path) -> None:
-    # The conformance set (bench/conformance.py) on the small model: each of Quorum's schemas
+    # The conformance set (quorum.evals.conformance) on the small model: each of Quorum's schemas
     # asked through the node that asks for it in a run. A 135M model fails some of them; what
     # must hold is that no reply Quorum accepts is hollow (judged by the bench, not by
     # Quorum's own check), and that a node that gets none says so.

@@ -27,10 +27,9 @@ import quorum
 from quorum.errors import RunFailed
 from quorum.settings import get_settings
 from quorum.testing import Script
+from quorum.testing.stub import OpenAIStub, Reply, quorum_env, text_of
 from quorum.tools import contract, files
-from tests.openai_stub import OpenAIStub, Reply, text_of
 from tests.test_crash import quorum as quorum_process
-from tests.test_crash import quorum_env
 from tests.tools.inotify import Watch
 
 IN_MODIFY = 0x002

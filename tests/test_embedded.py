@@ -17,7 +17,7 @@ import pytest
 from quorum import embedded
 from quorum.errors import ConfigError
 from quorum.settings import Settings
-from tests.openai_stub import OpenAIStub
+from quorum.testing.stub import OpenAIStub
 
 
 @pytest.mark.slow

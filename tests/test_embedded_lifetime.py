@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from langgraph_sdk import get_client
 
-from tests.langgraph_dev import RUN_TIMEOUT, langgraph_dev
+from quorum.testing.langgraph_dev import RUN_TIMEOUT, langgraph_dev
 from tests.processes import (
     LLAMA_SERVER,
     Process,

@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from quorum.cli import app
-from tests.openai_stub import STUB_MODEL, OpenAIStub
+from quorum.testing.stub import STUB_MODEL, OpenAIStub
 
 runner = CliRunner()
 

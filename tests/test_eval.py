@@ -31,8 +31,8 @@ from quorum.evals.report import as_json, draw, rows, write_json
 from quorum.evals.statistics import mcnemar_exact, wilson
 from quorum.settings import get_settings
 from quorum.testing import Script, extracted, last_human, scripted, stating
-from tests.openai_stub import OpenAIStub, schema_name, text_of
-from tests.test_crash import quorum, quorum_env
+from quorum.testing.stub import OpenAIStub, quorum_env, schema_name, text_of
+from tests.test_crash import quorum
 
 # --- Checkers and question files -----------------------------------------------------------
 

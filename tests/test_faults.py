@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 from quorum.cli import app
 from quorum.settings import get_settings
-from tests.openai_stub import STUB_MODEL, OpenAIStub, Recorded
+from quorum.testing.stub import STUB_MODEL, OpenAIStub, Recorded
 
 TIMEOUT = 1.0
 RETRY_WAIT = 0.05

@@ -27,8 +27,8 @@ from packaging.utils import canonicalize_name
 
 from quorum.context import QuorumContext
 from quorum.models import load_chat_model
-from tests.langgraph_dev import REPO
-from tests.openai_stub import OpenAIStub
+from quorum.testing.langgraph_dev import REPO
+from quorum.testing.stub import OpenAIStub
 
 LOCK = REPO / "requirements.lock"
 BIN = Path(sys.executable).parent

@@ -141,6 +141,12 @@ LONG_MODULES = {
     "the prompts a person answers",
     "effects.py": "the effect ledger: its records, and `run_once` split into its states",
     "tools/files.py": "the file tools, each with its path confinement and its own errors",
+    "testing/stub.py": "one test double: an OpenAI-compatible server with every way an "
+    "endpoint fails (statuses, drops, stalls, holds, malformed bodies, SSE streams)",
+    "testing/crash.py": "the crash-trial harness: plan, kill, resume and judge read as one "
+    "procedure, with the judge's rules beside the records they read",
+    "evals/conformance.py": "the conformance set: one case per schema, each built the way "
+    "its node asks for it, and the judge of what a filled value is",
 }
 """Modules over 400 lines, each with why it stays one module."""
 
@@ -165,3 +171,27 @@ def test_no_function_is_over_60_lines() -> None:
         and (length := (node.end_lineno or node.lineno) - node.lineno + 1) > 60
     ]
     assert not long, long
+
+
+def _imports_of(folder: Path) -> list[tuple[Path, str]]:
+    found = []
+    for path in folder.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                found.append((path, node.module))
+            elif isinstance(node, ast.Import):
+                found += [(path, alias.name) for alias in node.names]
+    return found
+
+
+def test_bench_and_tests_never_import_each_other() -> None:
+    """What both need (the OpenAI stub, the crash harness, `langgraph dev`, the conformance
+    set) is in the package, where a user's tests can use it too."""
+    root = PACKAGE.parent
+    crossing = [
+        f"{path.relative_to(root)}: {module}"
+        for folder, other in (("bench", "tests"), ("tests", "bench"))
+        for path, module in _imports_of(root / folder)
+        if module == other or module.startswith(other + ".")
+    ]
+    assert not crossing, crossing

@@ -29,8 +29,8 @@ from quorum.cli import app
 from quorum.metering import Ledger, LedgerRow
 from quorum.settings import get_settings
 from quorum.testing import ScriptedChatModel
-from tests.crash_harness import Harness, Plan, canonical, describe, judge
-from tests.openai_stub import CHAT_PATH, STUB_MODEL, OpenAIStub, Recorded
+from quorum.testing.crash import Harness, Plan, canonical, describe, judge
+from quorum.testing.stub import CHAT_PATH, STUB_MODEL, OpenAIStub, Recorded
 
 PRICE_IN, PRICE_OUT = 10_000.0, 40_000.0
 """US dollars per million input and output tokens of the stub's model."""

@@ -24,9 +24,9 @@ import pytest
 import quorum
 from quorum.errors import ConfigError
 from quorum.settings import get_settings
+from quorum.testing.langgraph_dev import REPO, free_port, stop
+from quorum.testing.stub import STUB_MODEL, OpenAIStub, Reply
 from quorum.tools import default_tools
-from tests.langgraph_dev import REPO, free_port, stop
-from tests.openai_stub import STUB_MODEL, OpenAIStub, Reply
 
 
 def calls_to(tool: str, args: dict[str, Any]):

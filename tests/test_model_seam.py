@@ -17,7 +17,7 @@ from quorum.metering import metered
 from quorum.models import structured
 from quorum.settings import Settings, get_settings
 from quorum.state import Verdict
-from tests.openai_stub import STUB_MODEL, OpenAIStub, schema_name
+from quorum.testing.stub import STUB_MODEL, OpenAIStub, schema_name
 
 QUESTION = [SystemMessage("You judge."), HumanMessage("Tabs or spaces?")]
 

@@ -16,7 +16,7 @@ from quorum.errors import ConfigError, RunFailed
 from quorum.settings import get_settings
 from quorum.state import Verdict
 from quorum.testing import Script, stating
-from tests.langgraph_dev import REPO
+from quorum.testing.langgraph_dev import REPO
 from tests.processes import postgres_env
 
 

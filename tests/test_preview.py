@@ -41,8 +41,8 @@ from quorum.errors import NoDatabase, ThreadNotFound, UsageError
 from quorum.lifecycle import hold_thread
 from quorum.settings import get_settings
 from quorum.testing import DEFAULT_RESPONDERS, Script, stating
+from quorum.testing.crash import PATTERN_INPUTS, Harness, Plan, plan_trials
 from quorum.tools import files
-from tests.crash_harness import PATTERN_INPUTS, Harness, Plan, plan_trials
 from tests.test_postgres import server_url  # noqa: F401  (fixture)
 
 # --- the verdicts, on scripted runs -----------------------------------------------------------

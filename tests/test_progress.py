@@ -17,8 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.openai_stub import OpenAIStub
-from tests.test_crash import quorum_env
+from quorum.testing.stub import OpenAIStub, quorum_env
 
 CURSOR_HIDDEN = "\x1b[?25l"
 """What rich's live display writes first (and shows again when it stops)."""

@@ -16,7 +16,7 @@ import pytest
 import quorum
 from quorum.context import QuorumContext
 from quorum.settings import get_settings
-from tests.openai_stub import STUB_MODEL, OpenAIStub
+from quorum.testing.stub import STUB_MODEL, OpenAIStub
 
 WORKERS = 16
 LIMIT = 3

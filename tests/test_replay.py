@@ -26,8 +26,8 @@ from typer.testing import CliRunner
 import quorum
 from quorum.cli import app
 from quorum.testing import Script
-from tests.langgraph_dev import RUN_TIMEOUT, langgraph_dev
-from tests.openai_stub import STUB_MODEL, OpenAIStub, schema_name, valid_plan
+from quorum.testing.langgraph_dev import RUN_TIMEOUT, langgraph_dev
+from quorum.testing.stub import STUB_MODEL, OpenAIStub, schema_name, valid_plan
 
 
 def quorum_cli(*args: str):

@@ -25,8 +25,8 @@ import quorum
 from quorum.cli import app
 from quorum.report import COLOURS, ROW_HEIGHT
 from quorum.settings import get_settings
+from quorum.testing.stub import CHAT_PATH, STUB_MODEL, OpenAIStub
 from tests import processes
-from tests.openai_stub import CHAT_PATH, STUB_MODEL, OpenAIStub
 from tests.test_approvals import saving
 
 BAR_HEIGHT = ROW_HEIGHT - 6

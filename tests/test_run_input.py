@@ -22,8 +22,7 @@ from quorum.checkpoints import open_persistence
 from quorum.cli import app
 from quorum.graphs import PATTERNS
 from quorum.testing import Script
-from tests.openai_stub import OpenAIStub
-from tests.test_crash import quorum_env
+from quorum.testing.stub import OpenAIStub, quorum_env
 
 runner = CliRunner()
 

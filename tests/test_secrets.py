@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.openai_stub import schema_name
+from quorum.testing.stub import schema_name
 from tests.test_budgets import CountingStub, cli
 from tests.test_tracing import clean_env
 from tests.trace_receivers import LangSmithCapture, OtlpReceiver

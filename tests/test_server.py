@@ -23,8 +23,8 @@ from langgraph_sdk import get_client
 from langgraph_sdk.schema import GraphSchema
 
 from quorum.context import QuorumContext, context_json_schema
-from tests.langgraph_dev import REPO, RUN_TIMEOUT, langgraph_dev, stub_settings
-from tests.openai_stub import OpenAIStub, Reply, schema_name, text_of
+from quorum.testing.langgraph_dev import REPO, RUN_TIMEOUT, langgraph_dev, stub_settings
+from quorum.testing.stub import OpenAIStub, Reply, schema_name, text_of
 
 pytestmark = pytest.mark.server
 

@@ -22,8 +22,7 @@ import pytest
 import quorum
 from quorum.errors import RunFailed
 from quorum.lifecycle import RunEvent
-from tests.openai_stub import STUB_MODEL, OpenAIStub, schema_name
-from tests.test_crash import quorum_env
+from quorum.testing.stub import STUB_MODEL, OpenAIStub, quorum_env, schema_name
 
 ANSWER = "".join(f"Line {n} of the answer, written a few words at a time.\n" for n in range(6))
 

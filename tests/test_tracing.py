@@ -26,9 +26,8 @@ import quorum
 from quorum import telemetry
 from quorum.context import QuorumContext
 from quorum.settings import get_settings
-from tests.openai_stub import STUB_MODEL, Reply, schema_name
+from quorum.testing.stub import STUB_MODEL, Reply, quorum_env, schema_name
 from tests.test_budgets import CountingStub, cli
-from tests.test_crash import quorum_env
 from tests.trace_receivers import OtlpReceiver
 
 INPUTS = {

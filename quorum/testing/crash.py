@@ -63,17 +63,17 @@ from pydantic_core import to_jsonable_python
 
 from quorum import threads
 from quorum.errors import ThreadNotFound
-from tests.openai_stub import (
+from quorum.testing.stub import (
     CHAT_PATH,
     MODELS_PATH,
     OpenAIStub,
     Recorded,
     Reply,
     Responder,
+    quorum_env,
     schema_name,
     text_of,
 )
-from tests.test_crash import quorum_env
 
 PATTERN_INPUTS = {
     "orchestrator": "Plan a product launch",
@@ -133,8 +133,10 @@ def deterministic_replies(stub: OpenAIStub) -> Responder:
 
 
 def comparable(values: dict[str, Any]) -> dict[str, Any]:
-    """A thread's values without what differs between equal runs: message ids and metadata,
-    and the time each agent waited for its replies."""
+    """A thread's values without what differs between equal runs.
+
+    Message ids and metadata, and the time each agent waited for its replies, are left out.
+    """
 
     def clean(node: Any) -> Any:
         if isinstance(node, list):
@@ -174,6 +176,7 @@ class Served:
 
     @classmethod
     def of(cls, recorded: Recorded) -> Served:
+        """The served request `recorded`, as trials compare it."""
         assert recorded.body is not None
         return cls(
             canonical(recorded.body), who_asked(recorded.body), recorded.started, recorded.finished
@@ -390,8 +393,10 @@ class Harness:
         return trial
 
     def command(self, *args: str, kill_after: float | None = None) -> tuple[Segment, list[Served]]:
-        """Run `quorum ARGS` in this lane, SIGKILLed `kill_after` seconds after its endpoint
-        check if given: the process, and the chat requests the stub served while it ran."""
+        """Run `quorum ARGS` in this lane, SIGKILLed `kill_after` s after its endpoint check.
+
+        Returns the process, and the chat requests the stub served while it ran.
+        """
         since = len(self.stub.requests)
         segment = self._segment(tuple(args), kill_after=kill_after)
         return segment, self._chat_since(since)
@@ -619,41 +624,7 @@ def judge(trial: Trial, baseline: Baseline, *, grace: float = GRACE) -> Verdict:
     verdict = Verdict(trial, baseline)
     problems = verdict.problems
     segments = trial.segments
-    # A request belongs to the last process started before it arrived: the next process of
-    # a trial starts only after the killed one is reaped, so nothing it sent comes later.
-    owner = [
-        max(n for n, s in enumerate(segments) if s.launched <= r.started) for r in trial.requests
-    ]
-    extra: Counter[str] = Counter()
-    """Requests beyond the clean run's: cut off by a kill, or asked for again."""
-    for n, segment in enumerate(segments):
-        if segment.killed is None or segment.kill_sent is None:
-            continue
-        completed: dict[str, float] = {}
-        near: dict[str, float] = {}
-        for request, where in zip(trial.requests, owner, strict=True):
-            if where != n:
-                continue
-            if request.finished and request.finished <= segment.killed - grace:
-                verdict.completed_at_kill += 1
-                completed[request.body] = request.finished
-            elif request.finished and request.finished <= segment.kill_sent + SLACK:
-                verdict.near_kill += 1
-                near[request.body] = request.finished
-            else:
-                verdict.cut_off += 1
-                extra[request.body] += 1
-        for request, where in zip(trial.requests, owner, strict=True):
-            if where <= n:
-                continue
-            if request.body in completed:
-                before = segment.killed - completed.pop(request.body)
-                verdict.rerequested_completed.append((request.label, before))
-                extra[request.body] += 1
-            elif request.body in near:
-                before = segment.killed - near.pop(request.body)
-                verdict.rerequested_near_kill.append((request.label, before))
-                extra[request.body] += 1
+    extra = _around_kills(trial, verdict, grace)
 
     final = segments[-1]
     if final.exit_code != 0 or final.killed is not None:
@@ -695,6 +666,50 @@ def judge(trial: Trial, baseline: Baseline, *, grace: float = GRACE) -> Verdict:
             f"{clean_calls} calls, and {kept} of the requests served were not asked again"
         )
     return verdict
+
+
+def _around_kills(trial: Trial, verdict: Verdict, grace: float) -> Counter[str]:
+    """The requests beyond the clean run's: cut off by a kill, or asked for again.
+
+    Each kill's requests are counted on `verdict` as completed, near the kill or cut off, and
+    those asked for again are listed there.
+    """
+    segments = trial.segments
+    # A request belongs to the last process started before it arrived: the next process of
+    # a trial starts only after the killed one is reaped, so nothing it sent comes later.
+    owner = [
+        max(n for n, s in enumerate(segments) if s.launched <= r.started) for r in trial.requests
+    ]
+    extra: Counter[str] = Counter()
+    for n, segment in enumerate(segments):
+        if segment.killed is None or segment.kill_sent is None:
+            continue
+        completed: dict[str, float] = {}
+        near: dict[str, float] = {}
+        for request, where in zip(trial.requests, owner, strict=True):
+            if where != n:
+                continue
+            if request.finished and request.finished <= segment.killed - grace:
+                verdict.completed_at_kill += 1
+                completed[request.body] = request.finished
+            elif request.finished and request.finished <= segment.kill_sent + SLACK:
+                verdict.near_kill += 1
+                near[request.body] = request.finished
+            else:
+                verdict.cut_off += 1
+                extra[request.body] += 1
+        for request, where in zip(trial.requests, owner, strict=True):
+            if where <= n:
+                continue
+            if request.body in completed:
+                before = segment.killed - completed.pop(request.body)
+                verdict.rerequested_completed.append((request.label, before))
+                extra[request.body] += 1
+            elif request.body in near:
+                before = segment.killed - near.pop(request.body)
+                verdict.rerequested_near_kill.append((request.label, before))
+                extra[request.body] += 1
+    return extra
 
 
 def _diff(shown: dict[str, Any], baseline: Baseline) -> str:

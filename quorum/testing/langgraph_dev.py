@@ -1,4 +1,9 @@
-"""Start `langgraph dev` for a test: Quorum's langgraph.json, a loopback port, a clean env."""
+"""Start `langgraph dev` for a test or a bench, and leave nothing running after it.
+
+The checkout's langgraph.json, on a loopback port, with a clean environment. It serves the
+graphs of the Quorum checkout this module is in (`REPO`), so it is for Quorum's own tests and
+benches, run from a checkout; both import it from here.
+"""
 
 from __future__ import annotations
 
@@ -17,9 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
+"""The checkout: the folder of langgraph.json and the `quorum` package."""
 READY_TIMEOUT = 90.0
 RUN_TIMEOUT = 60.0
 # Variables that could point the server at a real endpoint, trace store or proxy.
@@ -125,7 +130,7 @@ def wait_until_ready(served: Served, process: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + READY_TIMEOUT
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            pytest.fail(
+            raise RuntimeError(
                 f"langgraph dev exited with {process.returncode} before it was ready\n"
                 f"--- server log ---\n{served.log_text()}"
             )
@@ -135,7 +140,7 @@ def wait_until_ready(served: Served, process: subprocess.Popen[bytes]) -> None:
         except httpx.TransportError:
             pass
         time.sleep(0.25)
-    pytest.fail(
+    raise RuntimeError(
         f"langgraph dev was not ready after {READY_TIMEOUT:.0f} s\n"
         f"--- server log ---\n{served.log_text()}"
     )

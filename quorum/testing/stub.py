@@ -1,4 +1,6 @@
-"""A scripted OpenAI-compatible chat-completions server on loopback, for integration tests.
+"""A scripted OpenAI-compatible chat-completions server on loopback, for tests and benches.
+
+A test double that ships with Quorum, as the scripted model does: use it in your own tests.
 
 Quorum talks to its models only through langchain-openai's ChatOpenAI, so a test that runs the
 real graphs in another process (the `langgraph dev` server, the CLI) points QUORUM_BASE_URL at
@@ -10,7 +12,7 @@ final usage chunk ChatOpenAI asks for), records every request, and lets a test s
 slow them down, hold one until released, or fail: with an HTTP status (and headers such as
 Retry-After), a dropped connection, a reply slower than the client waits, or a malformed body.
 
-    with OpenAIStub() as stub:                      # or the `openai_stub` fixture
+    with OpenAIStub() as stub:
         env["QUORUM_BASE_URL"] = stub.base_url      # http://127.0.0.1:<port>/v1
         stub.responder = lambda body: "hello" if schema_name(body) is None else None
         stub.schema_replies["Revision"] = {"answer": "x", "reasoning": "y",
@@ -26,7 +28,7 @@ Retry-After), a dropped connection, a reply slower than the client waits, or a m
         stub.most_concurrent, stub.rejected()   # what the cap saw
         [r.body for r in stub.requests]; [r.status for r in stub.chat_requests()]
 
-Run it by hand with `python -m tests.openai_stub --port 8000`.
+Run it by hand with `python -m quorum.testing.stub --port 8000`.
 """
 
 from __future__ import annotations
@@ -34,15 +36,15 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
-
-import pytest
 
 CHAT_PATH = "/v1/chat/completions"
 MODELS_PATH = "/v1/models"
@@ -551,143 +553,152 @@ def chunks_of(completion: Json, calls: list[Json], *, include_usage: bool) -> It
         yield head | {"choices": [], "usage": completion["usage"]}
 
 
+class _Handler(BaseHTTPRequestHandler):
+    """The stub's HTTP side: every request recorded, then answered as the stub says."""
+
+    stub: OpenAIStub
+    # HTTP/1.0: every response ends by closing the connection, which is also how an
+    # SSE stream ends, so no chunked encoding is needed.
+    protocol_version = "HTTP/1.0"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Keep test output clean; the recorded requests say what happened."""
+
+    def _authorized(self) -> bool:
+        if self.stub.api_key is None or self.headers.get("Authorization") == (
+            f"Bearer {self.stub.api_key}"
+        ):
+            return True
+        self._send_error(Reply(status=401, error="Incorrect API key provided"))
+        return False
+
+    def do_GET(self) -> None:
+        self.stub._record(self._recorded(None))
+        if not self._authorized():
+            return
+        if self.path.rstrip("/") != MODELS_PATH:
+            self._send_error(Reply(status=404, error=f"no route {self.path}"))
+            return
+        models = [
+            {"id": name, "object": "model", "created": 0, "owned_by": "stub"}
+            for name in self.stub.models
+        ]
+        self._send_json(200, {"object": "list", "data": models})
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        try:
+            body = json.loads(self.rfile.read(length) or b"{}")
+        except json.JSONDecodeError as error:
+            self.stub._record(self._recorded(None))
+            self._send_error(Reply(status=400, error=f"invalid JSON: {error}"))
+            return
+        recorded = self._recorded(body)
+        self.stub._record(recorded)
+        if not self._authorized():
+            return
+        try:
+            self._answer(body, recorded)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client gave up (a timeout, or a server the test killed)
+        finally:
+            recorded.finished = time.monotonic()
+
+    def _answer(self, body: Json, recorded: Recorded) -> None:
+        if self.path.rstrip("/") != CHAT_PATH:
+            self._send_error(Reply(status=404, error=f"no route {self.path}"))
+            return
+        if not self.stub._admit():
+            recorded.status, recorded.over_limit = 429, True
+            self._send_error(Reply(status=429, error="too many concurrent requests"))
+            return
+        try:
+            self._reply(body, recorded)
+        finally:
+            self.stub._leave()
+
+    def _reply(self, body: Json, recorded: Recorded) -> None:
+        held = self.stub._hold_for(body)
+        if held is not None:
+            held.arrived.set()
+            held.released.wait()
+        reply = self.stub.reply_to(body)
+        if self.stub.delay or reply.delay:
+            # Not time.sleep: a stalled reply must not keep its thread alive past the test.
+            self.stub._stopping.wait(self.stub.delay + reply.delay)
+        if reply.drop:
+            # No status line, no body: the server just closes the connection.
+            self.close_connection = True
+            return
+        recorded.status = reply.status
+        if reply.malformed:
+            self._send_raw(200, b'{"id": "chatcmpl-cut", "object": "chat.completion", "cho')
+            return
+        if reply.status != 200:
+            self._send_error(reply)
+            return
+        completion, calls = self.stub.completion(body, reply)
+        recorded.usage = completion["usage"]
+        recorded.tool_calls = len(calls)
+        if not body.get("stream"):
+            self._send_json(200, completion)
+            return
+        asked = bool((body.get("stream_options") or {}).get("include_usage"))
+        include_usage = asked and self.stub.stream_usage
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Cache-Control", "no-cache")
+        self.end_headers()
+        for piece in chunks_of(completion, calls, include_usage=include_usage):
+            self.wfile.write(f"data: {json.dumps(piece)}\n\n".encode())
+            if self.stub.chunk_delay:
+                self.wfile.flush()
+                time.sleep(self.stub.chunk_delay)
+        self.wfile.write(b"data: [DONE]\n\n")
+
+    def _recorded(self, body: Json | None) -> Recorded:
+        headers = {name.lower(): value for name, value in self.headers.items()}
+        return Recorded(self.command, self.path, headers, body, time.monotonic())
+
+    def _send_json(self, status: int, payload: Json, headers: dict[str, str] | None = None) -> None:
+        self._send_raw(status, json.dumps(payload).encode(), headers)
+
+    def _send_raw(self, status: int, data: bytes, headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _send_error(self, reply: Reply) -> None:
+        kind = HTTPStatus(reply.status).phrase.lower().replace(" ", "_")
+        # Some servers echo the caller's key in their errors: "{key}" plays one.
+        key = (self.headers.get("Authorization") or "").removeprefix("Bearer ")
+        message = reply.error.replace("{key}", key)
+        error = {"message": message, "type": kind, "param": None, "code": kind}
+        self._send_json(reply.status, {"error": error}, reply.headers)
+
+
 def _handler_for(stub: OpenAIStub) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        # HTTP/1.0: every response ends by closing the connection, which is also how an
-        # SSE stream ends, so no chunked encoding is needed.
-        protocol_version = "HTTP/1.0"
-
-        def log_message(self, format: str, *args: Any) -> None:
-            """Keep test output clean; the recorded requests say what happened."""
-
-        def _authorized(self) -> bool:
-            if stub.api_key is None or self.headers.get("Authorization") == (
-                f"Bearer {stub.api_key}"
-            ):
-                return True
-            self._send_error(Reply(status=401, error="Incorrect API key provided"))
-            return False
-
-        def do_GET(self) -> None:
-            stub._record(self._recorded(None))
-            if not self._authorized():
-                return
-            if self.path.rstrip("/") != MODELS_PATH:
-                self._send_error(Reply(status=404, error=f"no route {self.path}"))
-                return
-            models = [
-                {"id": name, "object": "model", "created": 0, "owned_by": "stub"}
-                for name in stub.models
-            ]
-            self._send_json(200, {"object": "list", "data": models})
-
-        def do_POST(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            try:
-                body = json.loads(self.rfile.read(length) or b"{}")
-            except json.JSONDecodeError as error:
-                stub._record(self._recorded(None))
-                self._send_error(Reply(status=400, error=f"invalid JSON: {error}"))
-                return
-            recorded = self._recorded(body)
-            stub._record(recorded)
-            if not self._authorized():
-                return
-            try:
-                self._answer(body, recorded)
-            except (BrokenPipeError, ConnectionResetError):
-                pass  # the client gave up (a timeout, or a server the test killed)
-            finally:
-                recorded.finished = time.monotonic()
-
-        def _answer(self, body: Json, recorded: Recorded) -> None:
-            if self.path.rstrip("/") != CHAT_PATH:
-                self._send_error(Reply(status=404, error=f"no route {self.path}"))
-                return
-            if not stub._admit():
-                recorded.status, recorded.over_limit = 429, True
-                self._send_error(Reply(status=429, error="too many concurrent requests"))
-                return
-            try:
-                self._reply(body, recorded)
-            finally:
-                stub._leave()
-
-        def _reply(self, body: Json, recorded: Recorded) -> None:
-            held = stub._hold_for(body)
-            if held is not None:
-                held.arrived.set()
-                held.released.wait()
-            reply = stub.reply_to(body)
-            if stub.delay or reply.delay:
-                # Not time.sleep: a stalled reply must not keep its thread alive past the test.
-                stub._stopping.wait(stub.delay + reply.delay)
-            if reply.drop:
-                # No status line, no body: the server just closes the connection.
-                self.close_connection = True
-                return
-            recorded.status = reply.status
-            if reply.malformed:
-                self._send_raw(200, b'{"id": "chatcmpl-cut", "object": "chat.completion", "cho')
-                return
-            if reply.status != 200:
-                self._send_error(reply)
-                return
-            completion, calls = stub.completion(body, reply)
-            recorded.usage = completion["usage"]
-            recorded.tool_calls = len(calls)
-            if not body.get("stream"):
-                self._send_json(200, completion)
-                return
-            asked = bool((body.get("stream_options") or {}).get("include_usage"))
-            include_usage = asked and stub.stream_usage
-            self.send_response(200)
-            self.send_header("Content-Type", "text/event-stream")
-            self.send_header("Cache-Control", "no-cache")
-            self.end_headers()
-            for piece in chunks_of(completion, calls, include_usage=include_usage):
-                self.wfile.write(f"data: {json.dumps(piece)}\n\n".encode())
-                if stub.chunk_delay:
-                    self.wfile.flush()
-                    time.sleep(stub.chunk_delay)
-            self.wfile.write(b"data: [DONE]\n\n")
-
-        def _recorded(self, body: Json | None) -> Recorded:
-            headers = {name.lower(): value for name, value in self.headers.items()}
-            return Recorded(self.command, self.path, headers, body, time.monotonic())
-
-        def _send_json(
-            self, status: int, payload: Json, headers: dict[str, str] | None = None
-        ) -> None:
-            self._send_raw(status, json.dumps(payload).encode(), headers)
-
-        def _send_raw(
-            self, status: int, data: bytes, headers: dict[str, str] | None = None
-        ) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            for name, value in (headers or {}).items():
-                self.send_header(name, value)
-            self.end_headers()
-            self.wfile.write(data)
-
-        def _send_error(self, reply: Reply) -> None:
-            kind = HTTPStatus(reply.status).phrase.lower().replace(" ", "_")
-            # Some servers echo the caller's key in their errors: "{key}" plays one.
-            key = (self.headers.get("Authorization") or "").removeprefix("Bearer ")
-            message = reply.error.replace("{key}", key)
-            error = {"message": message, "type": kind, "param": None, "code": kind}
-            self._send_json(reply.status, {"error": error}, reply.headers)
-
-    return Handler
+    """A handler class bound to `stub` (the server makes one instance per request)."""
+    return type("Handler", (_Handler,), {"stub": stub})
 
 
-@pytest.fixture
-def openai_stub() -> Iterator[OpenAIStub]:
-    """A fresh stub for one test (import it into a conftest or test module to use it)."""
-    with OpenAIStub() as stub:
-        yield stub
+def quorum_env(stub: OpenAIStub, folder: Path) -> dict[str, str]:
+    """The environment of a `quorum` process that talks to `stub`, with its data in `folder`.
+
+    Nothing of this process's Quorum or OpenAI settings leaks into it, and tracing is off.
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("QUORUM_", "OPENAI_"))}
+    return env | {
+        "QUORUM_BASE_URL": stub.base_url,
+        "QUORUM_API_KEY": "test-key",
+        "QUORUM_MODEL": STUB_MODEL,
+        "QUORUM_DATA_DIR": str(folder / "data"),
+        "LANGSMITH_TRACING": "false",
+    }
 
 
 def main() -> None:
