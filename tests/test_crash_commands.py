@@ -65,6 +65,7 @@ from quorum.testing.crash import (
     comparable,
     describe,
     judge,
+    kill_group,
     plan_trials,
 )
 from quorum.threads import ThreadInfo
@@ -178,7 +179,7 @@ class Lane:
             try:
                 out, err = process.communicate(timeout=PROCESS_TIMEOUT)
             finally:
-                reap(process)
+                kill_group(process)
         ended = time.monotonic()
         segment = Segment(
             command=command,
@@ -204,16 +205,6 @@ def undelayed(harness: Harness) -> Iterator[None]:
         yield
     finally:
         harness.stub.delay = delay
-
-
-def reap(process: subprocess.Popen[str]) -> None:
-    """Kill `process` with its group if it still runs, and wait for it."""
-    if process.poll() is None:
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    process.communicate(timeout=30)
 
 
 # --- one clean run, trials, verdicts -------------------------------------------------------

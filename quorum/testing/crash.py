@@ -316,7 +316,7 @@ class Harness:
     def __exit__(self, *exc_info: object) -> None:
         try:
             for process in list(self._live):
-                _kill_group(process)
+                kill_group(process)
         finally:
             self.stub.stop()
 
@@ -447,7 +447,7 @@ class Harness:
                     kill_sent = time.monotonic()
             exit_code = process.wait(timeout=PROCESS_TIMEOUT)
         finally:
-            _kill_group(process)
+            kill_group(process)
             self._live.discard(process)
         ended = time.monotonic()
         stderr.join(timeout=10)
@@ -514,13 +514,14 @@ def _is_endpoint_check(recorded: Recorded) -> bool:
     return recorded.method == "GET" and recorded.path.rstrip("/") == MODELS_PATH
 
 
-def _kill_group(process: subprocess.Popen[bytes]) -> None:
+def kill_group(process: subprocess.Popen[Any]) -> None:
+    """SIGKILL `process` with its group if it still runs, and reap it (reading its pipes)."""
     if process.poll() is None:
         try:
             os.killpg(process.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-    process.wait(timeout=30)
+    process.communicate(timeout=30)
 
 
 def _labels(bodies: Iterable[str]) -> Iterator[str]:
