@@ -47,7 +47,8 @@ from quorum.context import QuorumContext
 from quorum.effects import APPROVAL, RECONCILE, Question
 from quorum.errors import UsageError
 from quorum.framework import PREGEL_PUSH, PREGEL_TASKS
-from quorum.lifecycle import Status, _cancelled, thread_config
+from quorum.lifecycle import thread_config
+from quorum.outcome import Status, cancelled
 from quorum.settings import redact
 from quorum.state import step_label
 
@@ -467,7 +468,7 @@ def _pending(
     own = [r for key, r in records if _belongs(key, namespace)]
     served = [r for r in own if r.reply is not None and not r.rejected]
     waits = any(i.id in waiting_ids for i in task.interrupts)
-    error = task.error if task.error and not _cancelled(task.error) else None
+    error = task.error if task.error and not cancelled(task.error) else None
     return StepPreview(
         task_id=task.id,
         name=task.name,

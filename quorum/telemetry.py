@@ -183,11 +183,40 @@ def run_span(
     )
 
 
+_SERVED_RUNS: dict[str, Span] = {}
+"""The run span of each thread the LangGraph server is running now (`served_run`)."""
+
+
+@contextmanager
+def served_run(thread_id: str, span: Span | None) -> Iterator[None]:
+    """Make `span` the parent of the steps of `thread_id`'s run while it lasts.
+
+    The LangGraph server reads a run's stream from tasks of its own, one per chunk, so the
+    run span the graph set as current while making one chunk is no longer current when the
+    next chunk's steps start. Each step finds its run's span here instead, by its thread.
+    """
+    if span is None:
+        yield
+        return
+    _SERVED_RUNS[thread_id] = span
+    try:
+        yield
+    finally:
+        if _SERVED_RUNS.get(thread_id) is span:
+            del _SERVED_RUNS[thread_id]
+
+
 def agent_span(agent: str, label: str) -> AbstractContextManager[Span | None]:
     """The span of one step of `agent` (a graph node), named `label` (`researcher (s2)`)."""
     active = tracer()
     if active is None:
         return _OFF
+    attributes = _graph_attributes()
+    parent = None
+    if not trace.get_current_span().get_span_context().is_valid:
+        # No span is current: a step of a run the server streams (see `served_run`).
+        run = _SERVED_RUNS.get(str(attributes.get("quorum.thread_id", "")))
+        parent = trace.set_span_in_context(run) if run is not None else None
     return _span(
         active,
         label,
@@ -195,8 +224,9 @@ def agent_span(agent: str, label: str) -> AbstractContextManager[Span | None]:
             "gen_ai.operation.name": "invoke_agent",
             "gen_ai.agent.name": agent,
             "quorum.agent": agent,
-            **_graph_attributes(),
+            **attributes,
         },
+        parent=parent,
     )
 
 

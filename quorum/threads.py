@@ -24,8 +24,9 @@ from quorum.context import QuorumContext
 from quorum.effects import APPROVAL, Question
 from quorum.errors import NoDatabase, ThreadBusy, ThreadNotFound, UsageError
 from quorum.graphs import PATTERNS
-from quorum.lifecycle import Status, hold_thread, status_of, thread_config, waiting_on
+from quorum.lifecycle import hold_thread, thread_config
 from quorum.metering import Ledger
+from quorum.outcome import Status, status_of, waiting_on
 from quorum.settings import redact
 from quorum.state import Usage
 

@@ -15,7 +15,7 @@ LAYERS: list[set[str]] = [
     {"settings", "context", "errors", "framework"},
     {"state", "answers"},
     {"telemetry"},
-    {"journal", "metering", "effects", "models", "embedded", "model_files", "tools"},
+    {"journal", "metering", "effects", "outcome", "models", "embedded", "model_files", "tools"},
     {"nodes"},
     {"graphs"},
     {"checkpoints", "testing", "lifecycle", "threads", "runner", "report", "dry_run"},

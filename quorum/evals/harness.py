@@ -29,7 +29,8 @@ from quorum.context import QuorumContext
 from quorum.errors import QuorumError, UsageError
 from quorum.evals.questions import Question
 from quorum.evals.strategies import STRATEGIES, context_for
-from quorum.lifecycle import drive, hold_thread, status_of, thread_config
+from quorum.lifecycle import drive, hold_thread, thread_config
+from quorum.outcome import status_of
 from quorum.settings import redact
 
 QuestionStatus = Literal["answered", "invalid", "failed", "not_run"]

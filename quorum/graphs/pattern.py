@@ -14,7 +14,9 @@ in an agent, and `max_steps=0` ran. A `Pattern` builder compiles into a `Pattern
   compiled with your own checkpointer is listed, shown and resumed like any other;
 
 and when the run ends, however it ends, drop its meter (the running totals its budgets are
-checked against): the LangGraph server has no driver of its own to do it.
+checked against). A run the LangGraph server started (Studio, langgraph-sdk) is traced here as
+Quorum's run lifecycle traces a run of the CLI or Python: one run span, named for the pattern,
+over its agent steps, with how it ended and what the thread spent (tests/test_studio_parity).
 
 It also stops LangGraph repeating the context schema as a `configurable` config schema, so
 Studio shows the run settings once.
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import nullcontext
 from typing import Any
 
 from langchain_core.runnables import RunnableConfig
@@ -32,10 +35,11 @@ from langgraph.graph import StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from pydantic import BaseModel, TypeAdapter, ValidationError, create_model
 
-from quorum import metering
+from quorum import journal, metering, telemetry
 from quorum.context import QuorumContext
 from quorum.errors import UsageError, problems
 from quorum.framework import become
+from quorum.outcome import trace_outcome
 
 
 class Pattern(StateGraph[Any, QuorumContext, Any, Any]):
@@ -119,14 +123,36 @@ class PatternGraph(CompiledStateGraph[Any, QuorumContext, Any, Any]):
         """
         if context is None and not isinstance(input, dict):
             context = await self._stored_context(config)
+        resumed = not isinstance(input, dict)  # a new run's input is a dict
         input, config, checked = self.builder.admit(input, config, context)
         configurable = config.get("configurable") or {}
-        try:
-            async for chunk in super().astream(input, config, context=checked, **kwargs):
-                yield chunk
-        finally:
-            if not configurable.get("checkpoint_ns"):  # a pattern run as a subgraph is not a run
-                metering.forget(str(configurable.get("thread_id", "")))
+        top = not configurable.get("checkpoint_ns")  # a pattern run as a subgraph is not a run
+        # A run of the LangGraph server (Studio, langgraph-sdk) gets the span a run of the CLI
+        # or Python gets from Quorum's run lifecycle, which fences its runs' writes.
+        served = top and journal.FENCE not in configurable
+        thread_id = str(configurable.get("thread_id", ""))
+        run_id = str((config.get("metadata") or {}).get("run_id") or config.get("run_id") or "")
+        with (
+            (
+                telemetry.run_span(self.builder.name, thread_id, run_id, resumed=resumed)
+                if served
+                else nullcontext()
+            ) as span,
+            telemetry.served_run(thread_id, span),
+        ):
+            try:
+                async for chunk in super().astream(input, config, context=checked, **kwargs):
+                    yield chunk
+            except Exception:
+                if span is not None:
+                    await trace_outcome(self, config, span)
+                raise
+            else:
+                if span is not None:
+                    await trace_outcome(self, config, span)
+            finally:
+                if top:
+                    metering.forget(thread_id)
 
     async def _stored_context(self, config: RunnableConfig | None) -> dict[str, Any] | None:
         if not isinstance(self.checkpointer, BaseCheckpointSaver) or not config:
