@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import sqlite3
 from pathlib import Path
+from typing import Any
 
 import aiosqlite
 import pytest
@@ -86,3 +89,39 @@ async def test_unwritable_location_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot open the checkpoint database"):
         async with open_checkpointer(str(blocker / "sub" / "q.db")):
             pass
+
+
+def _open_at_once(path: str, start: Any, outcomes: Any) -> None:
+    """Open the checkpointer and store at `path` the moment every process is ready."""
+    import asyncio
+
+    from quorum.checkpoints import open_persistence
+
+    async def opened() -> None:
+        async with open_persistence(path):
+            pass
+
+    start.wait()
+    try:
+        asyncio.run(opened())
+        outcomes.put("ok")
+    except Exception as error:  # the outcome is the test's to judge, in the parent
+        outcomes.put(repr(error))
+
+
+def test_processes_opening_one_new_file_at_once_all_open_it(tmp_path: Path) -> None:
+    # Several `quorum run`s started together on a new database: each must open it (CI saw
+    # one refused with "database is locked" while another switched the file to WAL).
+    context = multiprocessing.get_context("fork")
+    start, outcomes = context.Barrier(8), context.Queue()
+    path = str(tmp_path / "new.db")
+    processes = [
+        context.Process(target=_open_at_once, args=(path, start, outcomes)) for _ in range(8)
+    ]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(60)
+    assert [outcomes.get(timeout=5) for _ in processes] == ["ok"] * 8
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"

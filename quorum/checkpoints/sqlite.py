@@ -29,7 +29,7 @@ import os
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import asynccontextmanager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -228,6 +228,25 @@ async def _connect(
         return
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(
+            f"cannot open the checkpoint database {str(path)!r}: {error}",
+            hint="set QUORUM_DATABASE (or --db) to a writable file path",
+        ) from error
+    # A file not yet in WAL mode (a new one) is opened by one process at a time: SQLite
+    # answers a process that opens it while another switches it to WAL "database is locked"
+    # at once, without waiting (CI saw it: several `quorum run`s starting on one new file).
+    async with nullcontext() if _in_wal(path) else _exclusive(_setup_lock(path)):
+        conn = await _opened(path, autocommit)
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+async def _opened(path: Path, autocommit: bool) -> aiosqlite.Connection:
+    """A connection to `path`, in WAL mode with Quorum's settings."""
+    try:
         conn = await aiosqlite.connect(
             path,
             timeout=BUSY_TIMEOUT_MS / 1000,
@@ -240,13 +259,30 @@ async def _connect(
             hint="set QUORUM_DATABASE (or --db) to a writable file path",
         ) from error
     try:
-        try:
-            await conn.executescript(f"PRAGMA journal_mode=WAL; {PRAGMAS}")
-        except sqlite3.DatabaseError as error:
-            raise _unusable(path, error) from error
-        yield conn
-    finally:
+        await conn.executescript(f"PRAGMA journal_mode=WAL; {PRAGMAS}")
+    except sqlite3.DatabaseError as error:
         await conn.close()
+        raise _unusable(path, error) from error
+    return conn
+
+
+def _in_wal(path: Path) -> bool:
+    """Whether the database file at `path` is in WAL mode, read from its header.
+
+    Bytes 18 and 19 of an SQLite file are its write and read format versions: 2 in WAL mode
+    (sqlite.org/fileformat.html), which the file keeps once switched.
+    """
+    try:
+        with path.open("rb") as file:
+            header = file.read(20)
+    except OSError:
+        return False
+    return len(header) == 20 and header[18] == 2 and header[19] == 2
+
+
+def _setup_lock(path: str | Path) -> Path:
+    """The file whose lock makes set-up of the database at `path` one process at a time."""
+    return Path(f"{Path(path).expanduser()}.setup-lock")
 
 
 @asynccontextmanager
@@ -301,7 +337,11 @@ async def open_sqlite(
             yield saver
             return
         try:
-            await saver.setup()
+            # LangGraph's set-up switches the file to WAL and creates its tables: processes
+            # opening a new file at once would race, and SQLite refuses the loser at once
+            # ("database is locked") instead of waiting. One at a time, as the store's.
+            async with _exclusive(_setup_lock(path)):
+                await saver.setup()
         except sqlite3.DatabaseError as error:
             raise _unusable(path, error) from error
         writer = _Writer(Path(path).expanduser(), "checkpoints")
@@ -412,7 +452,7 @@ async def open_sqlite_store(
                 # The store's migrations read their version, then alter tables: processes
                 # that open a new file at once would each apply them. One at a time, across
                 # processes.
-                async with _exclusive(Path(f"{path}.setup-lock")):
+                async with _exclusive(_setup_lock(path)):
                     await store.setup()
             except sqlite3.DatabaseError as error:
                 raise _unusable(path, error) from error
