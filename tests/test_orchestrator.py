@@ -82,7 +82,9 @@ async def test_planner_never_runs_a_step(script: Script) -> None:
 
 
 async def test_independent_steps_run_in_parallel(script: Script) -> None:
-    script.delay = 0.2
+    # Long enough that a loaded machine (the suite's other worker) still starts all eight
+    # workers while the first waits for its reply: 0.2 s was not, once.
+    script.delay = 1.0
     script.on("planner", lambda a, m: plan_of(*[(f"s{i}", "analyst", []) for i in range(8)]))
 
     await quorum.run("orchestrator", "Goal", context=QuorumContext(max_plan_steps=8))
