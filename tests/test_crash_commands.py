@@ -179,7 +179,7 @@ class Lane:
             try:
                 out, err = process.communicate(timeout=PROCESS_TIMEOUT)
             finally:
-                kill_group(process)
+                kill_group(process, drain=True)
         ended = time.monotonic()
         segment = Segment(
             command=command,

@@ -514,14 +514,21 @@ def _is_endpoint_check(recorded: Recorded) -> bool:
     return recorded.method == "GET" and recorded.path.rstrip("/") == MODELS_PATH
 
 
-def kill_group(process: subprocess.Popen[Any]) -> None:
-    """SIGKILL `process` with its group if it still runs, and reap it (reading its pipes)."""
+def kill_group(process: subprocess.Popen[Any], *, drain: bool = False) -> None:
+    """SIGKILL `process` with its group if it still runs, and reap it.
+
+    With `drain`, its pipes are read to their end and closed too (leave it off while a
+    thread of yours reads them).
+    """
     if process.poll() is None:
         try:
             os.killpg(process.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-    process.communicate(timeout=30)
+    if drain:
+        process.communicate(timeout=30)
+    else:
+        process.wait(timeout=30)
 
 
 def _labels(bodies: Iterable[str]) -> Iterator[str]:
