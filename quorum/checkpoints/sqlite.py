@@ -29,7 +29,7 @@ import os
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager, contextmanager, nullcontext
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -233,10 +233,12 @@ async def _connect(
             f"cannot open the checkpoint database {str(path)!r}: {error}",
             hint="set QUORUM_DATABASE (or --db) to a writable file path",
         ) from error
-    # A file not yet in WAL mode (a new one) is opened by one process at a time: SQLite
-    # answers a process that opens it while another switches it to WAL "database is locked"
-    # at once, without waiting (CI saw it: several `quorum run`s starting on one new file).
-    async with nullcontext() if _in_wal(path) else _exclusive(_setup_lock(path)):
+    # Connections are made one process at a time: SQLite answers a process that opens a new
+    # file while another switches it to WAL "database is locked" at once, without waiting
+    # (CI saw it: several `quorum run`s starting on one new file). The lock is a file of its
+    # own: the database file is never opened but by SQLite, since closing any other handle
+    # on it drops the locks SQLite holds on it in this process.
+    async with _exclusive(_setup_lock(path)):
         conn = await _opened(path, autocommit)
     try:
         yield conn
@@ -264,20 +266,6 @@ async def _opened(path: Path, autocommit: bool) -> aiosqlite.Connection:
         await conn.close()
         raise _unusable(path, error) from error
     return conn
-
-
-def _in_wal(path: Path) -> bool:
-    """Whether the database file at `path` is in WAL mode, read from its header.
-
-    Bytes 18 and 19 of an SQLite file are its write and read format versions: 2 in WAL mode
-    (sqlite.org/fileformat.html), which the file keeps once switched.
-    """
-    try:
-        with path.open("rb") as file:
-            header = file.read(20)
-    except OSError:
-        return False
-    return len(header) == 20 and header[18] == 2 and header[19] == 2
 
 
 def _setup_lock(path: str | Path) -> Path:
