@@ -41,7 +41,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections import Counter
 from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
@@ -62,7 +61,6 @@ from quorum.testing.crash import (
     Segment,
     Trial,
     Verdict,
-    comparable,
     describe,
     judge,
     kill_group,
@@ -218,17 +216,7 @@ def measure(lane: Lane, thread: str, command: tuple[str, ...]) -> Baseline:
     assert clean.endpoint_check is not None and clean.reported is not None, clean.stderr
     shown = harness.show(thread)
     assert shown["status"] == "completed", shown["status"]
-    served = harness._chat_since(0)
-    return Baseline(
-        pattern=command[0],
-        input=" ".join(command),
-        bodies=Counter(s.body for s in served),
-        requests=len(served),
-        working=clean.reported - clean.endpoint_check,
-        seconds=clean.ended - clean.launched,
-        state=comparable(shown["values"]),
-        usage=shown["usage"],
-    )
+    return Baseline.of(command[0], " ".join(command), harness._chat_since(0), clean, shown)
 
 
 def shown_by_the_cli(lane: Lane, thread: str) -> tuple[dict[str, Any], dict[str, Any]]:

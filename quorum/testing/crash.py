@@ -226,6 +226,23 @@ class Baseline:
     """`comparable` final values."""
     usage: dict[str, Any]
 
+    @classmethod
+    def of(
+        cls, pattern: str, text: str, served: list[Served], run: Segment, shown: dict[str, Any]
+    ) -> Baseline:
+        """The clean run `run` of `pattern` on `text`: its requests and the thread it left."""
+        assert run.reported is not None and run.endpoint_check is not None, "not a clean run"
+        return cls(
+            pattern=pattern,
+            input=text,
+            bodies=Counter(s.body for s in served),
+            requests=len(served),
+            working=run.reported - run.endpoint_check,
+            seconds=run.ended - run.launched,
+            state=comparable(shown["values"]),
+            usage=shown["usage"],
+        )
+
 
 @dataclass(frozen=True)
 class Plan:
@@ -353,17 +370,7 @@ class Harness:
                 raise HarnessError(f"`quorum show {thread} --json` differs from get_thread")
         if shown["status"] != "completed":
             raise HarnessError(f"clean {pattern} run ended {shown['status']}")
-        served = self._chat_since(since)
-        return Baseline(
-            pattern=pattern,
-            input=text,
-            bodies=Counter(s.body for s in served),
-            requests=len(served),
-            working=run.reported - run.endpoint_check,
-            seconds=run.ended - run.launched,
-            state=comparable(shown["values"]),
-            usage=shown["usage"],
-        )
+        return Baseline.of(pattern, text, self._chat_since(since), run, shown)
 
     def trial(self, plan: Plan, baseline: Baseline) -> Trial:
         """Run `plan`: SIGKILL a process at each of its kill points, then resume to the end.
