@@ -229,10 +229,7 @@ async def _connect(
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise ConfigError(
-            f"cannot open the checkpoint database {str(path)!r}: {error}",
-            hint="set QUORUM_DATABASE (or --db) to a writable file path",
-        ) from error
+        raise _cannot_open(path, error) from error
     # Connections are made one process at a time: SQLite answers a process that opens a new
     # file while another switches it to WAL "database is locked" at once, without waiting
     # (CI saw it: several `quorum run`s starting on one new file). The lock is a file of its
@@ -256,10 +253,7 @@ async def _opened(path: Path, autocommit: bool) -> aiosqlite.Connection:
             isolation_level=None if autocommit else "",
         )
     except (OSError, sqlite3.Error) as error:
-        raise ConfigError(
-            f"cannot open the checkpoint database {str(path)!r}: {error}",
-            hint="set QUORUM_DATABASE (or --db) to a writable file path",
-        ) from error
+        raise _cannot_open(path, error) from error
     try:
         await conn.executescript(f"PRAGMA journal_mode=WAL; {PRAGMAS}")
     except sqlite3.DatabaseError as error:
@@ -304,6 +298,13 @@ async def _connect_read_only(path: Path) -> AsyncIterator[aiosqlite.Connection]:
         yield conn
     finally:
         await conn.close()
+
+
+def _cannot_open(path: str | Path, error: Exception) -> ConfigError:
+    return ConfigError(
+        f"cannot open the checkpoint database {str(path)!r}: {error}",
+        hint="set QUORUM_DATABASE (or --db) to a writable file path",
+    )
 
 
 def _unusable(path: str | Path, error: Exception) -> ConfigError:
