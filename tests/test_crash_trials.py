@@ -35,7 +35,11 @@ from tests.test_postgres import server_url  # noqa: F401  (fixture)
 
 SEED = 20240611
 PER_PATTERN = 6  # bench/bench_crash.py runs them by the hundred
-PLANS = plan_trials(PATTERN_INPUTS, PER_PATTERN, seed=SEED)
+# Plus one kill per pattern while its second call waits, once the first is written: a kill
+# after completed calls that cuts one off, on any machine load (time-drawn kills land there
+# only most of the time: CI once drew none after a completed react call).
+ANCHORED = [Plan(pattern, f"{pattern}-at-call-2", (), at_call=2) for pattern in PATTERN_INPUTS]
+PLANS = plan_trials(PATTERN_INPUTS, PER_PATTERN, seed=SEED) + ANCHORED
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +105,10 @@ def test_trials_kill_real_runs_at_every_stage(campaign: Campaign) -> None:
     verdicts = campaign.verdicts
     killed = [v for v in verdicts if v.trial.kills]
 
-    assert len(verdicts) == len(PATTERN_INPUTS) * PER_PATTERN
+    assert len(verdicts) == len(PATTERN_INPUTS) * (PER_PATTERN + 1)
+    assert all(v.trial.kills and v.completed_at_kill and v.cut_off for v in verdicts[-4:]), [
+        describe(v) for v in verdicts[-4:]
+    ]
     # A kill due after the process ended would test nothing; the drawn points all fall
     # while it lives (the last slice ends within its interpreter teardown).
     assert len(killed) >= len(verdicts) - 2, [describe(v) for v in verdicts if not v.trial.kills]

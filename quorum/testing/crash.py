@@ -66,6 +66,7 @@ from quorum.errors import ThreadNotFound
 from quorum.testing.stub import (
     CHAT_PATH,
     MODELS_PATH,
+    Hold,
     OpenAIStub,
     Recorded,
     Reply,
@@ -246,11 +247,19 @@ class Baseline:
 
 @dataclass(frozen=True)
 class Plan:
-    """One trial to run: where to kill, as fractions of the clean run's working time."""
+    """One trial to run: where to kill, as fractions of the clean run's working time.
+
+    With `at_call`, the first process is killed instead while its `at_call`-th chat request
+    is kept waiting at the stub, once every earlier reply has been written `2 * GRACE` ago: a
+    kill that surely comes after completed calls and surely cuts one off, whatever the
+    machine's load (time-drawn kills only land there most of the time). `fractions` then
+    place the kills of the resumes that follow.
+    """
 
     pattern: str
     thread: str
     fractions: tuple[float, ...]
+    at_call: int | None = None
 
 
 @dataclass
@@ -380,9 +389,14 @@ class Harness:
         such thread, and starting it again is all there is to do.
         """
         offsets = [f * baseline.working for f in plan.fractions]
-        trial = Trial(plan, offsets)
+        trial = Trial(plan, list(offsets))
         since = len(self.stub.requests)
         start = ("run", plan.pattern, baseline.input, "--thread", plan.thread)
+        if plan.at_call is not None:
+            segment = self._segment(start, kill_after=None, kill_at_call=plan.at_call)
+            trial.segments.append(segment)
+            trial.planned.insert(0, segment.kill_offset or 0.0)
+            offsets = offsets if segment.killed is not None else []
         for offset in offsets:
             command = ("resume", plan.thread) if self._exists(plan.thread) else start
             segment = self._segment(command, kill_after=offset)
@@ -424,9 +438,20 @@ class Harness:
             return False
         return True
 
-    def _segment(self, command: tuple[str, ...], *, kill_after: float | None) -> Segment:
-        """Start `quorum COMMAND`; SIGKILL it `kill_after` seconds after its endpoint check."""
+    def _segment(
+        self,
+        command: tuple[str, ...],
+        *,
+        kill_after: float | None,
+        kill_at_call: int | None = None,
+    ) -> Segment:
+        """Start `quorum COMMAND` and SIGKILL it at the point asked for.
+
+        That is `kill_after` seconds after its endpoint check, or while its
+        `kill_at_call`-th chat request waits at the stub (see `Plan.at_call`).
+        """
         since = len(self.stub.requests)
+        held = self.stub.hold(_nth(kill_at_call)) if kill_at_call is not None else None
         self._processes += 1
         out = self.root / "logs" / f"{self._processes:05d}.out"
         killed = kill_sent = None
@@ -448,6 +473,9 @@ class Harness:
             check = self._endpoint_check(since, process) if kill_after is not None else None
             if kill_after is not None and check is not None:
                 time.sleep(max(0.0, check + kill_after - time.monotonic()))
+            if (kill_after is not None and check is not None) or (
+                held is not None and self._earlier_replies_settled(since, held, process)
+            ):
                 if process.poll() is None:
                     killed = time.monotonic()
                     os.killpg(process.pid, signal.SIGKILL)
@@ -456,6 +484,8 @@ class Harness:
         finally:
             kill_group(process)
             self._live.discard(process)
+            if held is not None:
+                self.stub.unhold(held)  # after the kill: its reply is written to no one
         ended = time.monotonic()
         stderr.join(timeout=10)
         if check is None:
@@ -474,6 +504,28 @@ class Harness:
             stdout=out.read_text(errors="replace"),
             stderr="\n".join(line for _, line in stderr.lines),
         )
+
+    def _earlier_replies_settled(
+        self, since: int, held: Hold, process: subprocess.Popen[bytes]
+    ) -> bool:
+        """Wait until `held` holds a request of `process` and the rest are settled.
+
+        Settled: every other chat request it made has had its reply written `2 * GRACE` ago.
+        False if the process exited first.
+        """
+        deadline = time.monotonic() + PROCESS_TIMEOUT
+        while not held.arrived.wait(0.01):
+            if process.poll() is not None:
+                return False
+            if time.monotonic() > deadline:
+                raise HarnessError(f"no chat request to hold within {PROCESS_TIMEOUT:g} s")
+        while True:
+            others = [r for r in self.stub.requests[since:] if r.body is not held.body]
+            pending = [r for r in others if r.path == CHAT_PATH and not r.finished]
+            written = max((r.finished for r in others if r.path == CHAT_PATH), default=0.0)
+            if not pending and time.monotonic() >= written + 2 * GRACE:
+                return process.poll() is None
+            time.sleep(0.005)
 
     def _endpoint_check(self, since: int, process: subprocess.Popen[bytes]) -> float | None:
         """When the process's `GET /models` arrived; None if it exited without one."""
@@ -515,6 +567,18 @@ class _Lines(threading.Thread):
             t for t, line in self.lines if line.startswith("thread ") and " status " in line
         )
         return next(summaries, None)
+
+
+def _nth(n: int) -> Callable[[dict[str, Any]], bool]:
+    """A stub hold's match that takes the `n`-th chat request it is shown (from 1)."""
+    seen = 0
+
+    def match(body: dict[str, Any]) -> bool:
+        nonlocal seen
+        seen += 1
+        return seen == n
+
+    return match
 
 
 def _is_endpoint_check(recorded: Recorded) -> bool:

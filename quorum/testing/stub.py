@@ -353,6 +353,13 @@ class OpenAIStub:
             self._holds.append(held)
         return held
 
+    def unhold(self, held: Hold) -> None:
+        """Drop `held` if no request has taken it yet; release it if one has."""
+        with self._lock:
+            if held in self._holds and held.body is None:
+                self._holds.remove(held)
+        held.release()
+
     def chat_requests(self) -> list[Recorded]:
         """Every chat-completions request so far, oldest first."""
         return [r for r in self.requests if r.path == CHAT_PATH and r.body is not None]
