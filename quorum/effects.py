@@ -40,7 +40,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, Literal, NotRequired
+from typing import Any, Literal, NotRequired, cast
 
 from langgraph.config import get_config, get_store
 from langgraph.types import interrupt
@@ -101,6 +101,47 @@ class Question(TypedDict):
     """LangGraph's id of the interrupt: what a resume answers (set as the thread is read)."""
 
 
+class DecisionRecord(TypedDict):
+    """What the ledger keeps of a decision (`decided`): what, who, which way in, when."""
+
+    action: Literal["approve", "reject"]
+    by: str
+    via: str
+    at: float
+    """Unix time."""
+    reason: NotRequired[str]
+
+
+EffectState = Literal["approved", "started", "completed", "failed", "rejected"]
+
+
+class EffectRecord(TypedDict, total=False):
+    """One side-effecting tool call's entry in the effect ledger: its way through the states.
+
+    The ledger's counterpart of the call journal's `CallRecord`. Written only by `run_once`;
+    read by `records` (the report, `quorum show`'s decisions, the thread's waiting list).
+    """
+
+    tool: str
+    args: dict[str, Any]
+    """The arguments it runs (or ran) with: the agent's, or a person's edit of them."""
+    agent: str
+    idempotency_key: str
+    state: EffectState
+    """Absent until a person approves or the call starts."""
+    approved_at: float
+    started_at: float
+    finished_at: float
+    content: str
+    """The tool message the agent saw (`completed`, `failed`, `rejected`)."""
+    status: Literal["success", "error"]
+    answered: list[Question]
+    """The questions a person answered about this call, in order."""
+    decision: DecisionRecord
+    resolved: Literal["retry"]
+    """A reconciliation answered `retry`: the call runs again."""
+
+
 _current_key: ContextVar[str | None] = ContextVar("quorum_idempotency_key", default=None)
 
 
@@ -136,7 +177,7 @@ def local_identity() -> str:
     return f"{user}@{socket.gethostname()}"
 
 
-def decided(decision: Decision, config: Any) -> dict[str, Any]:
+def decided(decision: Decision, config: Any) -> DecisionRecord:
     """What the ledger keeps of a decision: what it was, who made it, how and when.
 
     A decision sent to the LangGraph server (Studio, langgraph-sdk) names no one; its
@@ -145,13 +186,15 @@ def decided(decision: Decision, config: Any) -> dict[str, Any]:
     """
     configurable = config.get("configurable", {}) if config else {}
     server_user = configurable.get("langgraph_auth_user_id") or "anonymous"
-    return {
-        "action": decision["action"],
-        "by": decision.get("by") or server_user,
-        "via": decision.get("via") or "server",
-        "at": time.time(),
-        **({"reason": decision["reason"]} if decision.get("reason") else {}),
-    }
+    record = DecisionRecord(
+        action=decision["action"],
+        by=decision.get("by") or server_user,
+        via=decision.get("via") or "server",
+        at=time.time(),
+    )
+    if decision.get("reason"):
+        record["reason"] = decision["reason"]
+    return record
 
 
 async def run_once(
@@ -212,7 +255,7 @@ class _LedgerCall:
     tool: str
     call_id: str
     agent: str
-    entry: dict[str, Any]
+    entry: EffectRecord
 
     @classmethod
     async def find(
@@ -231,18 +274,18 @@ class _LedgerCall:
         key = f"{step}/{call_id}"
         digest = hashlib.sha256(f"{thread_id}\x00{key}".encode()).hexdigest()[:32]
         found = await store.aget(namespace, key)
-        entry: dict[str, Any] = (
-            found.value
+        entry = (
+            cast(EffectRecord, found.value)
             if found is not None
-            else {"tool": tool, "args": args, "agent": agent, "idempotency_key": f"quorum-{digest}"}
+            else EffectRecord(tool=tool, args=args, agent=agent, idempotency_key=f"quorum-{digest}")
         )
         holder = holder_of(config)
         return cls(store, config, namespace, key, thread_id, holder, tool, call_id, agent, entry)
 
-    async def save(self, entry: dict[str, Any]) -> None:
+    async def save(self, entry: EffectRecord) -> None:
         """Keep `entry` as the call's entry (fenced by the run's lease)."""
         self.entry = entry
-        await put(self.store, self.namespace, self.key, entry, self.thread_id, self.holder)
+        await put(self.store, self.namespace, self.key, dict(entry), self.thread_id, self.holder)
 
     def question(
         self, kind: Literal["approval", "needs_reconciliation"], args: dict[str, Any], text: str
@@ -322,7 +365,7 @@ async def _approve(
     decision = check_decision(interrupt(question))
     record = decided(decision, call.config)
     telemetry.decided(record)
-    entry = {
+    entry: EffectRecord = {
         **call.entry,
         "answered": [*call.entry.get("answered", []), question],
         "decision": record,
@@ -350,7 +393,7 @@ async def _execute(
     call: _LedgerCall, run: Callable[[dict[str, Any]], Awaitable[Outcome]]
 ) -> Outcome:
     """Record the call as started, run it, record how it ended."""
-    entry = {**call.entry, "state": "started", "started_at": time.time()}
+    entry: EffectRecord = {**call.entry, "state": "started", "started_at": time.time()}
     await call.save(entry)
     token = _current_key.set(entry["idempotency_key"])
     try:
@@ -363,17 +406,22 @@ async def _execute(
     return content, status
 
 
+async def records(store: Any, thread_id: str) -> dict[str, EffectRecord]:
+    """Every entry of `thread_id`'s effect ledger, by ledger key (the one reader of it)."""
+    found = await store.asearch(thread_namespace(NAMESPACE, thread_id), limit=10_000)
+    return {item.key: cast(EffectRecord, item.value) for item in found}
+
+
 async def decisions(store: Any, thread_id: str) -> list[dict[str, Any]]:
     """The approval decisions `thread_id`'s ledger keeps, oldest first.
 
     Each names the tool and the agent that asked, what was decided (`action`, a rejection's
     `reason`), who decided (`by`), which way in (`via`: cli, python, server) and when (`at`).
     """
-    found = await store.asearch(thread_namespace(NAMESPACE, thread_id), limit=10_000)
     made = [
-        {"tool": item.value.get("tool", ""), "agent": item.value.get("agent", ""), **decision}
-        for item in found
-        if isinstance(decision := item.value.get("decision"), dict)
+        {"tool": entry.get("tool", ""), "agent": entry.get("agent", ""), **decision}
+        for entry in (await records(store, thread_id)).values()
+        if isinstance(decision := entry.get("decision"), dict)
     ]
     return sorted(made, key=lambda decision: decision.get("at", 0.0))
 
@@ -384,18 +432,26 @@ async def decided_calls(store: Any, thread_id: str) -> set[str]:
     After a kill, the thread's checkpoint still shows the approval question its step last
     stopped at; the ledger knows it was answered, so it no longer waits for anyone.
     """
-    namespace = thread_namespace(NAMESPACE, thread_id)
-    found = await store.asearch(namespace, limit=10_000)
     return {
-        item.key
-        for item in found
-        if any(q.get("type") == APPROVAL for q in item.value.get("answered", []))
+        key
+        for key, entry in (await records(store, thread_id)).items()
+        if any(q.get("type") == APPROVAL for q in entry.get("answered", []))
     }
 
 
-def _finished(entry: dict[str, Any], state: str, content: str, status: str) -> dict[str, Any]:
-    finished = {"state": state, "content": content, "status": status, "finished_at": time.time()}
-    return {**entry, **finished}
+def _finished(
+    entry: EffectRecord,
+    state: EffectState,
+    content: str,
+    status: Literal["success", "error"],
+) -> EffectRecord:
+    return {
+        **entry,
+        "state": state,
+        "content": content,
+        "status": status,
+        "finished_at": time.time(),
+    }
 
 
 def _plain(args: dict[str, Any]) -> dict[str, Any]:

@@ -2,9 +2,10 @@
 
 The model seam reports every call here. Two views are kept:
 
-- per node: a node decorated with `metered` hands what its calls spent (replayed from the
-  journal or answered now) to the checkpoint as the state's `usage`, once, when it finishes:
-  no node counts usage by hand, and a call is counted once however many times its task runs;
+- per agent step: a node wired as an agent (`AgentGraph.add_agent`, which wraps it in
+  `metered`) hands what its calls spent (replayed from the journal or answered now) to the
+  checkpoint as the state's `usage`, once, when it finishes: no node counts usage by hand,
+  and a call is counted once however many times its task runs;
 - per run: a `RunMeter` per thread totals what the whole run has spent so far (seeded from
   the thread's call journal, so a resume neither resets nor double counts), shared by
   parallel workers, and checked before every new request against the run's budgets

@@ -72,16 +72,14 @@ async def write_report(thread_id: str, *, database: str | None = None) -> str:
     info = await get_thread(thread_id, database=database)
     async with open_persistence(database, read_only=True) as kept:
         calls = await journal.keyed_records(kept.store, thread_id)
-        found = await kept.store.asearch(
-            journal.thread_namespace(effects.NAMESPACE, thread_id), limit=1000
-        )
-    return render(info, calls, [item.value for item in found])
+        side_effects = await effects.records(kept.store, thread_id)
+    return render(info, calls, list(side_effects.values()))
 
 
 def render(
     info: ThreadInfo,
     calls: list[tuple[str, journal.CallRecord]],
-    side_effects: list[dict[str, Any]],
+    side_effects: list[effects.EffectRecord],
 ) -> str:
     """The HTML report of a thread from what its store holds."""
     import jinja2  # only a report needs it (it takes a tenth of a second to import)
@@ -222,9 +220,9 @@ def _transcript_entry(record: journal.CallRecord) -> dict[str, Any]:
     return {"agent": record.agent, "at": at, "text": _shorten(said.strip(), 2000)}
 
 
-def _effect_entry(entry: dict[str, Any]) -> dict[str, Any]:
+def _effect_entry(entry: effects.EffectRecord) -> dict[str, Any]:
     state = entry.get("state", "?")
-    decision = entry.get("decision") or {}
+    decision = entry.get("decision")
     approval = (
         f"{'approved' if decision['action'] == 'approve' else 'rejected'} by {decision['by']} "
         f"via {decision['via']}"

@@ -37,28 +37,42 @@ class Usage(TypedDict):
     """Time spent waiting for those calls' replies."""
 
 
+def sum_usage(seen: Usage, usage: Usage) -> Usage:
+    """Two spends as one: the one way usage is added up (per agent, per run, per eval row)."""
+    return Usage(
+        calls=seen["calls"] + usage["calls"],
+        input_tokens=seen["input_tokens"] + usage["input_tokens"],
+        output_tokens=seen["output_tokens"] + usage["output_tokens"],
+        attempts=seen.get("attempts", seen["calls"]) + usage.get("attempts", usage["calls"]),
+        cost_usd=round(seen.get("cost_usd", 0.0) + usage.get("cost_usd", 0.0), 8),
+        seconds=round(seen.get("seconds", 0.0) + usage.get("seconds", 0.0), 3),
+    )
+
+
+NO_USAGE = Usage(calls=0, input_tokens=0, output_tokens=0, attempts=0, cost_usd=0.0, seconds=0.0)
+
+
 def add_usage(left: dict[str, Usage] | None, right: dict[str, Usage] | None) -> dict[str, Usage]:
     """Reducer: sum usage per agent, so parallel workers can each report their own."""
     merged = dict(left or {})
     for agent, usage in (right or {}).items():
         seen = merged.get(agent)
-        if seen is None:
-            merged[agent] = usage
-            continue
-        merged[agent] = Usage(
-            calls=seen["calls"] + usage["calls"],
-            input_tokens=seen["input_tokens"] + usage["input_tokens"],
-            output_tokens=seen["output_tokens"] + usage["output_tokens"],
-            attempts=seen.get("attempts", seen["calls"]) + usage.get("attempts", usage["calls"]),
-            cost_usd=round(seen.get("cost_usd", 0.0) + usage.get("cost_usd", 0.0), 8),
-            seconds=round(seen.get("seconds", 0.0) + usage.get("seconds", 0.0), 3),
-        )
+        merged[agent] = usage if seen is None else sum_usage(seen, usage)
     return merged
 
 
-def total_tokens(usage: dict[str, Usage]) -> int:
+def total_usage(usage: Mapping[str, Usage]) -> Usage:
+    """What every agent of `usage` spent, together."""
+    total = NO_USAGE
+    for spent in usage.values():
+        total = sum_usage(total, spent)
+    return total
+
+
+def total_tokens(usage: Mapping[str, Usage]) -> int:
     """Input plus output tokens over every agent."""
-    return sum(u["input_tokens"] + u["output_tokens"] for u in usage.values())
+    total = total_usage(usage)
+    return total["input_tokens"] + total["output_tokens"]
 
 
 def merge(left: dict | None, right: dict | None) -> dict:

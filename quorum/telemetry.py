@@ -41,7 +41,7 @@ from opentelemetry import trace
 
 from quorum.errors import ConfigError
 from quorum.settings import Settings, get_settings, redact
-from quorum.state import Usage, step_label
+from quorum.state import Usage, step_label, total_usage
 
 if TYPE_CHECKING:
     from langchain_core.callbacks import BaseCallbackHandler
@@ -344,12 +344,13 @@ def ended_step(span: Span | None, usage: Mapping[str, Usage]) -> None:
     """Put what a step or a run spent (usage by agent) on its span."""
     if span is None or not usage:
         return
+    total = total_usage(usage)
     span.set_attributes(
         {
-            "quorum.usage.calls": sum(u["calls"] for u in usage.values()),
-            "quorum.usage.input_tokens": sum(u["input_tokens"] for u in usage.values()),
-            "quorum.usage.output_tokens": sum(u["output_tokens"] for u in usage.values()),
-            "quorum.cost_usd": round(sum(u.get("cost_usd", 0.0) for u in usage.values()), 8),
+            "quorum.usage.calls": total["calls"],
+            "quorum.usage.input_tokens": total["input_tokens"],
+            "quorum.usage.output_tokens": total["output_tokens"],
+            "quorum.cost_usd": total.get("cost_usd", 0.0),
         }
     )
 
@@ -475,11 +476,12 @@ class QuorumTracer(LangChainTracer):
     def _on_chain_end(self, run: Run) -> None:
         if run.parent_run_id is None and isinstance(run.outputs, Mapping):
             usage: dict[str, Usage] = run.outputs.get("usage") or {}
+            total = total_usage(usage)
             run.extra.setdefault("metadata", {}).update(
                 {
-                    "quorum_input_tokens": sum(u["input_tokens"] for u in usage.values()),
-                    "quorum_output_tokens": sum(u["output_tokens"] for u in usage.values()),
-                    "quorum_cost_usd": sum(u.get("cost_usd", 0.0) for u in usage.values()),
+                    "quorum_input_tokens": total["input_tokens"],
+                    "quorum_output_tokens": total["output_tokens"],
+                    "quorum_cost_usd": total.get("cost_usd", 0.0),
                     "quorum_usage": {agent: dict(u) for agent, u in usage.items()},
                 }
             )

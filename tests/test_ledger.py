@@ -28,8 +28,9 @@ from quorum import journal
 from quorum.cli import app
 from quorum.metering import Ledger, LedgerRow
 from quorum.settings import get_settings
+from quorum.state import total_usage
 from quorum.testing import ScriptedChatModel
-from quorum.testing.crash import Harness, Plan, canonical, describe, judge
+from quorum.testing.crash import PATTERN_INPUTS, Harness, Plan, canonical, describe, judge
 from quorum.testing.stub import CHAT_PATH, STUB_MODEL, OpenAIStub, Recorded
 
 PRICE_IN, PRICE_OUT = 10_000.0, 40_000.0
@@ -87,6 +88,19 @@ async def test_ledger_totals_equal_the_calls_the_endpoint_served(stub: OpenAIStu
     # The checkpoint's usage, counted at the nodes, agrees with the journal's ledger.
     counted = info.values["usage"]
     assert sum(u["calls"] for u in counted.values()) == ledger.total.calls
+
+
+@pytest.mark.parametrize("pattern", list(PATTERN_INPUTS))
+async def test_every_model_call_is_counted_by_the_agent_step_that_made_it(
+    stub: OpenAIStub, db: str, pattern: str
+) -> None:
+    """A node that asks the model wired with `add_node` instead of `add_agent` would spend
+    without its usage reaching the checkpoint."""
+    info = await quorum.run(pattern, PATTERN_INPUTS[pattern], database=db)
+    answered = [r for r in chat(stub.requests) if r.status == 200]
+
+    assert info.status == "completed"
+    assert total_usage(info.values["usage"])["calls"] == len(answered) >= 2
 
 
 async def test_show_and_run_print_the_ledger(stub: OpenAIStub, db: str) -> None:

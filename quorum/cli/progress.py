@@ -16,7 +16,7 @@ from quorum import LedgerRow, RunEvent, SaidOnce, models
 from quorum import threads as threads_api
 from quorum.cli.shell import _run_async, err, out
 from quorum.context import QuorumContext
-from quorum.state import Usage, add_usage, total_tokens
+from quorum.state import Usage, add_usage, sum_usage, total_usage
 
 
 class _Progress:
@@ -134,10 +134,10 @@ class _Progress:
         self.talker = ""
 
     def _totals(self) -> str:
-        before = self.before
-        calls = before.calls + sum(u["calls"] for u in self.usage.values())
-        tokens = before.input_tokens + before.output_tokens + total_tokens(self.usage)
-        cost = before.cost_usd + sum(u.get("cost_usd", 0.0) for u in self.usage.values())
+        # What earlier runs of the thread spent, and this one so far.
+        spent = sum_usage(self.before.usage(), total_usage(self.usage))
+        calls, cost = spent["calls"], spent.get("cost_usd", 0.0)
+        tokens = spent["input_tokens"] + spent["output_tokens"]
         parts = [f"steps done {self.done}", f"tokens so far {tokens:,}", f"cost ${cost:.4f}"]
         context = self.context
         if context is not None:

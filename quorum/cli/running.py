@@ -37,14 +37,13 @@ from quorum.cli.shell import (
     out,
 )
 from quorum.errors import QuorumError, UsageError
+from quorum.state import total_usage
 from quorum.threads import ThreadInfo
 
 
 def _summary(info: ThreadInfo) -> None:
-    usage = info.usage
-    calls = sum(u["calls"] for u in usage.values())
-    tokens_in = sum(u["input_tokens"] for u in usage.values())
-    tokens_out = sum(u["output_tokens"] for u in usage.values())
+    total = total_usage(info.usage)
+    calls, tokens_in, tokens_out = total["calls"], total["input_tokens"], total["output_tokens"]
     err.print(
         f"[bold]thread[/bold] {info.thread_id}  [bold]status[/bold] {info.status}  "
         f"[bold]tokens[/bold] {tokens_in + tokens_out:,} ({tokens_in:,} in, {tokens_out:,} out) "

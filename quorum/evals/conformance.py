@@ -52,7 +52,7 @@ from quorum.nodes.pipeline import (
 )
 from quorum.nodes.planner import planner
 from quorum.settings import get_settings
-from quorum.state import Finding, Position, ResearchNotes, Summary
+from quorum.state import Finding, Position, ResearchNotes, Summary, total_usage
 
 GOALS = [
     "Compare SQLite and PostgreSQL as the checkpoint store for a small team's agent service",
@@ -197,12 +197,12 @@ async def _node(
     """Run one agent node as a run would; count its calls from the usage it reports."""
     runtime = Runtime(context=context)
     try:
-        update = await node(state, runtime)
+        # Metered as a graph wires an agent (`AgentGraph.add_agent`).
+        update = await metered(node)(state, runtime)
     except ModelError as error:
         # The node gave up after its bounded repair; its calls are in the error's usage.
         return Outcome(calls=-1, error=str(error))
-    usage = update.get("usage", {})
-    calls = sum(u["calls"] for u in usage.values())
+    calls = total_usage(update.get("usage", {}))["calls"]
     return Outcome(calls=calls, reply=_plain(update.get(key)))
 
 
@@ -298,7 +298,7 @@ def _number_case(solutions: list[tuple[str, str, float]]) -> Callable[..., Await
             )
         except ModelError as error:
             return Outcome(calls=-1, error=str(error), right=False)
-        calls = sum(u["calls"] for u in update["usage"].values())
+        calls = total_usage(update["usage"])["calls"]
         answer = update["answer"]
         right = answer != "" and float(answer) == stated
         return Outcome(calls=calls, reply={"answer": answer}, right=right)

@@ -32,6 +32,7 @@ from quorum.evals.strategies import STRATEGIES, context_for
 from quorum.lifecycle import drive, hold_thread, thread_config
 from quorum.outcome import status_of
 from quorum.settings import redact
+from quorum.state import total_usage
 
 QuestionStatus = Literal["answered", "invalid", "failed", "not_run"]
 """`answered`: the strategy reached a well-formed answer (right or wrong). `invalid`: it
@@ -246,7 +247,7 @@ async def _answer(
             if error is None and stopped is not None:
                 error = f"{stood}: {stopped}"  # a budget stop: the run ends quietly
     # Usage from the journal: every answered call on the thread, those of earlier runs too.
-    usage = (await metering.journal_ledger(kept.store, thread_id)).usage()
+    total = total_usage((await metering.journal_ledger(kept.store, thread_id)).usage())
     answer = snapshot.values.get("answer") if not snapshot.next else None
     status: QuestionStatus = "failed"
     if answer is not None:
@@ -260,10 +261,10 @@ async def _answer(
         answer=answer,
         correct=status == "answered" and question.is_correct(answer or ""),
         thread_id=thread_id,
-        calls=sum(u["calls"] for u in usage.values()),
-        input_tokens=sum(u["input_tokens"] for u in usage.values()),
-        output_tokens=sum(u["output_tokens"] for u in usage.values()),
-        cost_usd=round(sum(u.get("cost_usd", 0.0) for u in usage.values()), 8),
+        calls=total["calls"],
+        input_tokens=total["input_tokens"],
+        output_tokens=total["output_tokens"],
+        cost_usd=total.get("cost_usd", 0.0),
         seconds=await _wall_seconds(kept, thread_id),
         error=error
         or {"failed": "no final answer", "invalid": "no well-formed answer"}.get(status),

@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from quorum.context import QuorumContext
 from quorum.evals.checkers import canonical
 from quorum.graphs import PATTERNS
-from quorum.metering import metered
+from quorum.graphs.pattern import AgentGraph
 from quorum.models import ask, ask_structured
 from quorum.state import AnswerKind, EvalState, SampleTask
 
@@ -84,7 +84,6 @@ async def _work(
     return (await ask(agent, context, messages, sample=sample)).text
 
 
-@metered
 async def solver(state: EvalState, runtime: Runtime[QuorumContext]) -> dict:
     """Work the question out in one call, then take out its answer."""
     working = await _work("solver", state, runtime.context)
@@ -101,7 +100,6 @@ def route_to_samplers(state: EvalState, runtime: Runtime[QuorumContext]) -> list
     ]
 
 
-@metered
 async def sampler(state: SampleTask, runtime: Runtime[QuorumContext]) -> dict:
     """Sample one working, with a seed of its own, and take out its answer."""
     working = await _work("sampler", state, runtime.context, sample=state["sample"])
@@ -124,7 +122,6 @@ async def vote(state: EvalState) -> dict:
     return {"answer": answer, "reasoning": f"{count} of {total} samples agree"}
 
 
-@metered
 async def final_answer(state: EvalState, runtime: Runtime[QuorumContext]) -> dict:
     """Take out the answer the pattern's result reaches."""
     output = state.get("output", "")
@@ -133,8 +130,8 @@ async def final_answer(state: EvalState, runtime: Runtime[QuorumContext]) -> dic
 
 
 def _single() -> StateGraph[Any, QuorumContext, Any, Any]:
-    builder = StateGraph(EvalState, context_schema=QuorumContext)
-    builder.add_node(solver)
+    builder = AgentGraph(EvalState, context_schema=QuorumContext)
+    builder.add_agent(solver)
     builder.add_edge(START, "solver")
     builder.add_edge("solver", END)
     return builder
@@ -155,8 +152,8 @@ def _pattern_node(pattern: str) -> Any:
 
 
 def _self_consistency() -> StateGraph[Any, QuorumContext, Any, Any]:
-    builder = StateGraph(EvalState, context_schema=QuorumContext)
-    builder.add_node(sampler, input_schema=SampleTask)  # its Send payload
+    builder = AgentGraph(EvalState, context_schema=QuorumContext)
+    builder.add_agent(sampler, input_schema=SampleTask)  # its Send payload
     builder.add_node(vote)
     builder.add_conditional_edges(START, route_to_samplers, ["sampler"])
     builder.add_edge("sampler", "vote")
@@ -165,9 +162,9 @@ def _self_consistency() -> StateGraph[Any, QuorumContext, Any, Any]:
 
 
 def _pattern(pattern: str) -> StateGraph[Any, QuorumContext, Any, Any]:
-    builder = StateGraph(EvalState, context_schema=QuorumContext)
+    builder = AgentGraph(EvalState, context_schema=QuorumContext)
     builder.add_node(pattern, _pattern_node(pattern))
-    builder.add_node(final_answer)
+    builder.add_agent(final_answer)
     builder.add_edge(START, pattern)
     builder.add_edge(pattern, "final_answer")
     builder.add_edge("final_answer", END)

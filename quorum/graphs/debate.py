@@ -45,9 +45,9 @@ def route_after_moderator(
 
 builder = Pattern("debate", DebateState, input_schema=DebateInput, output_schema=DebateOutput)
 builder.add_node(moderator)
-builder.add_node(debater_a)
-builder.add_node(debater_b)
-builder.add_node(judge)
+builder.add_agent(debater_a)
+builder.add_agent(debater_b)
+builder.add_agent(judge)
 builder.add_edge(START, "moderator")
 builder.add_conditional_edges(
     "moderator", route_after_moderator, ["debater_a", "debater_b", "judge"]

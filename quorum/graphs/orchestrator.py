@@ -86,10 +86,10 @@ builder = Pattern(
     input_schema=OrchestratorInput,
     output_schema=OrchestratorOutput,
 )
-builder.add_node(planner)
+builder.add_agent(planner)
 builder.add_node(dispatch)
 builder.add_node("worker", worker)
-builder.add_node(synthesizer)
+builder.add_agent(synthesizer)
 builder.add_edge(START, "planner")
 builder.add_conditional_edges("planner", route_after_planner)
 builder.add_conditional_edges("dispatch", route_after_dispatch, ["worker", "synthesizer"])

@@ -25,9 +25,9 @@ Studio shows the run settings once.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import nullcontext
-from typing import Any
+from typing import Any, Self
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
@@ -42,7 +42,24 @@ from quorum.framework import become
 from quorum.outcome import trace_outcome
 
 
-class Pattern(StateGraph[Any, QuorumContext, Any, Any]):
+class AgentGraph(StateGraph[Any, QuorumContext, Any, Any]):
+    """A graph builder whose agents are added with `add_agent`, metered and traced there.
+
+    An agent step is a node that asks the model: what its calls spent reaches the state's
+    `usage` once, when it finishes, and it is an agent span in the traces, named by the
+    state's `label` or its agent (`metering.metered`). Both are attached here, where a graph
+    is wired, so nodes stay plain async functions and reading a graph module shows which of
+    its steps are agents.
+    """
+
+    def add_agent(
+        self, node: Callable[..., Any], *, name: str | None = None, **kwargs: Any
+    ) -> Self:
+        """Add `node` as an agent step (its name is the function's unless `name` is given)."""
+        return self.add_node(name or node.__name__, metering.metered(node), **kwargs)
+
+
+class Pattern(AgentGraph):
     """A pattern's builder: its state, its input and output views, and its name."""
 
     def __init__(

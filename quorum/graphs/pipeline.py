@@ -58,6 +58,7 @@ research = tool_loop(
     output_schema=ResearchOutput,
     brief=research_brief,
     finish=research_notes,
+    finish_asks_model=True,
 )
 fact_check = tool_loop(
     "fact_check",
@@ -66,15 +67,16 @@ fact_check = tool_loop(
     output_schema=FactCheckOutput,
     brief=fact_check_brief,
     finish=fact_check_verdict,
+    finish_asks_model=True,
 )
 
 builder = Pattern(
     "pipeline", PipelineState, input_schema=PipelineInput, output_schema=PipelineOutput
 )
 builder.add_node("research", research)
-builder.add_node(summarize)
+builder.add_agent(summarize)
 builder.add_node("fact_check", fact_check)
-builder.add_node(format_report)
+builder.add_agent(format_report)
 builder.add_edge(START, "research")
 builder.add_edge("research", "summarize")
 builder.add_edge("summarize", "fact_check")

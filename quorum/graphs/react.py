@@ -31,7 +31,7 @@ async def route_after_agent(state: ReactState) -> list[Send] | Literal["__end__"
 
 
 builder = Pattern("react", ReactState, input_schema=ReactInput, output_schema=ReactOutput)
-builder.add_node(agent)
+builder.add_agent(agent)
 builder.add_node(tool, input_schema=ToolTask)  # its Send payload, not the graph state
 builder.add_edge(START, "agent")
 builder.add_conditional_edges("agent", route_after_agent, ["tool", "__end__"])

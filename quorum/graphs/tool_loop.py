@@ -14,11 +14,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from langgraph.graph import END, START, StateGraph
+from langgraph.graph import END, START
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Send
 
 from quorum.context import QuorumContext
+from quorum.graphs.pattern import AgentGraph
 from quorum.nodes.tool_use import act, tool, tool_tasks
 from quorum.state import ToolLoopState, ToolTask
 
@@ -41,15 +42,22 @@ def tool_loop(
     output_schema: type[Any],
     brief: Callable[..., Any],
     finish: Callable[..., Any],
+    finish_asks_model: bool = False,
 ) -> CompiledStateGraph[Any, QuorumContext, Any, Any]:
-    """The subgraph `name`: `brief`, then act <-> tool steps, then `finish`."""
-    builder = StateGraph(
+    """The subgraph `name`: `brief`, then act <-> tool steps, then `finish`.
+
+    `act` is an agent step; so is `finish` when it asks the model (`finish_asks_model`).
+    """
+    builder = AgentGraph(
         state, context_schema=QuorumContext, input_schema=input_schema, output_schema=output_schema
     )
     builder.add_node(brief)
-    builder.add_node(act)
+    builder.add_agent(act)
     builder.add_node(tool, input_schema=ToolTask)  # its Send payload, not the loop state
-    builder.add_node(finish)
+    if finish_asks_model:
+        builder.add_agent(finish)
+    else:
+        builder.add_node(finish)
     builder.add_edge(START, brief.__name__)
     builder.add_edge(brief.__name__, "act")
     builder.add_conditional_edges(

@@ -15,7 +15,6 @@ from langgraph.runtime import Runtime
 from pydantic import BaseModel, ConfigDict, Field
 
 from quorum.context import QuorumContext
-from quorum.metering import metered
 from quorum.models import ask, ask_reasoned
 from quorum.state import DebateState, Position, Side, Verdict
 
@@ -129,19 +128,16 @@ async def _debate_turn(side: Side, state: DebateState, context: QuorumContext) -
     }
 
 
-@metered
 async def debater_a(state: DebateState, runtime: Runtime[QuorumContext]) -> dict:
     """The first debater's turn in the current phase."""
     return await _debate_turn("a", state, runtime.context)
 
 
-@metered
 async def debater_b(state: DebateState, runtime: Runtime[QuorumContext]) -> dict:
     """The second debater's turn in the current phase."""
     return await _debate_turn("b", state, runtime.context)
 
 
-@metered
 async def judge(state: DebateState, runtime: Runtime[QuorumContext]) -> dict:
     """Weigh both final answers in plain text, then give the verdict."""
     positions = state["positions"]

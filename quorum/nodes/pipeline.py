@@ -14,7 +14,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from quorum.answers import said_once
 from quorum.context import QuorumContext
-from quorum.metering import metered
 from quorum.models import ask, ask_reasoned, ask_structured
 from quorum.state import (
     FactCheck,
@@ -81,7 +80,6 @@ async def research_brief(state: ResearchInput, runtime: Runtime[QuorumContext]) 
     }
 
 
-@metered
 async def research_notes(state: ResearchState, runtime: Runtime[QuorumContext]) -> dict:
     """Write what the research found as typed notes."""
     notes = await ask_structured(
@@ -93,7 +91,6 @@ async def research_notes(state: ResearchState, runtime: Runtime[QuorumContext]) 
     return {"notes": notes}
 
 
-@metered
 async def summarize(state: PipelineState, runtime: Runtime[QuorumContext]) -> dict:
     """Summarize the notes, fixing the claims a fact-check rejected if there was one."""
     messages = [
@@ -129,7 +126,6 @@ async def fact_check_brief(state: FactCheckInput, runtime: Runtime[QuorumContext
     }
 
 
-@metered
 async def fact_check_verdict(state: FactCheckState, runtime: Runtime[QuorumContext]) -> dict:
     """Give the fact-check's verdict as typed output."""
     check = await ask_structured(
@@ -141,7 +137,6 @@ async def fact_check_verdict(state: FactCheckState, runtime: Runtime[QuorumConte
     return {"fact_check": check}
 
 
-@metered
 async def format_report(state: PipelineState, runtime: Runtime[QuorumContext]) -> dict:
     """Format the checked summary as markdown: prose, so no schema stands in its way."""
     document = await ask(

@@ -17,7 +17,6 @@ from langgraph.runtime import Runtime
 
 from quorum.context import QuorumContext
 from quorum.errors import PlanError
-from quorum.metering import metered
 from quorum.models import ask_reasoned, current_endpoint
 from quorum.nodes.workers import WORKERS
 from quorum.state import OrchestratorState, Plan
@@ -125,7 +124,6 @@ def _plan_json_schema(workers: tuple[str, ...], max_steps: int, positional: bool
     return schema
 
 
-@metered
 async def planner(state: OrchestratorState, runtime: Runtime[QuorumContext]) -> dict:
     """Plan the goal; return a valid plan, or the problems for another attempt."""
     context = runtime.context

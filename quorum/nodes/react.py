@@ -12,7 +12,6 @@ from langgraph.runtime import Runtime
 
 from quorum.answers import said_once
 from quorum.context import QuorumContext
-from quorum.metering import metered
 from quorum.models import ask
 from quorum.nodes.tool_use import tool_rounds
 from quorum.state import ReactState
@@ -24,7 +23,6 @@ answer, reply with it directly and call no tool. A tool error says whether retry
 and what to try instead: follow it."""
 
 
-@metered
 async def agent(state: ReactState, runtime: Runtime[QuorumContext]) -> dict:
     """Reason about the task so far: call tools, or answer."""
     limit = runtime.context.max_steps

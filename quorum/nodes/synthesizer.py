@@ -7,7 +7,6 @@ from langgraph.runtime import Runtime
 
 from quorum.answers import said_once
 from quorum.context import QuorumContext
-from quorum.metering import metered
 from quorum.models import ask
 from quorum.state import OrchestratorState
 
@@ -26,7 +25,6 @@ Results, step by step:
 {results}"""
 
 
-@metered
 async def synthesizer(state: OrchestratorState, runtime: Runtime[QuorumContext]) -> dict:
     """Write the final answer from the plan's results."""
     plan = state["plan"]

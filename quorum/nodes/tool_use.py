@@ -14,7 +14,6 @@ from langgraph.runtime import Runtime
 
 from quorum.context import QuorumContext
 from quorum.errors import ModelError
-from quorum.metering import metered
 from quorum.models import ask
 from quorum.state import ToolLoopState, ToolTask
 from quorum.tools import offered
@@ -39,7 +38,6 @@ def without_tool_calls(agent: str, reply: AIMessage) -> AIMessage:
     return AIMessage(reply.text, id=reply.id, usage_metadata=reply.usage_metadata)
 
 
-@metered
 async def act(state: ToolLoopState, runtime: Runtime[QuorumContext]) -> dict:
     """One model turn: call tools (while rounds are left), or answer."""
     agent, messages = state["agent"], state["messages"]

@@ -445,11 +445,7 @@ class Harness:
         kill_after: float | None,
         kill_at_call: int | None = None,
     ) -> Segment:
-        """Start `quorum COMMAND` and SIGKILL it at the point asked for.
-
-        That is `kill_after` seconds after its endpoint check, or while its
-        `kill_at_call`-th chat request waits at the stub (see `Plan.at_call`).
-        """
+        """Run `quorum COMMAND`, SIGKILLed `kill_after` s in or at `kill_at_call` (`Plan`)."""
         since = len(self.stub.requests)
         held = self.stub.hold(_nth(kill_at_call)) if kill_at_call is not None else None
         self._processes += 1
@@ -473,13 +469,9 @@ class Harness:
             check = self._endpoint_check(since, process) if kill_after is not None else None
             if kill_after is not None and check is not None:
                 time.sleep(max(0.0, check + kill_after - time.monotonic()))
-            if (kill_after is not None and check is not None) or (
-                held is not None and self._earlier_replies_settled(since, held, process)
-            ):
-                if process.poll() is None:
-                    killed = time.monotonic()
-                    os.killpg(process.pid, signal.SIGKILL)
-                    kill_sent = time.monotonic()
+                killed, kill_sent = _sigkill(process)
+            elif held is not None and self._earlier_replies_settled(since, held, process):
+                killed, kill_sent = _sigkill(process)
             exit_code = process.wait(timeout=PROCESS_TIMEOUT)
         finally:
             kill_group(process)
@@ -567,6 +559,15 @@ class _Lines(threading.Thread):
             t for t, line in self.lines if line.startswith("thread ") and " status " in line
         )
         return next(summaries, None)
+
+
+def _sigkill(process: subprocess.Popen[bytes]) -> tuple[float | None, float | None]:
+    """SIGKILL `process`'s group if it still runs: when just before, and just after."""
+    if process.poll() is not None:
+        return None, None
+    killed = time.monotonic()
+    os.killpg(process.pid, signal.SIGKILL)
+    return killed, time.monotonic()
 
 
 def _nth(n: int) -> Callable[[dict[str, Any]], bool]:
