@@ -1,11 +1,12 @@
 """SIGKILL at random points in all four patterns, then `quorum resume`: judged from outside.
 
-Eight trials per pattern on SQLite and three on PostgreSQL, each a `quorum run` process
-killed at a point drawn (with a fixed seed) from its own slice of the clean run, then resumed
-through the CLI until it exits 0
-(`quorum/testing/crash.py` says how trials run and what is measured). The kill points are
-fixed; the timings they land among are real, so each run exercises slightly different
-moments. `bench/bench_crash.py` runs the same trials by the hundred.
+Six trials per pattern on SQLite and two on PostgreSQL, each a `quorum run` process killed
+at a point drawn (with a fixed seed) from its own slice of the clean run, then resumed
+through the CLI until it exits 0 (`quorum/testing/crash.py` says how trials run and what is
+measured). The kill points are fixed; the timings they land among are real, so each run
+exercises slightly different moments. One more trial per pattern is killed while its second
+model call waits at the stub, so that every pattern surely has a kill after completed calls
+that cuts one off. `bench/bench_crash.py` runs the same trials by the hundred.
 """
 
 from __future__ import annotations
