@@ -517,6 +517,8 @@ class Harness:
             written = max((r.finished for r in others if r.path == CHAT_PATH), default=0.0)
             if not pending and time.monotonic() >= written + 2 * GRACE:
                 return process.poll() is None
+            if time.monotonic() > deadline:
+                raise HarnessError(f"replies still unwritten after {PROCESS_TIMEOUT:g} s")
             time.sleep(0.005)
 
     def _endpoint_check(self, since: int, process: subprocess.Popen[bytes]) -> float | None:
