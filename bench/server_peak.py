@@ -7,9 +7,13 @@ A). Each run gets a fresh data folder under `bench/.tmp/` whose `models` folder 
 default data folder's (the joined model file is not joined again). Configurations, by
 QUORUM_EMBEDDED_* variables:
 
-- `defaults`: the settings as they are (an 8k context, a 1 GiB prompt cache, every core);
+- `defaults`: the settings as they are (an 8k context, 512-token batches, no prompt cache,
+  every core);
 - `cache-256m`: QUORUM_EMBEDDED_CACHE_BYTES=256 MiB;
 - `cache-off`: QUORUM_EMBEDDED_CACHE_BYTES=0;
+- `cache-1g`: QUORUM_EMBEDDED_CACHE_BYTES=1 GiB (the default until 2026-12-06);
+- `batch128`: QUORUM_EMBEDDED_BATCH=128 (a quarter of the logits);
+- `batch128-cache768m`: 128-token batches and a 768 MiB prompt cache;
 - `ctx4k-cache-256m`: QUORUM_EMBEDDED_CONTEXT=4096 and a 256 MiB cache;
 - `no-logits`: the defaults, but the server started by this bench (as `quorum model serve`
   would, recorded in the data folder, so the CLI uses it) with `--logits_all False`.
@@ -67,6 +71,12 @@ CONFIGS: dict[str, dict[str, str]] = {
     "defaults": {},
     "cache-256m": {"QUORUM_EMBEDDED_CACHE_BYTES": str(256 * MIB)},
     "cache-off": {"QUORUM_EMBEDDED_CACHE_BYTES": "0"},
+    "cache-1g": {"QUORUM_EMBEDDED_CACHE_BYTES": str(1024 * MIB)},
+    "batch128": {"QUORUM_EMBEDDED_BATCH": "128"},
+    "batch128-cache768m": {
+        "QUORUM_EMBEDDED_BATCH": "128",
+        "QUORUM_EMBEDDED_CACHE_BYTES": str(768 * MIB),
+    },
     "ctx4k-cache-256m": {
         "QUORUM_EMBEDDED_CONTEXT": "4096",
         "QUORUM_EMBEDDED_CACHE_BYTES": str(256 * MIB),

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import atexit
 import json
+import logging
 import os
 import signal
 import socket
@@ -26,11 +27,9 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from multiprocessing import parent_process
 from pathlib import Path
-from typing import Any, cast
 
 import httpx
 
@@ -39,6 +38,7 @@ from quorum.errors import ConfigError
 from quorum.settings import Settings
 
 HOST = "127.0.0.1"
+logger = logging.getLogger(__name__)
 STOP_TIMEOUT = 10.0
 
 # The server runs under this instead of `python -m llama_cpp.server`. Each pipe given in argv[1]
@@ -52,65 +52,12 @@ def watch(fd):
         os._exit(0)
 for fd in sys.argv[1].split(","):
     threading.Thread(target=watch, args=(int(fd),), daemon=True).start()
-from quorum.embedded import count_streamed_usage
+from quorum.llama_server import count_cache_entries_whole, count_streamed_usage
 count_streamed_usage()
+count_cache_entries_whole()
 sys.argv = sys.argv[2:]
 runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
 """
-
-
-def count_streamed_usage() -> None:
-    """End each streamed chat reply of this (server) process with its usage, as OpenAI does.
-
-    llama-cpp-python's server streams no usage, so a streamed reply (a run whose answer is
-    shown as it is written) would count no tokens: budgets and the ledger would miss it.
-    The counts are taken where its own unstreamed usage comes from: the prompt's tokens
-    and each token generated but an end-of-generation one, as `Llama.generate` sees them
-    (requests to one model run one at a time, under the server's lock).
-    Written by hand: the server has no hook for it, so this wraps the two methods it calls.
-    """
-    import llama_cpp
-
-    chat = llama_cpp.Llama.create_chat_completion
-    generate = llama_cpp.Llama.generate
-
-    def counted_generate(
-        self: llama_cpp.Llama, tokens: Sequence[int], *args: Any, **kwargs: Any
-    ) -> Iterator[int]:
-        counts = self.__dict__["_quorum_counts"] = [len(tokens), 0]
-        for token in generate(self, tokens, *args, **kwargs):
-            if not llama_cpp.llama_vocab_is_eog(self._model.vocab, token):
-                counts[1] += 1
-            yield token
-
-    def create_chat_completion(self: llama_cpp.Llama, *args: Any, **kwargs: Any) -> Any:
-        result = chat(self, *args, **kwargs)
-        return _with_usage(self, cast(Iterator[Any], result)) if kwargs.get("stream") else result
-
-    llama_cpp.Llama.generate = counted_generate  # type: ignore[method-assign,assignment]
-    llama_cpp.Llama.create_chat_completion = create_chat_completion  # type: ignore[method-assign]
-
-
-def _with_usage(llama: Any, chunks: Iterator[Any]) -> Iterator[Any]:
-    last = None
-    for chunk in chunks:
-        last = chunk
-        yield chunk
-    if last is None:
-        return
-    prompt, generated = llama.__dict__.pop("_quorum_counts", (0, 0))
-    yield {
-        "id": last["id"],
-        "object": "chat.completion.chunk",
-        "created": last["created"],
-        "model": last["model"],
-        "choices": [],
-        "usage": {
-            "prompt_tokens": prompt,
-            "completion_tokens": generated,
-            "total_tokens": prompt + generated,
-        },
-    }
 
 
 @dataclass
@@ -228,6 +175,9 @@ def _free_port() -> int:
 
 def _port_taken(port: int) -> bool:
     with socket.socket() as probe:
+        # As the server binds (uvicorn): connections of an ended server on the port, left in
+        # TIME_WAIT, do not keep a new one from listening there.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((HOST, port))
         except OSError:
@@ -242,6 +192,8 @@ def model_options(settings: Settings) -> dict[str, str | int | bool]:
         "model": str(model_file(settings)),
         "model_alias": model_alias(settings),
         "n_ctx": settings.embedded_context,
+        "n_batch": settings.embedded_batch,
+        "n_ubatch": settings.embedded_batch,
         # llama-cpp-python generates on half the cores by default; on a small machine the
         # model is the only busy process, so it gets all of them.
         "n_threads": threads,
@@ -349,13 +301,48 @@ def ensure_server(settings: Settings) -> EmbeddedServer:
         if _owned is not None:
             if _owned.process is not None and _owned.process.poll() is None:
                 return _owned
-            _owned.stop()  # it ended on its own: let go of its pipe
+            return _restart(settings)[0]
         running = find_running(settings)
         if running is not None:
             return running
         _owned = start(settings)
-        atexit.register(_owned.stop)
+        atexit.register(stop_owned)
         return _owned
+
+
+def restart_if_ended(settings: Settings) -> str | None:
+    """Start this process's server again if it has ended; what happened, or None if it runs.
+
+    The model seam calls it before retrying a failed call: a server the kernel killed (out of
+    memory, say) is back for the next attempt, on the same port, so every client already
+    built for it reaches it again. A server of `quorum model serve` is its owner's to restart.
+    """
+    with _lock:
+        if _owned is None or _owned.process is None or _owned.process.poll() is None:
+            return None
+        return _restart(settings)[1]
+
+
+def _restart(settings: Settings) -> tuple[EmbeddedServer, str]:
+    """Replace this process's ended server with a new one on its port (under `_lock`)."""
+    global _owned
+    assert _owned is not None and _owned.process is not None
+    ended = _how_it_ended(_owned.process.returncode)
+    _owned.stop()  # let go of its pipe
+    port, _owned = _owned.port, None
+    _owned = start(settings.model_copy(update={"embedded_port": port}))
+    said = f"the embedded model server had {ended}; restarted it on port {port}"
+    logger.warning(said)
+    return _owned, said
+
+
+def _how_it_ended(code: int) -> str:
+    if code == -signal.SIGKILL:
+        # What the kernel's out-of-memory killer sends; `dmesg` names it if so.
+        return "been killed (SIGKILL: out of memory?)"
+    if code < 0:
+        return f"been stopped by {signal.Signals(-code).name}"
+    return f"exited with code {code} (see embedded-model.log in the data folder)"
 
 
 def stop_owned() -> None:

@@ -253,3 +253,48 @@ def test_a_streamed_reply_counts_the_tokens_an_unstreamed_one_does(tmp_path: Pat
     assert message is not None and message.usage_metadata is not None
     assert message.usage_metadata["output_tokens"] == 12
     assert message.usage_metadata["input_tokens"] == results[0][0]["prompt_tokens"]
+
+
+@pytest.mark.parametrize("cache_mib", [0, 256])
+def test_the_servers_memory_stays_within_its_prompt_cache_over_distinct_prompts(
+    tmp_path: Path, cache_mib: int
+) -> None:
+    """Distinct prompts, one after another: the server's resident memory (read from /proc)
+    grows by no more than its prompt cache's capacity, however many prompts it has seen.
+
+    Before the cache counted the logits each entry copies, a "1 GiB" cache grew the default
+    model's server by about 1 GB a request, until the kernel killed it.
+    """
+    server = embedded.start(
+        Settings(
+            data_dir=tmp_path, embedded_model="smollm2-135m", embedded_cache_bytes=cache_mib << 20
+        )
+    )
+    assert server.process is not None
+    resident = []
+    try:
+        for n in range(6):  # each entry holds about 110 MB: 6 overflow the cache twice
+            words = " ".join(f"item{n}-{i}" for i in range(100))  # nothing shared between them
+            httpx.post(
+                f"{server.base_url}/chat/completions",
+                json={
+                    "model": server.model,
+                    "messages": [{"role": "user", "content": f"Count these: {words}"}],
+                    "max_tokens": 4,
+                    "temperature": 0,
+                },
+                timeout=120,
+            ).raise_for_status()
+            resident.append(_resident_bytes(server.process.pid))
+    finally:
+        server.stop()
+
+    growth = max(resident) - resident[0]
+    assert growth <= (cache_mib << 20) + (64 << 20), [r >> 20 for r in resident]
+
+
+def _resident_bytes(pid: int) -> int:
+    """VmRSS of `pid`, as the kernel reports it."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    (line,) = [line for line in status.splitlines() if line.startswith("VmRSS:")]
+    return int(line.split()[1]) * 1024

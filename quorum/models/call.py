@@ -26,7 +26,7 @@ from langchain_core.messages import (
 from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.rate_limiters import InMemoryRateLimiter
 
-from quorum import journal, metering, telemetry
+from quorum import embedded, journal, metering, telemetry
 from quorum.context import QuorumContext
 from quorum.errors import ModelError
 from quorum.models.endpoint import endpoint
@@ -157,6 +157,11 @@ async def _request(
                 )
         except Exception as error:
             failure, wait = _classify(error, agent, attempt, settings)
+            if wait is not None and endpoint(settings).embedded:
+                # Its own server may be what failed: back up before the next attempt, and said.
+                restarted = await asyncio.to_thread(embedded.restart_if_ended, settings)
+                if restarted is not None:
+                    failure = ModelError(f"{failure.message}; {restarted}", hint=failure.hint)
             record.errors.append(failure.message)
             if entry is not None:
                 await entry.write(record)

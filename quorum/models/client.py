@@ -207,6 +207,11 @@ async def preflight(context: QuorumContext) -> None:
     Checks that the endpoint answers, accepts the key and knows every model the run's
     context names. The embedded model is started here when it is the endpoint.
     """
+    settings = get_settings()
+    if endpoint(settings).embedded:
+        # This process's server, if it ended since the last run (killed for its memory, say),
+        # is started again first, on its port: the clients built for it reach it as before.
+        await asyncio.to_thread(embedded.restart_if_ended, settings)
     agents = {"": context.model, **context.models}
     models = {agent: await load_chat_model(agent, context) for agent in agents}
     clients = {m.root_async_client for m in models.values() if _is_chat_openai(m)}
@@ -214,8 +219,9 @@ async def preflight(context: QuorumContext) -> None:
         return  # not an OpenAI-compatible client (a test double, or a custom seam)
     import openai  # loaded with the clients
 
-    settings = get_settings()
-    where = settings.base_url or "the OpenAI API"
+    where = settings.base_url or (
+        "the embedded model server" if endpoint(settings).embedded else "the OpenAI API"
+    )
     client = next(iter(clients)).with_options(timeout=5.0, max_retries=0)
     try:
         served = {model.id async for model in client.models.list()}
