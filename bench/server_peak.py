@@ -228,8 +228,9 @@ def _environment(data: Path, overrides: dict[str, str]) -> dict[str, str]:
 
 _SERVE = (
     "import runpy, sys\n"
-    "from quorum.embedded import count_streamed_usage\n"
+    "from quorum.llama_server import count_cache_entries_whole, count_streamed_usage\n"
     "count_streamed_usage()\n"
+    "count_cache_entries_whole()\n"
     "sys.argv = ['llama_cpp.server', *sys.argv[1:]]\n"
     "runpy.run_module('llama_cpp.server', run_name='__main__', alter_sys=True)\n"
 )

@@ -169,7 +169,7 @@ def test_a_streamed_reply_counts_the_tokens_an_unstreamed_one_does(tmp_path: Pat
     """A streamed reply ends with its usage: the prompt's tokens as the same request unstreamed
     counts them, and every token it generated.
 
-    The server streams no usage of its own (Quorum adds it: `embedded.count_streamed_usage`);
+    The server streams no usage of its own (Quorum adds it: `llama_server.count_streamed_usage`);
     without it a streamed answer would count no tokens. Measured at the server over replies
     cut at the length limit, ended by the model, in other scripts, and held to a schema, then
     through ChatOpenAI as a run streams it. (The same request twice need not give the same
