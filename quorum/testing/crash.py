@@ -413,13 +413,16 @@ class Harness:
         trial.shown = self.show(plan.thread) if self._exists(plan.thread) else {}
         return trial
 
-    def command(self, *args: str, kill_after: float | None = None) -> tuple[Segment, list[Served]]:
-        """Run `quorum ARGS` in this lane, SIGKILLed `kill_after` s after its endpoint check.
+    def command(
+        self, *args: str, kill_after: float | None = None, kill_at_call: int | None = None
+    ) -> tuple[Segment, list[Served]]:
+        """Run `quorum ARGS` in this lane, SIGKILLed `kill_after` s after its endpoint check,
+        or while its `kill_at_call`-th chat request is held (see `Plan.at_call`).
 
         Returns the process, and the chat requests the stub served while it ran.
         """
         since = len(self.stub.requests)
-        segment = self._segment(tuple(args), kill_after=kill_after)
+        segment = self._segment(tuple(args), kill_after=kill_after, kill_at_call=kill_at_call)
         return segment, self._chat_since(since)
 
     def show(self, thread: str) -> dict[str, Any]:
