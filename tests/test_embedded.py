@@ -73,6 +73,11 @@ def test_start_serves_and_stop_ends_the_process(tmp_path: Path) -> None:
     server = embedded.start(settings)
     try:
         assert embedded.answers(server.port, "smollm2-135m-instruct")
+        assert server.process is not None
+        # Its threads sleep between steps (bench/contention.py: spinning, one other busy
+        # process made replies 20-40x slower).
+        environ = Path(f"/proc/{server.process.pid}/environ").read_bytes().split(b"\0")
+        assert b"OMP_WAIT_POLICY=PASSIVE" in environ
     finally:
         server.stop()
 

@@ -416,10 +416,11 @@ class Harness:
     def command(
         self, *args: str, kill_after: float | None = None, kill_at_call: int | None = None
     ) -> tuple[Segment, list[Served]]:
-        """Run `quorum ARGS` in this lane, SIGKILLed `kill_after` s after its endpoint check,
-        or while its `kill_at_call`-th chat request is held (see `Plan.at_call`).
+        """Run `quorum ARGS` in this lane, SIGKILLed as `_segment` says.
 
-        Returns the process, and the chat requests the stub served while it ran.
+        Killed `kill_after` s after its endpoint check, or while its `kill_at_call`-th chat
+        request is held (see `Plan.at_call`). Returns the process, and the chat requests the
+        stub served while it ran.
         """
         since = len(self.stub.requests)
         segment = self._segment(tuple(args), kill_after=kill_after, kill_at_call=kill_at_call)

@@ -1,0 +1,117 @@
+"""The embedded model's reply time beside another busy process, per thread wait policy.
+
+llama.cpp runs its threads under OpenMP, which by default spins between the steps of a
+reply. On a small machine where anything else is busy (a worker process, a test, a second
+run) the spinning threads and the busy one fight for the cores. Quorum starts the server with
+`QUORUM_EMBEDDED_WAIT_POLICY=passive` (OMP_WAIT_POLICY): idle threads sleep.
+
+For each policy (`passive`, `active`) a server of the chosen model is started, and the same
+prompts are asked with nothing else running, then beside `--busy` busy loops (one process
+each, pure CPU), in turn: policy A idle, A busy, then B idle, B busy, and in reverse order on
+the next repeat. Measured from outside: the wall time of each request at the client. The
+server's environment is read from /proc to confirm the policy it runs with. Every process
+started is gone at the end, also on failure.
+
+Run from the repository root: `.venv/bin/python -m bench.contention [--repeats 1] [--busy 1]
+[--model qwen2.5-coder-1.5b] [--max-tokens 64] [--json]`.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench.harness import embedded_data_dir, median, standalone_parser
+from quorum import embedded
+from quorum.settings import Settings
+
+PROMPTS = [
+    f"Explain in detail how gear number {n} of a bicycle works, step by step." for n in range(3)
+]
+
+
+def _spin() -> None:
+    while True:
+        pass
+
+
+@contextmanager
+def busy(processes: int) -> Iterator[None]:
+    """`processes` pure-CPU loops, each its own process, for the block's duration."""
+    loops = [multiprocessing.Process(target=_spin, daemon=True) for _ in range(processes)]
+    for loop in loops:
+        loop.start()
+    try:
+        yield
+    finally:
+        for loop in loops:
+            loop.kill()
+            loop.join()
+
+
+def replies(server: embedded.EmbeddedServer, max_tokens: int) -> list[float]:
+    """Seconds for each prompt's reply, asked one after another."""
+    times = []
+    for prompt in PROMPTS:
+        body = {
+            "model": server.model,
+            "messages": [{"role": "user", "content": prompt}],
+            "temperature": 0,
+            "max_tokens": max_tokens,
+        }
+        started = time.monotonic()
+        httpx.post(f"{server.base_url}/chat/completions", json=body, timeout=900).raise_for_status()
+        times.append(time.monotonic() - started)
+    return times
+
+
+def measure(policy: str, model: str, max_tokens: int, loops: int, root: Path) -> dict[str, Any]:
+    """One server with `policy`: reply times idle, then beside `loops` busy processes."""
+    with tempfile.TemporaryDirectory(dir=root) as folder:
+        data = embedded_data_dir(Path(folder))
+        settings = Settings(data_dir=data, embedded_model=model, embedded_wait_policy=policy)
+        server = embedded.start(settings)
+        try:
+            assert server.process is not None
+            environ = Path(f"/proc/{server.process.pid}/environ").read_bytes().split(b"\0")
+            running = [e.decode() for e in environ if e.startswith(b"OMP_WAIT_POLICY=")]
+            idle = replies(server, max_tokens)
+            with busy(loops):
+                loaded = replies(server, max_tokens)
+        finally:
+            server.stop()
+    return {"policy": policy, "server_env": running, "idle_s": idle, "busy_s": loaded}
+
+
+def main() -> None:
+    parser = standalone_parser(__doc__, repeats=1, embedded=64)
+    parser.add_argument("--busy", type=int, default=1, help="busy processes (default 1)")
+    args = parser.parse_args()
+    root = Path(__file__).resolve().parent / ".tmp"
+    root.mkdir(exist_ok=True)
+    results = []
+    for repeat in range(args.repeats):
+        order = ["passive", "active"] if repeat % 2 == 0 else ["active", "passive"]
+        for policy in order:
+            results.append(measure(policy, args.model, args.max_tokens, args.busy, root))
+    if args.json:
+        print(json.dumps(results, indent=1))
+        return
+    for r in results:
+        print(
+            f"{r['policy']:8} {r['server_env']}: idle median {median(r['idle_s']):.2f} s "
+            f"{[round(t, 2) for t in r['idle_s']]}, beside {args.busy} busy median "
+            f"{median(r['busy_s']):.2f} s {[round(t, 2) for t in r['busy_s']]}"
+        )
+
+
+if __name__ == "__main__":
+    main()
