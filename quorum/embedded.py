@@ -256,7 +256,7 @@ def start(settings: Settings, *, detached: bool = False) -> EmbeddedServer:
                 stderr=subprocess.STDOUT,
                 pass_fds=pipes,
                 # llama.cpp's OpenMP threads spin between steps by default; beside any other
-                # busy process on a small machine that made replies 20-40x slower.
+                # busy process on a small machine that made replies 20x slower or more.
                 env={**os.environ, "OMP_WAIT_POLICY": settings.embedded_wait_policy.upper()},
                 # Signals for this process's group (Ctrl-C in a terminal) are this process's to
                 # handle; the server follows it through the pipe.

@@ -3,7 +3,8 @@
 Unit tests drive the real graphs with the scripted model: each kind of stopped thread gets
 the verdict, commands and budgets a person needs, and the journal-served count is checked
 against the calls the resume then makes. The crash trials check the prediction from outside:
-`quorum run` SIGKILLed at points over the whole run of every pattern, then, with nothing but
+`quorum run` SIGKILLed at points over the whole run of every pattern (on PostgreSQL, while its
+first or second chat request waits at the stub), then, with nothing but
 the stub's record of requests and the database's contents:
 
 - the preview sent no request and changed no row (a dump of every table, and the bytes of
