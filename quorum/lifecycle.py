@@ -108,24 +108,12 @@ async def drive(
     run_id = str(uuid.uuid4())
     callbacks = telemetry.langsmith_callbacks()
     config = _run_config(name, thread_id, context, holder, run_id, callbacks, start, metadata)
-    labels: dict[str, str] = {}
     try:
         resumed = not isinstance(payload, dict)  # a new run's payload is its input
         with telemetry.run_span(name, thread_id, run_id, resumed=resumed) as span:
             try:
-                # durability="sync": a step's checkpoint is on disk before the next starts.
-                modes: list[StreamMode] = (
-                    ["tasks", "messages"] if stream and on_event is not None else ["tasks"]
-                )
-                async for mode, event in graph.astream(
-                    payload, config, context=context, stream_mode=modes, durability="sync"
-                ):
-                    if on_event is None:
-                        continue
-                    if mode == "tasks":
-                        on_event(_run_event(cast(dict[str, Any], event), labels))
-                    elif (wrote := _wrote(*event)) is not None:
-                        on_event(wrote)
+                streams = stream and on_event is not None
+                await _relay(graph, payload, config, context, on_event, streams=streams)
             except Exception:
                 await trace_outcome(graph, config, span)
                 raise
@@ -140,6 +128,33 @@ async def drive(
         metering.forget(thread_id)
         if callbacks:
             await asyncio.to_thread(telemetry.flush_langsmith, callbacks)
+
+
+async def _relay(
+    graph: CompiledStateGraph[Any, QuorumContext, Any, Any],
+    payload: dict[str, Any] | Command[Any] | None,
+    config: RunnableConfig,
+    context: QuorumContext,
+    on_event: OnEvent | None,
+    *,
+    streams: bool,
+) -> None:
+    """Run the graph to its end or first stop, telling `on_event` what its agents do."""
+    modes: list[StreamMode] = ["tasks", "messages"] if streams else ["tasks"]
+    labels: dict[str, str] = {}
+    # durability="sync": a step's checkpoint is on disk before the next starts. With
+    # subgraphs: a worker's tool loop is a graph of its own, and its replies stream too; its
+    # steps are not the run's (the worker is one agent, started and finished).
+    async for namespace, mode, event in graph.astream(
+        payload, config, context=context, stream_mode=modes, durability="sync", subgraphs=True
+    ):
+        if on_event is None:
+            continue
+        if mode == "tasks":
+            if not namespace:
+                on_event(_run_event(cast(dict[str, Any], event), labels))
+        elif (wrote := _wrote(*event)) is not None:
+            on_event(wrote)
 
 
 def _run_config(

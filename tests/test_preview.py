@@ -3,8 +3,9 @@
 Unit tests drive the real graphs with the scripted model: each kind of stopped thread gets
 the verdict, commands and budgets a person needs, and the journal-served count is checked
 against the calls the resume then makes. The crash trials check the prediction from outside:
-`quorum run` SIGKILLed at points over the whole run of every pattern (on PostgreSQL, while its
-first or second chat request waits at the stub), then, with nothing but
+`quorum run` SIGKILLed at points over the whole run of every pattern (on SQLite at times
+drawn over the clean run; on PostgreSQL while an early, a middle or the last chat request
+waits at the stub), then, with nothing but
 the stub's record of requests and the database's contents:
 
 - the preview sent no request and changed no row (a dump of every table, and the bytes of
@@ -505,6 +506,7 @@ def kill_trial(harness: Harness, databases: Databases, plan: Plan, clean: Baseli
     """Kill `quorum run` as `plan` says, preview the thread, then resume it twice."""
     pattern, thread = plan.pattern, plan.thread
     text = PATTERN_INPUTS[pattern]
+    assert plan.at_call is None or plan.at_call <= clean.requests, (plan, clean)
     kill_after = None if plan.at_call is not None else plan.fractions[0] * clean.working
     harness.command(
         "run", pattern, text, "--thread", thread, kill_after=kill_after, kill_at_call=plan.at_call
@@ -591,13 +593,16 @@ def test_preview_counts_equal_what_the_resume_does_over_kill_trials(tmp_path: Pa
     print(judged(trials, at_least=20))  # the trials, for `pytest -rP`
 
 
-# Killed while the first or second chat request is held at the stub: mid-run whatever the
+# Killed while one chat request is held at the stub, so every trial is mid-run whatever the
 # machine's load (a time-drawn kill on a loaded machine mostly landed before the first
-# checkpoint or after the end, and a pattern could go untested).
+# checkpoint or after the end, and a pattern could go untested): each pattern's first or
+# a middle call, and its last (a clean run makes 2, 7, 9 and 12 requests; `kill_trial`
+# checks that the call is one the clean run makes).
+PG_CALLS = {"react": (1, 2), "orchestrator": (3, 7), "pipeline": (4, 9), "debate": (5, 12)}
 PG_PLANS = [
     Plan(pattern, f"{pattern}-at-call-{n}", (), at_call=n)
-    for n in (1, 2)
-    for pattern in PATTERN_INPUTS
+    for pattern, calls in PG_CALLS.items()
+    for n in calls
 ]
 
 

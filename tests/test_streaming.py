@@ -233,3 +233,37 @@ def test_an_endpoint_that_streams_no_usage_is_counted_roughly_not_free(
     )
     total = json.loads(shown.stdout)["ledger"]["total"]
     assert total["output_tokens"] >= len(ANSWER) // 4 - 1 and total["input_tokens"] > 0
+
+
+def test_verbose_streams_every_agents_reply_under_its_name(
+    stub: OpenAIStub, tmp_path: Path
+) -> None:
+    """`--verbose`: each agent's text reply reaches stderr, whole and once, under a line that
+    names the agent; the answer alone is on stdout."""
+    said: list[str] = []
+
+    def numbered(body: dict) -> str | None:
+        if schema_name(body) is not None:
+            return None
+        said.append(f"Reply {len(said)} in a few words.")
+        return said[-1]
+
+    stub.responder = numbered
+    stub.chunk_delay = 0.01
+
+    received, stderr, code = timed_run(
+        stub, tmp_path, "orchestrator", "Compare A and B", "--verbose", terminal=False
+    )
+
+    assert code == 0, stderr
+    *talk, answer = said
+    assert b"".join(data for _, data in received).decode().strip() == answer
+    for text in talk:
+        assert stderr.count(text) == 1, stderr
+    assert answer not in stderr
+    named = [line.split("✎ ", 1)[1] for line in stderr.splitlines() if "✎ " in line]
+    assert {"planner", "researcher", "analyst", "writer"} <= set(named), stderr
+    # Each reply follows the line that names its agent.
+    for agent in ("researcher", "analyst"):
+        shown = stderr.split(f"✎ {agent}\n", 1)[1].split("\n", 1)[0]
+        assert shown in talk, stderr
