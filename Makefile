@@ -18,11 +18,14 @@ FAST := not embedded and not server and not postgres and not crash and not brows
 .PHONY: setup uv lock upgrade run smoke lint test test-fast system-deps clean
 
 # Installs exactly the lock, checked by hash, with no resolution: uv first (its own pin in the
-# lock), then every other distribution; a lock older than pyproject.toml stops it.
+# lock), then every other distribution; a lock older than pyproject.toml stops it. Compiled to
+# bytecode as pip would (uv does not by default): where PYTHONDONTWRITEBYTECODE is set, as in
+# many containers and CI images, every `quorum` command otherwise compiles its imports anew,
+# 4.1 s instead of 1.9 s of CPU for `quorum --version` on our 2-core machine.
 $(VENV)/.installed: pyproject.toml requirements.lock
 	@$(PYTHON) scripts/lock.py check
 	$(MAKE) --no-print-directory uv
-	$(UV) pip sync --quiet --require-hashes requirements.lock
+	$(UV) pip sync --quiet --require-hashes --compile-bytecode requirements.lock
 	$(UV) pip install --quiet --no-deps -e .
 	touch $@
 
