@@ -5,7 +5,8 @@ reply. On a small machine where anything else is busy (a worker process, a test,
 run) the spinning threads and the busy one fight for the cores. Quorum starts the server with
 `QUORUM_EMBEDDED_WAIT_POLICY=passive` (OMP_WAIT_POLICY): idle threads sleep.
 
-For each policy (`passive`, `active`) a server of the chosen model is started, and the same
+For each policy (`passive`, `active`; `--policies`) and each number of threads (`--threads`,
+default every core) a server of the chosen model is started, and the same
 prompts are asked with nothing else running, then beside `--busy` busy loops (one process
 each, pure CPU), in turn: policy A idle, A busy, then B idle, B busy, and in reverse order on
 the next repeat. Measured from outside: the wall time of each request at the client. The
@@ -13,7 +14,8 @@ server's environment is read from /proc to confirm the policy it runs with. Ever
 started is gone at the end, also on failure.
 
 Run from the repository root: `.venv/bin/python -m bench.contention [--repeats 1] [--busy 1]
-[--model qwen2.5-coder-1.5b] [--max-tokens 64] [--json]`.
+[--policies passive active] [--threads N ...] [--model qwen2.5-coder-1.5b] [--max-tokens 64]
+[--json]`.
 """
 
 from __future__ import annotations
@@ -73,11 +75,19 @@ def replies(server: embedded.EmbeddedServer, max_tokens: int) -> list[float]:
     return times
 
 
-def measure(policy: str, model: str, max_tokens: int, loops: int, root: Path) -> dict[str, Any]:
-    """One server with `policy`: reply times idle, then beside `loops` busy processes."""
+def measure(
+    policy: str, model: str, max_tokens: int, loops: int, root: Path, threads: int | None = None
+) -> dict[str, Any]:
+    """One server with `policy` (and `threads`): reply times idle, then beside `loops` busy
+    processes."""
     with tempfile.TemporaryDirectory(dir=root) as folder:
         data = embedded_data_dir(Path(folder))
-        settings = Settings(data_dir=data, embedded_model=model, embedded_wait_policy=policy)
+        settings = Settings(
+            data_dir=data,
+            embedded_model=model,
+            embedded_wait_policy=policy,
+            embedded_threads=threads,
+        )
         server = embedded.start(settings)
         try:
             assert server.process is not None
@@ -88,26 +98,43 @@ def measure(policy: str, model: str, max_tokens: int, loops: int, root: Path) ->
                 loaded = replies(server, max_tokens)
         finally:
             server.stop()
-    return {"policy": policy, "server_env": running, "idle_s": idle, "busy_s": loaded}
+    return {
+        "policy": policy,
+        "threads": threads,
+        "server_env": running,
+        "idle_s": idle,
+        "busy_s": loaded,
+    }
 
 
 def main() -> None:
     parser = standalone_parser(__doc__, repeats=1, embedded=64)
     parser.add_argument("--busy", type=int, default=1, help="busy processes (default 1)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        nargs="+",
+        default=[None],
+        help="the server's threads, each a server of its own (default: every core)",
+    )
+    parser.add_argument(
+        "--policies", nargs="+", default=["passive", "active"], choices=["passive", "active"]
+    )
     args = parser.parse_args()
     root = Path(__file__).resolve().parent / ".tmp"
     root.mkdir(exist_ok=True)
     results = []
     for repeat in range(args.repeats):
-        order = ["passive", "active"] if repeat % 2 == 0 else ["active", "passive"]
-        for policy in order:
-            results.append(measure(policy, args.model, args.max_tokens, args.busy, root))
+        sides = [(policy, threads) for policy in args.policies for threads in args.threads]
+        for policy, threads in sides if repeat % 2 == 0 else reversed(sides):
+            results.append(measure(policy, args.model, args.max_tokens, args.busy, root, threads))
     if args.json:
         print(json.dumps(results, indent=1))
         return
     for r in results:
         print(
-            f"{r['policy']:8} {r['server_env']}: idle median {median(r['idle_s']):.2f} s "
+            f"{r['policy']:8} threads {r['threads'] or 'all'} {r['server_env']}: "
+            f"idle median {median(r['idle_s']):.2f} s "
             f"{[round(t, 2) for t in r['idle_s']]}, beside {args.busy} busy median "
             f"{median(r['busy_s']):.2f} s {[round(t, 2) for t in r['busy_s']]}"
         )
