@@ -175,10 +175,12 @@ async def test_streamed_run_gets_usage_from_the_stream(
                 "orchestrator",
                 input={"input": "Plan a small garden."},
                 stream_mode=["values", "messages-tuple"],
+                stream_subgraphs=True,  # the workers' tool loops are subgraphs
             )
         ]
 
-    kinds = {part.event for part in events}
+    # With subgraphs, a subgraph's events are named "mode|namespace".
+    kinds = {part.event.split("|")[0] for part in events}
     assert "error" not in kinds, [p.data for p in events if p.event == "error"]
     assert "messages" in kinds, kinds
     values = next(part.data for part in reversed(events) if part.event == "values")
@@ -189,7 +191,7 @@ async def test_streamed_run_gets_usage_from_the_stream(
     assert_usage_matches(values, bodies)
     # Studio and langgraph-sdk clients see who writes: every model call's chunks name its
     # agent, say whether it is JSON for a schema, and the answer comes a piece at a time.
-    written = [part.data for part in events if part.event == "messages"]
+    written = [part.data for part in events if part.event.split("|")[0] == "messages"]
     by_agent: dict[str, list[dict]] = {}
     structured: dict[str, set[bool]] = {}
     for message, metadata in written:
@@ -198,7 +200,7 @@ async def test_streamed_run_gets_usage_from_the_stream(
             structured.setdefault(metadata["quorum_agent"], set()).add(
                 metadata["quorum_structured"]
             )
-    assert {"planner", "synthesizer"} <= by_agent.keys()
+    assert {"planner", "researcher", "analyst", "writer", "synthesizer"} <= by_agent.keys()
     assert True in structured["planner"] and structured["synthesizer"] == {False}
     answer = [m["content"] for m in by_agent["synthesizer"] if m["type"] == "AIMessageChunk"]
     assert len(answer) > 1 and "".join(answer).strip() == values["output"].strip()
