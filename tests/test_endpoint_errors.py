@@ -8,7 +8,10 @@ import time
 import pytest
 from typer.testing import CliRunner
 
+import quorum
 from quorum.cli import app
+from quorum.context import QuorumContext
+from quorum.errors import UsageError
 from quorum.testing.stub import STUB_MODEL, OpenAIStub
 
 runner = CliRunner()
@@ -100,3 +103,18 @@ def test_embedded_port_already_taken(monkeypatch: pytest.MonkeyPatch) -> None:
     )
     assert seconds < 5
     assert_nothing_saved()
+
+
+async def test_the_endpoint_lists_its_models_once_for_all_runs_of_a_loop(
+    stub: OpenAIStub,
+) -> None:
+    """An application's runs (one event loop) ask the endpoint for its models once, and a
+    model it does not serve is still refused, from that list."""
+    for n in range(3):
+        await quorum.run("react", "What is 6 times 7?", thread_id=f"t{n}")
+    with pytest.raises(UsageError, match="has no model 'gpt-9'"):
+        await quorum.run("react", "Hi", context=QuorumContext(model="gpt-9"), thread_id="t9")
+
+    listed = [r for r in stub.requests if r.method == "GET" and r.path.endswith("/models")]
+    assert len(listed) == 1
+    assert len(stub.chat_requests()) == 3 * 2  # two calls a run, none for the refused one

@@ -201,11 +201,21 @@ def _for_sample(model: Any, sample: int | None) -> Any:
     return model.bind(seed=sample_seed(seed, sample))
 
 
+_SERVED: WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, str], frozenset[str]]] = (
+    WeakKeyDictionary()
+)
+"""The models each endpoint listed, by event loop, endpoint URL and a digest of the key. An
+endpoint is asked once by a command, or once by a server or an application over all the runs
+of its loop, not on every run (a round trip of 100 ms and more to a remote API); a run's
+first call reports an endpoint that went away since. By loop, as the clients are."""
+
+
 async def preflight(context: QuorumContext) -> None:
     """Fail within seconds, naming the setting to change, if the endpoint cannot serve a run.
 
     Checks that the endpoint answers, accepts the key and knows every model the run's
-    context names. The embedded model is started here when it is the endpoint.
+    context names; an endpoint's list of models is asked for once (see `_SERVED`). The embedded
+    model is started here when it is the endpoint.
     """
     settings = get_settings()
     if endpoint(settings).embedded:
@@ -217,29 +227,18 @@ async def preflight(context: QuorumContext) -> None:
     clients = {m.root_async_client for m in models.values() if _is_chat_openai(m)}
     if not clients:
         return  # not an OpenAI-compatible client (a test double, or a custom seam)
-    import openai  # loaded with the clients
-
     where = settings.base_url or (
         "the embedded model server" if endpoint(settings).embedded else "the OpenAI API"
     )
-    client = next(iter(clients)).with_options(timeout=5.0, max_retries=0)
-    try:
-        served = {model.id async for model in client.models.list()}
-    except openai.AuthenticationError as error:
-        raise ModelError(
-            f"the model endpoint {where} refused the API key", hint="check QUORUM_API_KEY"
-        ) from error
-    except openai.APITimeoutError:
-        # Connected but slow: a busy server (a single-slot llama.cpp still finishing a dead
-        # run's request) is not an unreachable one. The run's calls wait and retry.
-        return
-    except openai.APIConnectionError as error:
-        raise ConfigError(
-            f"cannot reach the model endpoint {where}",
-            hint="check QUORUM_BASE_URL and that the server is running",
-        ) from error
-    except openai.APIStatusError:
-        return  # some servers do not list models; the first call will tell
+    client = next(iter(clients))
+    known = _SERVED.setdefault(asyncio.get_running_loop(), {})
+    asked = (str(client.base_url), hashlib.sha256(client.api_key.encode()).hexdigest())
+    if asked not in known:
+        served = await _served_models(client, where)
+        if served is None:
+            return  # busy, or no list of models: the run's first call will tell
+        known[asked] = served
+    served = known[asked]
     for agent, model in models.items():
         name = getattr(model, "model_name", "")
         if served and name not in served:
@@ -250,3 +249,27 @@ async def preflight(context: QuorumContext) -> None:
                 f"it serves: {', '.join(sorted(served)[:10])}",
                 hint="check QUORUM_MODEL or the context's 'model' and 'models'",
             )
+
+
+async def _served_models(client: Any, where: str) -> frozenset[str] | None:
+    """The models the endpoint lists; None when it is busy or lists none."""
+    import openai  # loaded with the clients
+
+    try:
+        listed = client.with_options(timeout=5.0, max_retries=0).models.list()
+        return frozenset([model.id async for model in listed])
+    except openai.AuthenticationError as error:
+        raise ModelError(
+            f"the model endpoint {where} refused the API key", hint="check QUORUM_API_KEY"
+        ) from error
+    except openai.APITimeoutError:
+        # Connected but slow: a busy server (a single-slot llama.cpp still finishing a dead
+        # run's request) is not an unreachable one. The run's calls wait and retry.
+        return None
+    except openai.APIConnectionError as error:
+        raise ConfigError(
+            f"cannot reach the model endpoint {where}",
+            hint="check QUORUM_BASE_URL and that the server is running",
+        ) from error
+    except openai.APIStatusError:
+        return None  # some servers do not list models
