@@ -84,8 +84,10 @@ PATTERN_INPUTS = {
 }
 DELAY = 0.06
 """Seconds the stub takes per reply: long enough that many kills land mid-request."""
-GRACE = 0.05
-"""A reply written less than this before the kill may not have been journaled yet."""
+GRACE = 0.25
+"""A reply written less than this before the kill may not have been journaled yet: from the
+stub's last byte to the journal's commit a loaded 2-core machine has taken over 70 ms (a
+ci-local run on 2026-12-06, the embedded model busy beside it; 0.05 s was too tight)."""
 SLACK = 0.01
 """The stub stamps a reply as written once its thread gets the GIL back after the write: a
 reply stamped up to this long after the kill may still have reached the client."""
