@@ -142,14 +142,15 @@ async def _relay(
     """Run the graph to its end or first stop, telling `on_event` what its agents do."""
     modes: list[StreamMode] = ["tasks", "messages"] if streams else ["tasks"]
     labels: dict[str, str] = {}
-    # durability="sync": a step's checkpoint is on disk before the next starts. With
-    # subgraphs: a worker's tool loop is a graph of its own, and its replies stream too; its
-    # steps are not the run's (the worker is one agent, started and finished).
-    async for namespace, mode, event in graph.astream(
-        payload, config, context=context, stream_mode=modes, durability="sync", subgraphs=True
+    # durability="sync": a step's checkpoint is on disk before the next starts. Streamed,
+    # with subgraphs: a worker's tool loop is a graph of its own, and its replies stream too;
+    # its steps are not the run's (the worker is one agent, started and finished).
+    async for part in graph.astream(
+        payload, config, context=context, stream_mode=modes, durability="sync", subgraphs=streams
     ):
         if on_event is None:
             continue
+        namespace, mode, event = part if streams else ((), *part)
         if mode == "tasks":
             if not namespace:
                 on_event(_run_event(cast(dict[str, Any], event), labels))
