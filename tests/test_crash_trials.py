@@ -59,7 +59,8 @@ def test_killed_run_resumes_as_if_never_killed(campaign: Campaign, index: int) -
 
 
 PG_PER_PATTERN = 2
-PG_PLANS = plan_trials(PATTERN_INPUTS, PG_PER_PATTERN, seed=SEED + 1)
+PG_ANCHORED = [Plan(p, f"{p}-pg-at-call-2", (), at_call=2) for p in PATTERN_INPUTS]
+PG_PLANS = plan_trials(PATTERN_INPUTS, PG_PER_PATTERN, seed=SEED + 1) + PG_ANCHORED
 
 
 @pytest.fixture(scope="module")
@@ -95,9 +96,13 @@ def test_killed_run_resumes_as_if_never_killed_on_postgres(
 def test_postgres_trials_kill_real_runs(pg_campaign: Campaign) -> None:
     killed = [v for v in pg_campaign.verdicts if v.trial.kills]
 
-    assert len(pg_campaign.verdicts) == len(PATTERN_INPUTS) * PG_PER_PATTERN
+    assert len(pg_campaign.verdicts) == len(PATTERN_INPUTS) * (PG_PER_PATTERN + 1)
     assert len(killed) >= len(PATTERN_INPUTS) * 2
-    assert any(v.completed_at_kill for v in killed)
+    # The anchored kills come after a journaled reply and cut one off, on any load.
+    anchored = pg_campaign.verdicts[-len(PG_ANCHORED) :]
+    assert all(v.trial.kills and v.completed_at_kill and v.cut_off for v in anchored), [
+        describe(v) for v in anchored
+    ]
     assert sum(len(v.rerequested_completed) for v in pg_campaign.verdicts) == 0
 
 
