@@ -2,7 +2,8 @@
 
 A ReAct thread of `rounds` tool rounds, each turn carrying 1,000 characters of reasoning, runs
 durable on Quorum's saver; every `aput` is timed. Write time at step `rounds` is compared with
-step 10; the bytes in the checkpoint tables with LangGraph's stock saver running the same graph.
+step 10; the bytes in the checkpoint tables with LangGraph's stock saver running the same graph;
+the metadata each checkpoint carries with raw LangGraph's for the same work (`raw_react`).
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from langgraph.store.memory import InMemoryStore
 
 from bench.harness import Row, Target, median
-from bench.runs import Databases, config
-from bench.shapes import INPUTS, context_for, react_script
+from bench.runs import Databases, config, run_raw
+from bench.shapes import INPUTS, context_for, raw_react, react_script
 from quorum.checkpoints import open_persistence
 from quorum.graphs import PATTERNS
 from quorum.testing import scripted
@@ -39,6 +40,13 @@ def _timing(saver: Any) -> list[tuple[int, float]]:
 
     saver.aput = aput
     return writes
+
+
+def metadata_bytes(path: str) -> float:
+    """Mean bytes of metadata per checkpoint in a SQLite file (each here holds one thread)."""
+    with sqlite3.connect(path) as conn:
+        [(mean,)] = conn.execute("SELECT AVG(LENGTH(metadata)) FROM checkpoints").fetchall()
+    return float(mean)
 
 
 def stored_bytes(path: str, thread_id: str) -> int:
@@ -75,6 +83,11 @@ async def growth(rounds: int, databases: Databases) -> list[Row]:
             await graph.ainvoke(
                 {"input": INPUTS["react"]}, stock_cfg, context=ctx, durability="sync"
             )
+        raw = databases.new("sqlite")  # the same work as plain LangGraph, on its own saver
+        async with aiosqlite.connect(raw) as conn:
+            saver = AsyncSqliteSaver(conn)
+            await saver.setup()
+            await run_raw(raw_react(script).builder.compile(checkpointer=saver), "react", rounds)
     early = [s for step, s in writes if 5 <= step <= 15]
     late_step = max(step for step, _ in writes)
     late = [s for step, s in writes if step >= late_step - 10]
@@ -99,5 +112,15 @@ async def growth(rounds: int, databases: Databases) -> list[Row]:
             "stock saver",
             database="sqlite",
             note=f"{PAD:,}-char turns; checkpoints, metadata and writes",
+        ),
+        Row(
+            "checkpoint metadata per checkpoint (react)",
+            metadata_bytes(ours),
+            metadata_bytes(raw),
+            "B",
+            Target("<=", 2.0),
+            "raw LangGraph",
+            database="sqlite",
+            note="the run's settings stored once per run; per checkpoint its id and pattern",
         ),
     ]

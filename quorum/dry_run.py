@@ -327,7 +327,8 @@ async def preview(
         found, snapshot, steps, notes = await _pending_steps(
             kept, graph, info, checkpoint_id, records
         )
-        context = threads.stored_context(dict(found.metadata or {}), settings)
+        metadata = dict(found.metadata or {})
+        context = await threads.stored_context(kept, thread_id, settings, metadata)
         changing = sorted(set(settings or {}) - SAFE_SETTINGS)
         if changing and any(s.served_calls for s in steps):
             notes.append(

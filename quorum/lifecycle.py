@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import json
 import sqlite3
 import uuid
 from collections.abc import Callable
@@ -107,7 +106,7 @@ async def drive(
     """
     run_id = str(uuid.uuid4())
     callbacks = telemetry.langsmith_callbacks()
-    config = _run_config(name, thread_id, context, holder, run_id, callbacks, start, metadata)
+    config = _run_config(name, thread_id, holder, run_id, callbacks, start, metadata)
     try:
         resumed = not isinstance(payload, dict)  # a new run's payload is its input
         with telemetry.run_span(name, thread_id, run_id, resumed=resumed) as span:
@@ -161,7 +160,6 @@ async def _relay(
 def _run_config(
     name: str,
     thread_id: str,
-    context: QuorumContext,
     holder: str,
     run_id: str,
     callbacks: list[Any],
@@ -177,11 +175,10 @@ def _run_config(
         "configurable": {**base.get("configurable", {}), journal.FENCE: holder},
         "run_name": f"quorum.{name}",
         "tags": ["quorum", *name.split(".")],
-        # Metadata is stored with every checkpoint; LangGraph keeps only scalar values.
-        # (The tracer keeps the context out of LangSmith, which would get it on every step.)
+        # Metadata is stored with every checkpoint; LangGraph keeps only scalar values. (The
+        # run settings are stored once per run, by the graph: quorum/run_settings.py.)
         "metadata": {
             **(metadata if metadata is not None else {"quorum_pattern": name}),
-            "quorum_context": json.dumps(context.to_dict()),
             # Budgets are metered per run: a new id starts a meter seeded from the journal.
             "run_id": run_id,
         },

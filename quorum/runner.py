@@ -50,7 +50,6 @@ from quorum.threads import (
     ThreadInfo,
     compile_pattern,
     find_checkpoint,
-    metadata_of,
     stored_context,
     thread_info,
 )
@@ -150,7 +149,7 @@ async def resume(
         answers = _answers(info, resolution, approve)
         if info.waiting and not answers:
             return info  # still waiting for a person: nothing can run yet
-        context = stored_context(await metadata_of(kept, thread_id), settings)
+        context = await stored_context(kept, thread_id, settings)
         graph = compile_pattern(kept, info.pattern)
         if info.status == "step_limit" and not await _more_steps(graph, info, context):
             return info  # no more steps given: it stays where it stopped
@@ -217,7 +216,7 @@ async def _fork(
             f"{thread_id!r} ended: nothing runs from it",
             hint=f"fork from an earlier one; `quorum show {thread_id} --history` lists them",
         )
-    context = stored_context(found.metadata or {}, settings)
+    context = await stored_context(kept, thread_id, settings, dict(found.metadata or {}))
     await models.preflight(context)
     start = found.config
     await drive(

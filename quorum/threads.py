@@ -8,7 +8,6 @@ helpers at the end (the thread's latest metadata, its pattern's graph, a checkpo
 
 from __future__ import annotations
 
-import json
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -17,7 +16,7 @@ from typing import Any
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph.state import CompiledStateGraph
 
-from quorum import effects, metering
+from quorum import effects, metering, run_settings
 from quorum.checkpoints import Persistence, list_thread_ids, shared_persistence
 from quorum.checkpoints.lease import Lease
 from quorum.context import QuorumContext
@@ -80,12 +79,22 @@ async def run_context(
 ) -> QuorumContext:
     """The run settings a resume of the thread runs with: its own, changed by `settings`."""
     async with shared_persistence(database, read_only=True, thread_id=thread_id) as kept:
-        return stored_context(await metadata_of(kept, thread_id), settings)
+        return await stored_context(kept, thread_id, settings)
 
 
-def stored_context(metadata: dict[str, Any], settings: dict[str, Any] | None) -> QuorumContext:
-    """The run settings kept in a checkpoint's `metadata`, changed by `settings`."""
-    stored = json.loads(metadata.get("quorum_context", "{}"))
+async def stored_context(
+    kept: Persistence,
+    thread_id: str,
+    settings: dict[str, Any] | None,
+    metadata: dict[str, Any] | None = None,
+) -> QuorumContext:
+    """The settings of the run that wrote a checkpoint, changed by `settings`.
+
+    The checkpoint is the one with `metadata`, or else the thread's latest.
+    """
+    if metadata is None:
+        metadata = await metadata_of(kept, thread_id)
+    stored = await run_settings.settings_of(kept.store, thread_id, metadata)
     return QuorumContext.from_dict({**stored, **(settings or {})})
 
 

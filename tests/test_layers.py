@@ -16,7 +16,7 @@ LAYERS: list[set[str]] = [
     {"state", "answers"},
     {"telemetry"},
     {"embedded", "llama_server", "model_files"},
-    {"journal", "metering", "effects", "outcome", "models", "tools"},
+    {"journal", "metering", "effects", "outcome", "models", "tools", "run_settings"},
     {"nodes"},
     {"graphs"},
     {"checkpoints", "testing", "lifecycle", "threads", "runner", "report", "dry_run"},

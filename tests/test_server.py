@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -297,9 +298,17 @@ async def test_a_run_without_context_completes_with_the_defaults(
         thread = await client.threads.create()
         values = await client.runs.wait(thread["thread_id"], "react", input={"input": "6*7?"})
         state = await client.threads.get_state(thread["thread_id"])
+    # The settings are stored once for the run, in the store the server and CLI share.
+    with sqlite3.connect(served.database) as conn:
+        records = conn.execute(
+            "SELECT key, value FROM store WHERE prefix = ?", (f"quorum_runs.{thread['thread_id']}",)
+        ).fetchall()
 
     assert values["status"] == "answered" and "42" in values["output"], values
-    assert state["metadata"]["quorum_context"] == json.dumps(QuorumContext().to_dict())
+    assert "quorum_context" not in state["metadata"]
+    assert [(key, json.loads(value)["context"]) for key, value in records] == [
+        (state["metadata"]["run_id"], QuorumContext().to_dict())
+    ]
 
 
 async def test_studio_threads_show_up_in_the_command_line(

@@ -23,7 +23,7 @@ import aiosqlite
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.store.base import BaseStore
 
-from quorum import effects, journal
+from quorum import effects, journal, run_settings
 from quorum.checkpoints.lease import Leases
 from quorum.checkpoints.postgres import open_postgres, open_postgres_store
 from quorum.checkpoints.sqlite import open_sqlite, open_sqlite_store
@@ -75,7 +75,7 @@ class Persistence:
         """
         await self.saver.adelete_thread(thread_id)
         records = 0
-        for kind in (journal.NAMESPACE, effects.NAMESPACE):
+        for kind in (journal.NAMESPACE, effects.NAMESPACE, run_settings.NAMESPACE):
             records += await journal.delete_thread(self.store, kind, thread_id)
         await self.leases.delete(thread_id)
         return records

@@ -35,7 +35,7 @@ from langgraph.graph import StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from pydantic import BaseModel, TypeAdapter, ValidationError, create_model
 
-from quorum import journal, metering, telemetry
+from quorum import journal, metering, run_settings, telemetry
 from quorum.context import QuorumContext
 from quorum.errors import UsageError, problems
 from quorum.framework import become
@@ -93,7 +93,7 @@ class Pattern(AgentGraph):
         given: RunnableConfig = config or {}
         metadata = {
             "quorum_pattern": self.name,
-            "quorum_context": json.dumps(settings.to_dict()),
+            run_settings.METADATA_KEY: json.dumps(settings.to_dict()),
             **(given.get("metadata") or {}),
         }
         return input, {**given, "metadata": metadata}, settings
@@ -144,6 +144,8 @@ class PatternGraph(CompiledStateGraph[Any, QuorumContext, Any, Any]):
         input, config, checked = self.builder.admit(input, config, context)
         configurable = config.get("configurable") or {}
         top = not configurable.get("checkpoint_ns")  # a pattern run as a subgraph is not a run
+        if top:
+            config = await run_settings.keep_once(self.store, config)
         # A run of the LangGraph server (Studio, langgraph-sdk) gets the span a run of the CLI
         # or Python gets from Quorum's run lifecycle, which fences its runs' writes.
         served = top and journal.FENCE not in configurable
@@ -175,8 +177,10 @@ class PatternGraph(CompiledStateGraph[Any, QuorumContext, Any, Any]):
         if not isinstance(self.checkpointer, BaseCheckpointSaver) or not config:
             return None
         saved = await self.checkpointer.aget_tuple(config)
-        stored = (saved.metadata or {}).get("quorum_context") if saved else None
-        return json.loads(stored) if isinstance(stored, str) else None
+        if saved is None:
+            return None
+        thread_id = str(saved.config["configurable"]["thread_id"])
+        return await run_settings.settings_of(self.store, thread_id, saved.metadata or {})
 
     def config_schema(self, *, include: Sequence[str] | None = None) -> type[BaseModel]:
         """No `configurable` copy of the run settings: they are the context schema."""
