@@ -35,7 +35,7 @@ from quorum.testing.crash import (
 from tests.test_postgres import server_url  # noqa: F401  (fixture)
 
 SEED = 20240611
-PER_PATTERN = 6  # bench/bench_crash.py runs them by the hundred
+PER_PATTERN = 4  # bench/bench_crash.py runs them by the hundred
 # Plus one kill per pattern while its second call waits, once the first is written: a kill
 # after completed calls that cuts one off, on any machine load (time-drawn kills land there
 # only most of the time: CI once drew none after a completed react call).
