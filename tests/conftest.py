@@ -1,9 +1,11 @@
 from __future__ import annotations
 
 import subprocess
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 
 # The harnesses shared with bench/ (crash trials, the OpenAI stub, langgraph dev) live in
@@ -14,6 +16,7 @@ from quorum.settings import get_settings  # noqa: E402
 from quorum.testing import Script, scripted  # noqa: E402
 from quorum.testing.langgraph_dev import REPO  # noqa: E402
 from tests import processes  # noqa: E402
+from tests.processes import postgres_env  # noqa: E402
 
 # Time for what the last tests stopped to finish ending (a server shutting down gracefully).
 LEFTOVER_GRACE = 20.0
@@ -25,7 +28,7 @@ LEFTOVER_GRACE = 20.0
 INFERENCE = (
     "tests/test_default_model.py",
     "tests/test_e2e_embedded.py",
-    "tests/test_eval.py::test_a_short_eval_on_the_embedded_model",
+    "tests/evals/test_eval.py::test_a_short_eval_on_the_embedded_model",
 )
 
 
@@ -118,3 +121,37 @@ def script() -> Iterator[Script]:
 @pytest.fixture
 def db(tmp_path: Path) -> str:
     return str(tmp_path / "data" / "quorum.db")
+
+
+# --- databases: PostgreSQL started by `.ci/postgres` on loopback, or a SQLite file ------------
+
+
+@pytest.fixture(scope="module")
+def server_url() -> str:
+    """The URL of the PostgreSQL server on loopback (started once; a test that asks for it is
+    marked `postgres`, and left out of the fast lane)."""
+    started = subprocess.run(
+        ["bash", str(REPO / ".ci" / "postgres")],
+        env=postgres_env(), capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert started.returncode == 0, started.stderr
+    return started.stdout.strip()
+
+
+@pytest.fixture
+def database(server_url: str) -> Iterator[str]:
+    """A fresh database for one test, dropped afterwards."""
+    name = f"quorum_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    yield server_url.rsplit("/", 1)[0] + f"/{name}"
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def target(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The checkpoint database: a SQLite file, or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return str(tmp_path / "data" / "quorum.db")
+    return request.getfixturevalue("database")

@@ -68,8 +68,6 @@ from quorum.testing.crash import (
 )
 from quorum.threads import ThreadInfo
 from tests.test_approvals import KILLED_AS_THE_FILE_LANDS, Disk, saving, tool_results
-from tests.test_concurrency import target  # noqa: F401  (fixture)
-from tests.test_postgres import database, server_url  # noqa: F401  (fixtures)
 
 pytestmark = [pytest.mark.crash, pytest.mark.slow]
 

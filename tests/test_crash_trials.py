@@ -32,7 +32,6 @@ from quorum.testing.crash import (
     plan_trials,
     run_campaign,
 )
-from tests.test_postgres import server_url  # noqa: F401  (fixture)
 
 SEED = 20240611
 PER_PATTERN = 4  # bench/bench_crash.py runs them by the hundred

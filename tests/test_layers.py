@@ -196,3 +196,16 @@ def test_bench_and_tests_never_import_each_other() -> None:
         if module == other or module.startswith(other + ".")
     ]
     assert not crossing, crossing
+
+
+def test_tests_mirror_the_package() -> None:
+    """A package's tests are in the folder of its name (tests/models for quorum/models), never
+    loose at the top as tests/test_models.py; a folder of tests names a package."""
+    tests = PACKAGE.parent / "tests"
+    packages = {p.parent.name for p in PACKAGE.glob("*/__init__.py")}
+    folders = {p.parent.name for p in tests.rglob("test_*.py") if p.parent != tests}
+    loose = {p.stem.removeprefix("test_") for p in tests.glob("test_*.py")}
+
+    assert folders <= packages, folders - packages
+    assert not loose & packages, sorted(loose & packages)
+    assert all((tests / folder / "__init__.py").exists() for folder in folders)

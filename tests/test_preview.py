@@ -45,7 +45,6 @@ from quorum.settings import get_settings
 from quorum.testing import DEFAULT_RESPONDERS, Script, stating
 from quorum.testing.crash import PATTERN_INPUTS, Baseline, Harness, Plan, plan_trials
 from quorum.tools import files
-from tests.test_postgres import server_url  # noqa: F401  (fixture)
 
 # --- the verdicts, on scripted runs -----------------------------------------------------------
 

@@ -14,7 +14,7 @@ for it in a real run (the planner's `Plan`, a debater's `Claim` and `Revision`, 
 - `right` (`NumberAnswer` only): the number taken out of a worked solution is the one it
   states. This is the extraction the eval relies on; its target is at least 99%.
 
-`tests/test_conformance.py` runs the same cases on SmolLM2 with a small `n`.
+`tests/test_e2e_embedded.py` runs the same cases on SmolLM2 with a small `n`.
 """
 
 from __future__ import annotations

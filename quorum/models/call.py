@@ -264,7 +264,7 @@ def _warn_once(what: str) -> None:
 
 EMPTY_STREAM = "No generations found in stream."
 """What langchain-core raises when a streamed reply held no chunk (its message is the only
-sign: a plain ValueError); tests/test_faults.py sends such a reply."""
+sign: a plain ValueError); tests/models/test_faults.py sends such a reply."""
 
 
 def _classify(

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import uuid
-from collections.abc import Iterator
 
 import psycopg
 import pytest
@@ -16,29 +13,6 @@ from quorum.errors import ConfigError, RunFailed
 from quorum.settings import get_settings
 from quorum.state import Verdict
 from quorum.testing import Script, stating
-from quorum.testing.langgraph_dev import REPO
-from tests.processes import postgres_env
-
-
-@pytest.fixture(scope="module")
-def server_url() -> str:
-    started = subprocess.run(
-        ["bash", str(REPO / ".ci" / "postgres")],
-        env=postgres_env(), capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert started.returncode == 0, started.stderr
-    return started.stdout.strip()
-
-
-@pytest.fixture
-def database(server_url: str) -> Iterator[str]:
-    """A fresh database for one test, dropped afterwards."""
-    name = f"quorum_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(server_url, autocommit=True) as admin:
-        admin.execute(f"CREATE DATABASE {name}")
-    yield server_url.rsplit("/", 1)[0] + f"/{name}"
-    with psycopg.connect(server_url, autocommit=True) as admin:
-        admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
 
 
 async def test_runs_persist_and_list_in_postgres(script: Script, database: str) -> None:

@@ -24,7 +24,6 @@ import pytest
 
 from quorum.testing.stub import OpenAIStub, quorum_env
 from tests.test_crash import quorum as quorum_process
-from tests.test_postgres import database, server_url  # noqa: F401  (fixtures)
 
 
 def after_tool(body: dict) -> bool:
@@ -36,14 +35,6 @@ def after_tool(body: dict) -> bool:
 def stub() -> Iterator[OpenAIStub]:
     with OpenAIStub() as running:
         yield running
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def target(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """The checkpoint database: a SQLite file, or a fresh PostgreSQL database."""
-    if request.param == "sqlite":
-        return str(tmp_path / "data" / "quorum.db")
-    return request.getfixturevalue("database")
 
 
 def checkpoint_parents(target: str, thread: str) -> list[tuple[str, str | None]]:
