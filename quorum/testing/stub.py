@@ -619,9 +619,20 @@ class _Handler(BaseHTTPRequestHandler):
             recorded.status, recorded.over_limit = 429, True
             self._send_error(Reply(status=429, error="too many concurrent requests"))
             return
+        self._admitted = True
         try:
             self._reply(body, recorded)
         finally:
+            self._answered()
+
+    def _answered(self) -> None:
+        """Count this request out of `max_concurrent`, once, before its reply's last bytes go.
+
+        After them the client may send its next request at once, before this thread runs on:
+        counted out only then, a client that keeps to the limit would still be refused.
+        """
+        if getattr(self, "_admitted", False):
+            self._admitted = False
             self.stub._leave()
 
     def _reply(self, body: Json, recorded: Recorded) -> None:
@@ -661,6 +672,7 @@ class _Handler(BaseHTTPRequestHandler):
             if self.stub.chunk_delay:
                 self.wfile.flush()
                 time.sleep(self.stub.chunk_delay)
+        self._answered()
         self.wfile.write(b"data: [DONE]\n\n")
 
     def _recorded(self, body: Json | None) -> Recorded:
@@ -677,6 +689,7 @@ class _Handler(BaseHTTPRequestHandler):
         for name, value in (headers or {}).items():
             self.send_header(name, value)
         self.end_headers()
+        self._answered()
         self.wfile.write(data)
 
     def _send_error(self, reply: Reply) -> None:

@@ -8,9 +8,11 @@ does; the server counts what it refused. With QUORUM_MAX_CONCURRENT_REQUESTS at 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 
 import quorum
@@ -85,3 +87,27 @@ async def test_without_the_limit_the_same_plan_trips_the_servers_429s(
         await run_wide_plan(db)
 
     assert stub.rejected(), "16 workers at once should exceed the server's limit"
+
+
+def test_a_client_that_keeps_to_the_limit_is_never_refused() -> None:
+    """The stub counts a request out before its reply's last bytes, not after.
+
+    Counting out after them let a client that sends its next request the moment a reply
+    arrives get a 429 it did not earn (a CI failure of the test above). Counting out is
+    made slow here, so that race would refuse every second request.
+    """
+    with OpenAIStub() as stub:
+        stub.max_concurrent = 1
+        leave = stub._leave
+
+        def slow_leave() -> None:
+            time.sleep(0.05)
+            leave()
+
+        stub._leave = slow_leave  # type: ignore[method-assign]
+        body = {"model": STUB_MODEL, "messages": [{"role": "user", "content": "hi"}]}
+        with httpx.Client(base_url=stub.base_url) as client:
+            statuses = [client.post("/chat/completions", json=body).status_code for _ in range(6)]
+
+    assert statuses == [200] * 6
+    assert stub.rejected() == []
