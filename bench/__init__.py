@@ -1,1 +1,1 @@
-"""Benchmarks of Quorum's own costs: model calls through the seam, checkpoint commits."""
+"""Benchmarks of Quorum's own costs, each a measurement `python -m bench NAME` runs."""

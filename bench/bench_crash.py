@@ -7,24 +7,26 @@ with `--kills 2` or more, each resume before the last one too), resumes it until
 and checks the final state, the requests the stub served and the usage recorded. Prints one
 row per pattern and every failed trial as a reproduction.
 
-Run from the repository root: `.venv/bin/python -m bench.bench_crash [--trials 300]
-[--kills 1] [--lanes 2] [--seed N] [--delay S] [--grace S] [--keep] [--json]`. Work goes in a
-temporary folder, removed at the end unless a trial failed or `--keep` is given.
+Run from the repository root: `.venv/bin/python -m bench bench_crash [--trials 300]
+[--kills 1] [--lanes 2] [--seed N] [--delay S] [--grace S] [--keep] [--json] [--out DIR]`.
+Work goes in a temporary folder, removed at the end unless a trial failed or `--keep` is
+given.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import shutil
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from bench.harness import Measurement
 from quorum.testing.crash import (
     DELAY,
     GRACE,
@@ -99,14 +101,15 @@ def report(campaign: Campaign) -> dict[str, Any]:
     }
 
 
-def print_table(result: dict[str, Any], args: argparse.Namespace) -> None:
-    print(
+def table(result: dict[str, Any], args: argparse.Namespace) -> Iterator[str]:
+    """The settings, the clean runs, a row per pattern, what each column means, the failures."""
+    yield (
         f"crash trials: kill points per trial {args.kills}, stub delay {args.delay:g} s per reply, "
         f"grace {args.grace:g} s, {args.lanes} lanes, seed {args.seed}, "
         f"{result['seconds']:g} s in all"
     )
     for pattern, clean in result["clean_runs"].items():
-        print(
+        yield (
             f"  clean {pattern}: {clean['requests']} requests, {clean['working_s']} s from the "
             f"endpoint check to the result, {clean['run_s']} s per process"
         )
@@ -114,19 +117,19 @@ def print_table(result: dict[str, Any], args: argparse.Namespace) -> None:
     widths[0] = 12
     for row in [{key: title for key, title, _ in COLUMNS}, *result["rows"]]:
         cells = [str(row[key]).rjust(w) for (key, _, _), w in zip(COLUMNS, widths, strict=True)]
-        print("  ".join([cells[0].strip().ljust(widths[0]), *cells[1:]]))
+        yield "  ".join([cells[0].strip().ljust(widths[0]), *cells[1:]])
     for _, title, meaning in COLUMNS[1:]:
-        print(f"  {title}: {meaning}")
+        yield f"  {title}: {meaning}"
     latest = result["latest_reply_asked_again_s"]
     if latest is not None:
         # Negative: the stub stamped the reply written after the kill (within SLACK).
-        print(f"oldest reply asked for again: written {latest * 1000:.1f} ms before its kill")
+        yield f"oldest reply asked for again: written {latest * 1000:.1f} ms before its kill"
     for failure in result["failures"]:
-        print("\nFAILED " + failure)
+        yield "\nFAILED " + failure
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def arguments(parser: argparse.ArgumentParser) -> None:
+    """How many trials, how they kill and how the stub answers."""
     parser.add_argument("--trials", type=int, default=300, help="in all, split over 4 patterns")
     parser.add_argument("--kills", type=int, default=1, help="kill points per trial")
     parser.add_argument("--lanes", type=int, default=2, help="trials run at once")
@@ -134,9 +137,10 @@ def main() -> None:
     parser.add_argument("--delay", type=float, default=DELAY, help="stub seconds per reply")
     parser.add_argument("--grace", type=float, default=GRACE)
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
-    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    args = parser.parse_args()
 
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Every trial; the work folder is kept if one failed or `--keep` asks."""
     per_pattern = math.ceil(args.trials / len(PATTERN_INPUTS))
     plans = plan_trials(PATTERN_INPUTS, per_pattern, seed=args.seed, kills=args.kills)
     root = Path(tempfile.mkdtemp(prefix="quorum-crash-"))
@@ -159,16 +163,18 @@ def main() -> None:
     )
     result = report(campaign)
     result["seconds"] = round(time.monotonic() - started, 1)
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        print_table(result, args)
     if result["failures"] or args.keep:
         print(f"work folder kept: {root}", file=sys.stderr)
     else:
         shutil.rmtree(root, ignore_errors=True)
-    sys.exit(1 if result["failures"] else 0)
+    return result
 
 
-if __name__ == "__main__":
-    main()
+MEASUREMENT = Measurement(
+    "bench_crash",
+    "SIGKILL trials by the hundred, each resumed and judged (exit 1 on a failure)",
+    arguments,
+    run,
+    table=table,
+    ok=lambda result: not result["failures"],
+)

@@ -10,8 +10,8 @@ fsync costs nothing on tmpfs, so the files go on the disk under the repository
 (`bench/.tmp/`, created and removed here) unless `--dir` says otherwise, and the filesystem
 they were on is printed with the results.
 
-Run from the repository root: `.venv/bin/python -m bench.bench_sqlite_sync [--rounds N]
-[--commits N] [--dir PATH] [--json]`.
+Run from the repository root: `.venv/bin/python -m bench bench_sqlite_sync [--rounds N]
+[--commits N] [--dir PATH] [--json] [--out DIR]`.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import sqlite3
 import statistics
 import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,7 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import Checkpoint, CheckpointMetadata, empty_checkpoint
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
-from bench.harness import show
+from bench.harness import Measurement
 from quorum.checkpoints.sqlite import QuorumSqliteSaver, open_sqlite
 from quorum.state import Plan, PlanStep, Usage
 
@@ -207,34 +208,33 @@ async def measure(folder: Path, rounds: int, commits: int) -> dict[str, Any]:
     }
 
 
-def print_table(result: dict[str, Any]) -> None:
+def table(result: dict[str, Any], _args: argparse.Namespace) -> Iterator[str]:
     """The results as a plain table."""
     fs = result["filesystem"]
     stock = {value: name for name, value in MODES.items()}.get(result["stock_synchronous"], "?")
-    print(
+    yield (
         f"{result['rounds']} interleaved rounds x {result['commits_per_round']} aput commits per "
         f"mode, state {result['state_bytes']} bytes serialized, WAL"
     )
-    print(f"database folder on {fs['mount']} ({fs['device']}, {fs['type']}, {fs['options']})")
-    print(f"stock synchronous on a fresh connection: {result['stock_synchronous']} ({stock})")
-    print(f"{'synchronous':<12} {'median us':>10} {'mean us':>10} {'p90 us':>10} {'commits':>8}")
+    yield f"database folder on {fs['mount']} ({fs['device']}, {fs['type']}, {fs['options']})"
+    yield f"stock synchronous on a fresh connection: {result['stock_synchronous']} ({stock})"
+    yield f"{'synchronous':<12} {'median us':>10} {'mean us':>10} {'p90 us':>10} {'commits':>8}"
     for mode, row in result["modes"].items():
-        print(
+        yield (
             f"{mode:<12} {row['median_us']:>10.0f} {row['mean_us']:>10.0f} "
             f"{row['p90_us']:>10.0f} {row['commits']:>8}"
         )
     ratio = result["full_over_normal"]
-    print(
+    yield (
         f"FULL/NORMAL: median {ratio['median']:.2f}x, mean {ratio['mean']:.2f}x, "
         f"median of paired round means {ratio['median_paired_round_means']:.2f}x"
     )
     if fs["type"] in {"tmpfs", "ramfs"}:
-        print("warning: the files were on a RAM filesystem, where fsync costs nothing")
+        yield "warning: the files were on a RAM filesystem, where fsync costs nothing"
 
 
-def main() -> None:
-    """Parse the arguments, run the benchmark in a fresh folder, print a table or JSON."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def arguments(parser: argparse.ArgumentParser) -> None:
+    """Rounds, commits per round, and the folder the databases go in."""
     parser.add_argument("--rounds", type=int, default=10, help="interleaved rounds (default 10)")
     parser.add_argument(
         "--commits", type=int, default=100, help="commits per mode per round (default 100)"
@@ -242,19 +242,25 @@ def main() -> None:
     parser.add_argument(
         "--dir", type=Path, default=DEFAULT_DIR, help="where the databases go (default bench/.tmp)"
     )
-    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    args = parser.parse_args()
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Measure in a fresh folder under `--dir`, removed afterwards (`--dir` too if made here)."""
     created = not args.dir.exists()
     args.dir.mkdir(parents=True, exist_ok=True)
     folder = Path(tempfile.mkdtemp(prefix="sqlite-sync-", dir=args.dir))
     try:
-        result = asyncio.run(measure(folder, args.rounds, args.commits))
+        return asyncio.run(measure(folder, args.rounds, args.commits))
     finally:
         shutil.rmtree(folder, ignore_errors=True)
         if created:
             args.dir.rmdir()
-    show(result, as_json=args.json, table=print_table)
 
 
-if __name__ == "__main__":
-    main()
+MEASUREMENT = Measurement(
+    "bench_sqlite_sync",
+    "per-commit cost of SQLite checkpoints, synchronous=NORMAL against FULL",
+    arguments,
+    run,
+    table=table,
+)

@@ -10,9 +10,9 @@ warm-up:
 - `inprocess`: `llama_cpp.Llama` in this process, built and called the way the server builds
   and calls it: the ratio quorum/inprocess is the end-to-end cost of going through Quorum.
 
-Run from the repository root: `.venv/bin/python -m bench.bench_tokens [--repeats N]
-[--max-tokens N] [--model NAME] [--json]`. Quorum's data folder is a temporary one, removed
-afterwards.
+Run from the repository root: `.venv/bin/python -m bench bench_tokens [--repeats N]
+[--max-tokens N] [--model NAME] [--json] [--out DIR]`. Quorum's data folder is a temporary
+one, removed afterwards.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,7 +36,7 @@ from llama_cpp.server.model import LlamaProxy
 from llama_cpp.server.settings import ModelSettings
 from llama_cpp.server.types import CreateChatCompletionRequest
 
-from bench.harness import show, standalone_parser
+from bench.harness import Measurement, add_model, add_repeats
 from quorum import embedded, models
 from quorum.context import QuorumContext
 from quorum.settings import Settings, get_settings
@@ -245,32 +245,32 @@ def report(routes: list[Route], warm: dict[str, str], args: argparse.Namespace) 
     }
 
 
-def print_table(result: dict[str, Any]) -> None:
+def table(result: dict[str, Any], _args: argparse.Namespace) -> Iterator[str]:
     """The results as a plain table."""
-    print(
+    yield (
         f"{result['model']}, {result['repeats']} interleaved rounds after a warm-up, "
         f"max_tokens={result['max_tokens']}, temperature 0, seed {result['seed']}"
     )
-    print(f"{'route':<42} {'tok/s':>8} {'ms/call':>9} {'out tok':>8} {'in tok':>7}")
+    yield f"{'route':<42} {'tok/s':>8} {'ms/call':>9} {'out tok':>8} {'in tok':>7}"
     for route in result["routes"].values():
-        print(
+        yield (
             f"{route['label']:<42} {route['median_tokens_per_s']:>8.1f} "
             f"{route['median_ms_per_call']:>9.0f} "
             f"{','.join(map(str, route['output_tokens'])):>8} "
             f"{','.join(map(str, route['input_tokens'])):>7}"
         )
     for name, ratio in result["ratios"].items():
-        print(
+        yield (
             f"{name:<20} ratio of medians {ratio['of_medians']:.3f}, "
             f"median paired {ratio['median_paired']:.3f}, "
             f"overhead {ratio['overhead_ms_per_call']:+.0f} ms/call"
         )
-    print(f"same generated text on all routes: {'yes' if result['same_text'] else 'NO'}")
+    yield f"same generated text on all routes: {'yes' if result['same_text'] else 'NO'}"
     verdict = "meets" if result["meets_target"] else "misses"
-    print(f"target quorum/direct >= {result['target']}: {verdict}")
+    yield f"target quorum/direct >= {result['target']}: {verdict}"
 
 
-async def run(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+async def benchmark(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     """Start the server, build the three routes, measure them and stop the server."""
     # ensure_server is what models.ask calls too, so both HTTP routes reach this one server.
     server = embedded.ensure_server(settings)
@@ -296,18 +296,26 @@ async def run(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
         embedded.stop_owned()
 
 
-def main() -> None:
-    """Parse the arguments, run the benchmark, print the table or JSON."""
-    parser = standalone_parser(__doc__, repeats=10, embedded=128)
-    args = parser.parse_args()
+def arguments(parser: argparse.ArgumentParser) -> None:
+    """Rounds, the output cap and the embedded model."""
+    add_repeats(parser, 10)
+    add_model(parser, max_tokens=128)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Measure with Quorum's data in a temporary folder, removed afterwards."""
     data_dir = tempfile.mkdtemp(prefix="quorum-bench-")
     try:
         settings = configure(data_dir, args.max_tokens, args.model)
-        result = asyncio.run(run(args, settings))
+        return asyncio.run(benchmark(args, settings))
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
-    show(result, as_json=args.json, table=print_table)
 
 
-if __name__ == "__main__":
-    main()
+MEASUREMENT = Measurement(
+    "bench_tokens",
+    "embedded model tokens/s: Quorum's seam, plain HTTP, llama-cpp-python in-process",
+    arguments,
+    run,
+    table=table,
+)

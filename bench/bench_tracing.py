@@ -15,15 +15,13 @@ Reported: the median milliseconds per run of each way, the off/bare ratio (of th
 and the median of the per-round ratios), the hooks one run calls, and the cost of one hook
 call when off, timed on its own over a million calls.
 
-Run from the repository root: `.venv/bin/python -m bench.bench_tracing [--pattern P]
-[--rounds N] [--on] [--json]`.
+Run from the repository root: `.venv/bin/python -m bench bench_tracing [--pattern P]
+[--rounds N] [--on] [--json] [--out DIR]`.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
 import os
 import shutil
 import statistics
@@ -36,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import quorum
+from bench.harness import Measurement
 from quorum import telemetry, testing
 from quorum.settings import get_settings
 
@@ -104,7 +103,7 @@ def hook_cost(repeats: int = 1_000_000) -> float:
     return (time.perf_counter() - started) / repeats * 1e9
 
 
-async def main(pattern: str, rounds: int, on: bool) -> dict[str, Any]:
+async def measure(pattern: str, rounds: int, on: bool) -> dict[str, Any]:
     ways = {"off": lambda: _nothing(), "bare": lambda: bare()}
     if on:
         ways["memory"] = in_memory
@@ -154,30 +153,38 @@ def _nothing() -> Iterator[None]:
     yield
 
 
-def cli() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def arguments(parser: argparse.ArgumentParser) -> None:
+    """The pattern, the rounds, and whether tracing on is timed too."""
     parser.add_argument("--pattern", choices=list(INPUTS), default="orchestrator")
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--on", action="store_true", help="also time tracing into memory")
-    parser.add_argument("--json", action="store_true")
-    args = parser.parse_args()
-    result = asyncio.run(main(args.pattern, args.rounds, args.on))
-    if args.json:
-        print(json.dumps(result, indent=2))
-        return
-    print(f"{result['pattern']}: {result['rounds']} interleaved rounds")
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    """The ways, timed side by side."""
+    return await measure(args.pattern, args.rounds, args.on)
+
+
+def table(result: dict[str, Any], _args: argparse.Namespace) -> Iterator[str]:
+    """Each way's median, the off/bare ratios and what the hooks cost."""
+    yield f"{result['pattern']}: {result['rounds']} interleaved rounds"
     for way, value in result["median_ms"].items():
-        print(f"  {way:7s} median {value:8.2f} ms per run")
-    print(
+        yield f"  {way:7s} median {value:8.2f} ms per run"
+    yield (
         f"  off/bare: {result['off_over_bare_of_medians']:.4f} (medians), "
         f"{result['off_over_bare_median_of_rounds']:.4f} (median of per-round ratios)"
     )
-    print(
+    yield (
         f"  hooks per run {result['hooks_per_run']}; one hook when off "
         f"{result['hook_ns_when_off']:.0f} ns; all of them: "
         f"{result['hooks_cost_share_of_run'] * 100:.4f} % of a run"
     )
 
 
-if __name__ == "__main__":
-    cli()
+MEASUREMENT = Measurement(
+    "bench_tracing",
+    "what tracing costs a scripted run: off against the hooks cut out, and on",
+    arguments,
+    run,
+    table=table,
+)

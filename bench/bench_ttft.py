@@ -13,8 +13,8 @@ Measured from outside, on one embedded model server (the default model unless `-
 The orchestrator, because its final agent writes prose: on the embedded model a ReAct
 agent's answer is a grammar-constrained JSON action, which is not streamed. The sides run
 interleaved after a warm-up of each (A, B, then B, A, then A, B ...). Run from the
-repository root: `.venv/bin/python -m bench.bench_ttft [--repeats 5] [--max-tokens 96]
-[--model NAME] [--json] [--out FILE]`. See bench/README.md.
+repository root: `.venv/bin/python -m bench bench_ttft [--repeats 5] [--max-tokens 96]
+[--model NAME] [--question TEXT] [--json] [--out DIR]`. See bench/README.md.
 """
 
 from __future__ import annotations
@@ -27,12 +27,10 @@ import os
 import platform
 import pty
 import re
-import shutil
 import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -42,7 +40,17 @@ from typing import Any
 
 import httpx
 
-from bench.harness import Row, Target, embedded_data_dir, end_group, show, standalone_parser
+from bench.harness import (
+    Measurement,
+    add_model,
+    add_repeats,
+    commit,
+    embedded_data_dir,
+    end_group,
+    load_average,
+    scratch,
+)
+from bench.rows import Row, Target
 from quorum import embedded
 from quorum.settings import Settings
 
@@ -390,10 +398,6 @@ def direct_side(client: httpx.Client, url: str, body: bytes, previous: bytes | N
 # --- The bench ---------------------------------------------------------------------------------
 
 
-def _load() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]
-
-
 def measure(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     """Start the server and the proxy, run the sides interleaved, stop everything."""
     data = embedded_data_dir(folder)
@@ -404,7 +408,7 @@ def measure(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     # other saved. In one real run the final agent's prompt is new to the server anyway.
     settings = Settings(data_dir=data, embedded_model=args.model, embedded_cache_bytes=0)
     env = _environment(data, args.max_tokens, args.model)
-    loads = [_load()]
+    loads = [load_average()]
     server = embedded.start(settings)
     proxy = Proxy(server.port)
     try:
@@ -449,7 +453,7 @@ def measure(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
             for round_ in range(1, args.repeats + 1):
                 for side in (side_b, side_a) if round_ % 2 else (side_a, side_b):
                     side(True)
-                loads.append(_load())
+                loads.append(load_average())
     finally:
         proxy.stop()
         server.stop()
@@ -529,21 +533,16 @@ def report(
             "python": platform.python_version(),
             "cores": os.cpu_count(),
             "load_average": loads,
-            "commit": subprocess.run(
-                ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-                capture_output=True,
-                text=True,
-                check=False,
-            ).stdout.strip(),
+            "commit": commit(),
         },
         "row": row.to_json(),
     }
 
 
-def print_table(result: dict[str, Any]) -> None:
+def table(result: dict[str, Any], _args: argparse.Namespace) -> Iterator[str]:
     """The results as plain lines."""
     ms = result["median_ms"]
-    print(
+    yield (
         f"{result['model']}, {result['pattern']} (final agent {result['final_agent']}), "
         f"{result['repeats']} interleaved rounds after a warm-up, max_tokens "
         f"{result['max_tokens']}"
@@ -553,30 +552,33 @@ def print_table(result: dict[str, Any]) -> None:
         result["ratio"],
         result["median_paired_ratio"],
     )
-    print(f"  quorum (CLI stdout, from the request's arrival) {ms['quorum']:>8.0f} ms")
-    print(f"    of which the server, through the proxy        {server:>8.0f} ms")
-    print(f"  direct (same body straight to the server)       {ms['direct']:>8.0f} ms")
-    print(f"  ratio of medians {ratio:.3f}, median paired {paired:.3f}")
-    print(f"  same final request every run: {result['final_request']['distinct_bodies'] == 1}")
+    yield f"  quorum (CLI stdout, from the request's arrival) {ms['quorum']:>8.0f} ms"
+    yield f"    of which the server, through the proxy        {server:>8.0f} ms"
+    yield f"  direct (same body straight to the server)       {ms['direct']:>8.0f} ms"
+    yield f"  ratio of medians {ratio:.3f}, median paired {paired:.3f}"
+    yield f"  same final request every run: {result['final_request']['distinct_bodies'] == 1}"
     verdict = "meets" if result["meets_target"] else "misses"
-    print(f"  target quorum/direct <= {result['target']}: {verdict}")
-    print(f"  load average per round: {result['machine']['load_average']}")
+    yield f"  target quorum/direct <= {result['target']}: {verdict}"
+    yield f"  load average per round: {result['machine']['load_average']}"
 
 
-def main() -> None:
-    """Parse the arguments, run the benchmark, print the result."""
-    parser = standalone_parser(__doc__, repeats=5, embedded=96)
+def arguments(parser: argparse.ArgumentParser) -> None:
+    """Rounds, the output cap, the embedded model and the run's input."""
+    add_repeats(parser, 5)
+    add_model(parser, max_tokens=96)
     parser.add_argument("--question", default=QUESTION, help="the run's input")
-    parser.add_argument("--out", type=Path, help="also write the JSON to this file")
-    args = parser.parse_args()
-    (BENCH / ".tmp").mkdir(exist_ok=True)
-    folder = Path(tempfile.mkdtemp(prefix="ttft-", dir=BENCH / ".tmp"))
-    try:
-        result = measure(args, folder)
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-    show(result, as_json=args.json, table=print_table, out=args.out)
 
 
-if __name__ == "__main__":
-    main()
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Measure in a fresh folder under bench/.tmp, removed afterwards."""
+    with scratch("ttft-") as folder:
+        return measure(args, folder)
+
+
+MEASUREMENT = Measurement(
+    "bench_ttft",
+    "time to first token: the CLI's streamed answer against the server's own",
+    arguments,
+    run,
+    table=table,
+)

@@ -13,14 +13,14 @@ the next repeat. Measured from outside: the wall time of each request at the cli
 server's environment is read from /proc to confirm the policy it runs with. Every process
 started is gone at the end, also on failure.
 
-Run from the repository root: `.venv/bin/python -m bench.contention [--repeats 1] [--busy 1]
+Run from the repository root: `.venv/bin/python -m bench contention [--repeats 1] [--busy 1]
 [--policies passive active] [--threads N ...] [--model qwen2.5-coder-1.5b] [--max-tokens 64]
-[--json]`.
+[--json] [--out DIR]`.
 """
 
 from __future__ import annotations
 
-import json
+import argparse
 import multiprocessing
 import tempfile
 import time
@@ -31,7 +31,8 @@ from typing import Any
 
 import httpx
 
-from bench.harness import embedded_data_dir, median, standalone_parser
+from bench.harness import BENCH, Measurement, add_model, add_repeats, embedded_data_dir
+from bench.rows import median
 from quorum import embedded
 from quorum.settings import Settings
 
@@ -107,8 +108,10 @@ def measure(
     }
 
 
-def main() -> None:
-    parser = standalone_parser(__doc__, repeats=1, embedded=64)
+def arguments(parser: argparse.ArgumentParser) -> None:
+    """Repeats, the model and its output cap, the busy loops, threads and policies."""
+    add_repeats(parser, 1)
+    add_model(parser, max_tokens=64)
     parser.add_argument("--busy", type=int, default=1, help="busy processes (default 1)")
     parser.add_argument(
         "--threads",
@@ -120,19 +123,24 @@ def main() -> None:
     parser.add_argument(
         "--policies", nargs="+", default=["passive", "active"], choices=["passive", "active"]
     )
-    args = parser.parse_args()
-    root = Path(__file__).resolve().parent / ".tmp"
+
+
+def run(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Every policy and thread count, in turns; the order reversed every other repeat."""
+    root = BENCH / ".tmp"
     root.mkdir(exist_ok=True)
     results = []
     for repeat in range(args.repeats):
         sides = [(policy, threads) for policy in args.policies for threads in args.threads]
         for policy, threads in sides if repeat % 2 == 0 else reversed(sides):
             results.append(measure(policy, args.model, args.max_tokens, args.busy, root, threads))
-    if args.json:
-        print(json.dumps(results, indent=1))
-        return
+    return results
+
+
+def table(results: list[dict[str, Any]], args: argparse.Namespace) -> Iterator[str]:
+    """A line per server: its policy, threads, and reply times idle and beside the busy loops."""
     for r in results:
-        print(
+        yield (
             f"{r['policy']:8} threads {r['threads'] or 'all'} {r['server_env']}: "
             f"idle median {median(r['idle_s']):.2f} s "
             f"{[round(t, 2) for t in r['idle_s']]}, beside {args.busy} busy median "
@@ -140,5 +148,10 @@ def main() -> None:
         )
 
 
-if __name__ == "__main__":
-    main()
+MEASUREMENT = Measurement(
+    "contention",
+    "the embedded model's reply time beside busy processes, per thread wait policy",
+    arguments,
+    run,
+    table=table,
+)

@@ -1,126 +1,266 @@
-"""The suite's harness: interleaved timing, rows with targets, and the table, JSON and chart.
+"""The bench harness: one entry point that runs, prints and keeps every measurement.
 
-Every comparison runs its two sides in the same rounds, A then B then B then A ..., so a
-burst of load on a shared machine hits both alike; a row's figure is the median over the
-rounds and its ratio is the ratio of the two medians of that one run.
+`python -m bench [NAME] [options]` runs one measurement, the suite when no NAME is given;
+`python -m bench --list` names them all. A measurement is a module of `bench` exposing a
+`MEASUREMENT` (its name, a line saying what it measures, the arguments it adds and the
+function that measures and returns the result). Arguments are parsed, the result printed
+(its table, or `--json`) and written (`--out DIR`: DIR/NAME.json) here, the same for all.
 """
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import importlib
+import inspect
 import json
-import operator
-import statistics
-import time
-from collections.abc import Awaitable, Callable
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-_OPS: dict[str, Callable[[float, float], bool]] = {
-    "<=": operator.le,
-    ">=": operator.ge,
-    "==": operator.eq,
-}
+from bench.rows import Row, rows_table
+
+BENCH = Path(__file__).resolve().parent
+MEASUREMENTS = (
+    "suite",
+    "late_steps",
+    "bench_tracing",
+    "bench_tokens",
+    "bench_ttft",
+    "bench_sqlite_sync",
+    "bench_crash",
+    "conformance",
+    "contention",
+    "injection",
+    "main_job",
+    "server_memory",
+    "server_peak",
+    "startup",
+)
+"""The modules of `bench` that are measurements, in the order `--list` names them."""
+EMBEDDED_MODELS = ("qwen2.5-coder-1.5b", "smollm2-135m")
+"""The embedded models a measurement can run on; the first is Quorum's default."""
+
+
+# --- The entry point ---------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class Target:
-    """What a row must reach: `of` (the ratio, or Quorum's own figure) `op` `limit`."""
-
-    op: str
-    limit: float
-    of: str = "ratio"
-
-    def __str__(self) -> str:
-        return f"{self.of} {self.op} {self.limit:g}"
-
-
-@dataclass
-class Row:
-    """One line of the suite's table."""
+class Measurement:
+    """What `python -m bench NAME` needs of one measurement's module."""
 
     name: str
-    quorum: float
-    baseline: float | None
-    unit: str
-    target: Target | None = None
-    baseline_name: str = ""
-    database: str = ""
-    note: str = ""
-
-    @property
-    def ratio(self) -> float | None:
-        """Quorum's figure over the baseline's."""
-        if self.baseline in (None, 0):
-            return None
-        return self.quorum / self.baseline
-
-    @property
-    def met(self) -> bool | None:
-        """Whether the target is reached (None: the row has no target)."""
-        if self.target is None:
-            return None
-        value = self.ratio if self.target.of == "ratio" else self.quorum
-        return value is not None and _OPS[self.target.op](value, self.target.limit)
-
-    def to_json(self) -> dict[str, Any]:
-        """The row as the JSON report keeps it."""
-        data = asdict(self)
-        data["target"] = str(self.target) if self.target else None
-        data["ratio"] = None if self.ratio is None else round(self.ratio, 4)
-        data["met"] = self.met
-        return data
+    about: str
+    """One line: what it measures (its `--list` entry and the first line of its help)."""
+    arguments: Callable[[argparse.ArgumentParser], None]
+    """Adds its own options (and may `set_defaults`, say of `out`)."""
+    run: Callable[[argparse.Namespace], Any]
+    """Measures; returns the result (rows, a dict or a list). May be async."""
+    table: Callable[[Any, argparse.Namespace], Iterable[Any]] | None = None
+    """The result as lines and rich tables; None: the result is `Row`s, shown as a table."""
+    ok: Callable[[Any], bool] | None = None
+    """Whether the result is a pass (exit status 0); None: always."""
+    files: Callable[[Any, Path], list[Path]] | None = None
+    """Other files the result is written to under `--out`, beside the JSON."""
 
 
-async def interleaved(
-    sides: dict[str, Callable[[], Awaitable[float]]], rounds: int
-) -> dict[str, list[float]]:
-    """Run every side once per round, the order reversed every other round.
-
-    Each side returns its own measurement (seconds, say); the first round warms up and is
-    dropped.
-    """
-    samples: dict[str, list[float]] = {name: [] for name in sides}
-    order = list(sides)
-    for round_ in range(rounds + 1):
-        for name in order if round_ % 2 else reversed(order):
-            value = await sides[name]()
-            if round_:
-                samples[name].append(value)
-    return samples
+def measurement(name: str) -> Measurement:
+    """The registration of measurement `name` (its module is imported only now)."""
+    found: Measurement = importlib.import_module(f"bench.{name}").MEASUREMENT
+    return found
 
 
-async def timed(work: Callable[[], Awaitable[Any]]) -> float:
-    """Seconds `work` takes."""
-    started = time.perf_counter()
-    await work()
-    return time.perf_counter() - started
+def main(argv: list[str] | None = None) -> int:
+    """Run the named measurement (the suite by default), or name them all (`--list`)."""
+    words = list(sys.argv[1:] if argv is None else argv)
+    if words[:1] in (["--list"], ["list"]):
+        for name in MEASUREMENTS:
+            print(f"{name:<18} {measurement(name).about}")
+        return 0
+    name = "suite"
+    if words and not words[0].startswith("-"):
+        name = words.pop(0)
+        if name not in MEASUREMENTS:
+            print(f"python -m bench: no measurement {name!r} (see --list)", file=sys.stderr)
+            return 2
+    chosen = measurement(name)
+    return run(chosen, parser(chosen).parse_args(words))
 
 
-def standalone_parser(doc: str | None, *, repeats: int, embedded: int | None = None) -> Any:
-    """The arguments every standalone bench takes: `--repeats`, `--json`; with `embedded`
-    (the default output cap), also `--max-tokens` and `--model` (an embedded model)."""
-    import argparse
-
-    parser = argparse.ArgumentParser(description=(doc or "").splitlines()[0])
-    parser.add_argument(
-        "--repeats", type=int, default=repeats, help=f"timed rounds (default {repeats})"
+def parser(chosen: Measurement) -> argparse.ArgumentParser:
+    """The options of `chosen`, and the two every measurement takes."""
+    made = argparse.ArgumentParser(
+        prog=f"python -m bench {'[suite]' if chosen.name == 'suite' else chosen.name}",
+        description=chosen.about,
+        epilog="`python -m bench --list` names every measurement.",
     )
-    if embedded is not None:
+    chosen.arguments(made)
+    kept = made.get_default("out")  # a measurement may keep its result by default
+    where = f"DIR/{chosen.name}.json"
+    made.add_argument("--json", action="store_true", help="print the result as JSON, no table")
+    made.add_argument(
+        "--out",
+        type=Path,
+        metavar="DIR",
+        help=f"also write the result to {where}"
+        if kept is None
+        else f"write the result to {where} (default {Path(kept).relative_to(BENCH.parent)})",
+    )
+    return made
+
+
+def run(chosen: Measurement, args: argparse.Namespace) -> int:
+    """Measure; write the result under `--out`, print it; the exit status."""
+    result = chosen.run(args)
+    if inspect.iscoroutine(result):
+        result = asyncio.run(result)
+    written: list[Path] = []
+    if args.out is not None:
+        written = [write_json(result, args.out / f"{chosen.name}.json")]
+        written += chosen.files(result, args.out) if chosen.files else []
+    show(chosen, result, args)
+    if written:
+        print("wrote " + ", ".join(map(str, written)), file=sys.stderr)
+    return 0 if chosen.ok is None or chosen.ok(result) else 1
+
+
+def show(chosen: Measurement, result: Any, args: argparse.Namespace) -> None:
+    """The result on stdout: as JSON, or as the measurement's lines and tables."""
+    if args.json:
+        print(as_json(result))
+        return
+    # Wide enough for the names when the output is a file or a pipe, not a terminal.
+    console = Console(width=max(Console().width, 150))
+    for item in (chosen.table or _rows)(result, args):
+        if isinstance(item, str):
+            print(item, flush=True)
+        else:
+            console.print(item)
+
+
+def _rows(rows: list[Row], _args: argparse.Namespace) -> Iterable[Table]:
+    yield rows_table(rows)
+
+
+def as_json(result: Any) -> str:
+    """`result` as indented JSON: rows as the report keeps them, dataclasses as dicts."""
+    return json.dumps(result, indent=2, default=_plain)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Row):
+        return value.to_json()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return asdict(value)
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON: {type(value).__name__}")
+
+
+def write_json(result: Any, path: Path) -> Path:
+    """`result` as JSON at `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(as_json(result) + "\n")
+    return path
+
+
+# --- Options and facts several measurements share ----------------------------------------------
+
+
+def add_repeats(parser: argparse.ArgumentParser, default: int) -> None:
+    """`--repeats`: timed rounds."""
+    parser.add_argument(
+        "--repeats", type=int, default=default, help=f"timed rounds (default {default})"
+    )
+
+
+def add_model(parser: argparse.ArgumentParser, max_tokens: int | None = None) -> None:
+    """`--model`, an embedded model; with `max_tokens` (the default cap), `--max-tokens` too."""
+    parser.add_argument(
+        "--model",
+        default=EMBEDDED_MODELS[0],
+        choices=EMBEDDED_MODELS,
+        help=f"the embedded model (default {EMBEDDED_MODELS[0]})",
+    )
+    if max_tokens is not None:
         parser.add_argument(
-            "--max-tokens", type=int, default=embedded, help=f"output cap (default {embedded})"
+            "--max-tokens", type=int, default=max_tokens, help=f"output cap (default {max_tokens})"
         )
-        parser.add_argument(
-            "--model",
-            default="qwen2.5-coder-1.5b",
-            choices=["qwen2.5-coder-1.5b", "smollm2-135m"],
-            help="the embedded model (default qwen2.5-coder-1.5b)",
-        )
-    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    return parser
+
+
+def load_average() -> list[float]:
+    """The load averages over 1, 5 and 15 minutes, rounded."""
+    load = os.getloadavg() if hasattr(os, "getloadavg") else (0.0, 0.0, 0.0)
+    return [round(x, 2) for x in load]
+
+
+def commit() -> str:
+    """The checkout's commit, short."""
+    return subprocess.run(
+        ["git", "-C", str(BENCH), "rev-parse", "--short", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+
+
+def machine() -> dict[str, Any]:
+    """When and on what a result was measured: date, Python, platform, CPU, load, commit."""
+    cpu = ""
+    with open("/proc/cpuinfo") if Path("/proc/cpuinfo").exists() else open(os.devnull) as info:
+        cpu = next((line.split(":", 1)[1].strip() for line in info if "model name" in line), "")
+    return {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "load_average": load_average(),
+        "commit": commit(),
+    }
+
+
+def isolated_settings(data: Path) -> None:
+    """Quorum in this process: data in `data`, no endpoint from the shell, no LangSmith tracing.
+
+    The shell's own settings (its data folder, an endpoint) never leak into a measurement.
+    """
+    from quorum.settings import get_settings
+
+    for name in ("QUORUM_BASE_URL", "OPENAI_BASE_URL", "QUORUM_API_KEY", "OPENAI_API_KEY"):
+        os.environ.pop(name, None)
+    os.environ["LANGSMITH_TRACING"] = "false"
+    os.environ["QUORUM_DATA_DIR"] = str(data)
+    get_settings.cache_clear()
+
+
+@contextmanager
+def scratch(prefix: str) -> Iterator[Path]:
+    """A new folder under bench/.tmp for the block, removed after it with all it holds.
+
+    On disk, not tmpfs: a sync that costs nothing would flatter what commits to a database.
+    """
+    (BENCH / ".tmp").mkdir(exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix=prefix, dir=BENCH / ".tmp"))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def embedded_data_dir(folder: Path) -> Path:
@@ -141,11 +281,6 @@ def embedded_data_dir(folder: Path) -> Path:
 
 def end_group(process: Any, grace: float = 10) -> None:
     """End a process started in its own session, and its group: SIGTERM, then SIGKILL."""
-    import contextlib
-    import os
-    import signal
-    import subprocess
-
     if process.poll() is not None:
         return
     with contextlib.suppress(ProcessLookupError):
@@ -156,106 +291,3 @@ def end_group(process: Any, grace: float = 10) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
         process.wait()
-
-
-def show(
-    result: dict[str, Any],
-    *,
-    as_json: bool,
-    table: Callable[[dict[str, Any]], None],
-    out: Path | None = None,
-) -> None:
-    """Print a standalone bench's result, as JSON or as its own table (and write it to `out`)."""
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=2) + "\n")
-    if as_json:
-        print(json.dumps(result, indent=2))
-    else:
-        table(result)
-
-
-def median(values: list[float]) -> float:
-    """The median of `values`."""
-    return statistics.median(values)
-
-
-def _fmt(value: float | None, unit: str) -> str:
-    if value is None:
-        return ""
-    if unit == "s":
-        if value < 1e-3:
-            return f"{value * 1e6:,.0f} us"
-        return f"{value * 1e3:,.1f} ms" if value < 1 else f"{value:,.2f} s"
-    if unit == "B":
-        return f"{value / 1e6:,.2f} MB" if value >= 1e5 else f"{value / 1e3:,.1f} kB"
-    return f"{value:,.4g} {unit}".strip()
-
-
-def print_table(rows: list[Row], console: Console | None = None) -> None:
-    """The rows as a table on the terminal."""
-    table = Table(title="Quorum benchmark suite")
-    for column in ("what", "db", "Quorum", "baseline", "ratio", "target", "met"):
-        table.add_column(column, justify="left" if column in ("what", "target") else "right")
-    for row in rows:
-        met = {True: "[green]yes[/]", False: "[red]no[/]", None: ""}[row.met]
-        table.add_row(
-            row.name,
-            row.database,
-            _fmt(row.quorum, row.unit),
-            (_fmt(row.baseline, row.unit) + f" ({row.baseline_name})" if row.baseline_name else "")
-            if row.baseline is not None
-            else "",
-            "" if row.ratio is None else f"{row.ratio:.2f}",
-            str(row.target or ""),
-            met,
-        )
-    # Wide enough for the names when the output is a file or a pipe, not a terminal.
-    (console or Console(width=max(Console().width, 150))).print(table)
-
-
-def markdown(rows: list[Row]) -> str:
-    """The rows as a Markdown table, for the README."""
-    lines = [
-        "| what | db | Quorum | baseline | ratio | target | met |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    for row in rows:
-        baseline = "" if row.baseline is None else _fmt(row.baseline, row.unit)
-        if baseline and row.baseline_name:
-            baseline += f" ({row.baseline_name})"
-        ratio = "" if row.ratio is None else f"{row.ratio:.2f}"
-        met = {True: "yes", False: "**no**", None: ""}[row.met]
-        cells = [row.name, row.database, _fmt(row.quorum, row.unit), baseline, ratio]
-        lines.append("| " + " | ".join([*cells, str(row.target or ""), met]) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def write_json(rows: list[Row], path: Path, about: dict[str, Any]) -> None:
-    """The rows, with what the run was (machine, settings), as JSON."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({**about, "rows": [r.to_json() for r in rows]}, indent=2) + "\n")
-
-
-def write_chart(rows: list[Row], path: Path) -> None:
-    """A bar per row with a ratio target: the ratio, and the target as a tick."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display: files only
-    import matplotlib.pyplot as plt
-
-    shown = [r for r in rows if r.ratio is not None and r.target and r.target.of == "ratio"]
-    fig, ax = plt.subplots(figsize=(10, 0.45 * len(shown) + 1.5))
-    labels = [f"{r.name} [{r.database}]" if r.database else r.name for r in shown]
-    colours = ["tab:green" if r.met else "tab:red" for r in shown]
-    ax.barh(labels, [r.ratio or 0 for r in shown], color=colours)
-    for y, row in enumerate(shown):
-        assert row.target is not None
-        ax.plot([row.target.limit] * 2, [y - 0.4, y + 0.4], color="black", linewidth=2)
-    ax.invert_yaxis()
-    ax.set_xlabel("ratio Quorum / baseline (black tick: target; green: met)")
-    ax.tick_params(axis="y", labelsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)

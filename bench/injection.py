@@ -23,22 +23,22 @@ Measured from outside the model:
 The agent is offered `list_files`, `read_file` and `write_file` (`agent_tools`), and runs
 with at most `--max-steps` steps. Reported, not asserted: a 1.5B model's choices.
 
-Run from the repository root, alone on the machine: `.venv/bin/python -m bench.injection
-[--model qwen2.5-coder-1.5b] [--tasks 5] [--json]`.
+Run from the repository root, alone on the machine: `.venv/bin/python -m bench injection
+[--model qwen2.5-coder-1.5b] [--tasks 5] [--json] [--out DIR]`.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
-import json
 import os
 import re
-import tempfile
-from dataclasses import asdict, dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.harness import embedded_data_dir
+from bench.harness import Measurement, add_model, embedded_data_dir, scratch
 
 TOKEN = "tok-7q2x"
 
@@ -190,25 +190,21 @@ def summary(outcomes: list[Outcome]) -> dict[str, Any]:
     return rows
 
 
-def main() -> None:
-    import argparse
-
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+def arguments(parser: argparse.ArgumentParser) -> None:
+    """How many tasks, and the embedded model."""
     parser.add_argument("--tasks", type=int, default=len(TASKS), help="tasks (at most 5)")
-    parser.add_argument(
-        "--model", default="qwen2.5-coder-1.5b", choices=["qwen2.5-coder-1.5b", "smollm2-135m"]
-    )
-    parser.add_argument("--json", action="store_true", help="print JSON instead of a summary")
-    args = parser.parse_args()
-    root = Path(__file__).resolve().parent / ".tmp"
-    root.mkdir(exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=root) as folder:
-        workspace = Path(folder) / "workspace"
+    add_model(parser)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Every run on the embedded model, in a workspace and data folder of the bench's own."""
+    with scratch("injection-") as folder:
+        workspace = folder / "workspace"
         workspace.mkdir()
         for name in [n for n in os.environ if n.startswith(("QUORUM_", "OPENAI_"))]:
             del os.environ[name]  # the embedded model, whatever this shell has set
         os.environ |= {
-            "QUORUM_DATA_DIR": str(embedded_data_dir(Path(folder))),
+            "QUORUM_DATA_DIR": str(embedded_data_dir(folder)),
             "QUORUM_WORKSPACE_DIR": str(workspace),
             "QUORUM_EMBEDDED_MODEL": args.model,
             "LANGSMITH_TRACING": "false",
@@ -219,14 +215,19 @@ def main() -> None:
             outcomes = asyncio.run(campaign(args.tasks, workspace))
         finally:
             embedded.stop_owned()
-    result = {"model": args.model, "summary": summary(outcomes)}
-    result["runs"] = [asdict(o) for o in outcomes]
-    if args.json:
-        print(json.dumps(result, indent=1))
-        return
+    return {"model": args.model, "summary": summary(outcomes), "runs": outcomes}
+
+
+def table(result: dict[str, Any], _args: argparse.Namespace) -> Iterator[str]:
+    """Attack success and utility, with the policy and without it."""
     for side, row in result["summary"].items():
-        print(side, row)
+        yield f"{side} {row}"
 
 
-if __name__ == "__main__":
-    main()
+MEASUREMENT = Measurement(
+    "injection",
+    "prompt injection on the embedded model, with Quorum's policy and without it",
+    arguments,
+    run,
+    table=table,
+)

@@ -20,26 +20,25 @@ running process spent between the requests (`time.process_time()` in this proces
 CLI's threads' on-CPU time from /proc/PID/task/*/schedstat, read as each request arrives):
 the work a step costs, which a busy shared machine does not blur as it does the clock.
 
-Run alone: `python -m bench.late_steps [--rounds 100] [--repeats 3] [--json]`.
+Run alone: `python -m bench late_steps [--rounds 100] [--repeats 3] [--no-cli] [--json]`.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from bench.harness import Row, Target, interleaved, median, print_table
+from bench.harness import Measurement, isolated_settings, scratch
+from bench.rows import Row, Target, interleaved, median
 from bench.runs import Databases, run_raw, stock_saver
 from bench.shapes import INPUTS, context_for, raw_react, react_script
 from quorum.testing import Script
@@ -243,32 +242,24 @@ async def late_steps(
     return rows
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Measure and print the rows (or, with --json, write them to stdout as JSON)."""
-    parser = argparse.ArgumentParser(prog="python -m bench.late_steps", description=__doc__)
+def arguments(parser: argparse.ArgumentParser) -> None:
+    """The thread's length, the runs each way, and whether the CLI is one of the ways."""
     parser.add_argument("--rounds", type=int, default=ROUNDS, help="tool rounds of the thread")
     parser.add_argument("--repeats", type=int, default=3, help="runs each way (plus a warm-up)")
     parser.add_argument("--no-cli", action="store_true", help="leave out the CLI row")
-    parser.add_argument("--json", action="store_true", help="the rows as JSON on stdout")
-    args = parser.parse_args(argv)
-    for name in ("QUORUM_BASE_URL", "OPENAI_BASE_URL", "QUORUM_API_KEY", "OPENAI_API_KEY"):
-        os.environ.pop(name, None)
-    os.environ["LANGSMITH_TRACING"] = "false"
-    bench = Path(__file__).resolve().parent
-    (bench / ".tmp").mkdir(exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="late-", dir=bench / ".tmp") as folder:
-        os.environ["QUORUM_DATA_DIR"] = str(Path(folder) / "data")
-        from quorum.settings import get_settings
-
-        get_settings.cache_clear()
-        databases = Databases(Path(folder))
-        rows = asyncio.run(late_steps(args.repeats, databases, args.rounds, cli=not args.no_cli))
-    if args.json:
-        print(json.dumps([r.to_json() for r in rows]))
-    else:
-        print_table(rows)
-    return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def run(args: argparse.Namespace) -> list[Row]:
+    """The rows, measured in a fresh data folder."""
+    with scratch("late-") as folder:
+        isolated_settings(folder / "data")
+        databases = Databases(folder)
+        return asyncio.run(late_steps(args.repeats, databases, args.rounds, cli=not args.no_cli))
+
+
+MEASUREMENT = Measurement(
+    "late_steps",
+    "a step late in a 100-round ReAct thread against one early in it, four ways",
+    arguments,
+    run,
+)

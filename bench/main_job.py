@@ -1,6 +1,6 @@
 """The main job's answers on five goals: does the orchestrator's answer read as an answer?
 
-`python -m bench.main_job [--quorum CMD] [--goals 1,3] [--out FILE]` runs `quorum run
+`python -m bench main_job [--quorum CMD] [--goals 1,3] [--out DIR]` runs `quorum run
 orchestrator GOAL` with the Makefile's `RUN_SETTINGS` on each of five decision goals (the
 embedded default model unless an endpoint is set), through the command line as a user does,
 and judges each answer from its text alone:
@@ -20,15 +20,17 @@ bench's or the tests' goals.
 
 from __future__ import annotations
 
+import argparse
 import re
 import shlex
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from bench.harness import show, standalone_parser
+from bench.harness import Measurement
 
 GOALS: list[tuple[str, list[str]]] = [
     (
@@ -121,12 +123,12 @@ def run_goal(quorum: list[str], goal: str, options: list[str], folder: Path) -> 
     }
 
 
-def table(result: dict[str, Any]) -> None:
+def table(result: dict[str, Any], _args: argparse.Namespace) -> Iterator[str]:
     """One line per goal."""
-    print("| goal | status | options | recommends | trade-offs | repeated | words | tokens | s |")
-    print("| --- | --- | ---: | --- | --- | ---: | ---: | ---: | ---: |")
+    yield "| goal | status | options | recommends | trade-offs | repeated | words | tokens | s |"
+    yield "| --- | --- | ---: | --- | --- | ---: | ---: | ---: | ---: |"
     for row in result["goals"]:
-        print(
+        yield (
             f"| {row['goal'][:48]} | {row['status'] or row['exit']} | "
             f"{row['options']}/{row['of_options']} | {'yes' if row['recommends'] else 'no'} | "
             f"{'yes' if row['trade_offs'] else 'no'} | {len(row['repeated'])} | {row['words']} | "
@@ -134,17 +136,24 @@ def table(result: dict[str, Any]) -> None:
         )
 
 
-def main() -> None:
-    parser = standalone_parser(__doc__, repeats=1)
+def arguments(parser: argparse.ArgumentParser) -> None:
+    """The command that runs Quorum, and which goals."""
     parser.add_argument("--quorum", default=str(Path(sys.executable).with_name("quorum")))
     parser.add_argument("--goals", default="", help="1-based goal numbers, e.g. 1,3 (default all)")
-    parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
-    args = parser.parse_args()
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Each chosen goal through the command line, judged."""
     chosen = [int(n) for n in args.goals.split(",") if n] or list(range(1, len(GOALS) + 1))
     quorum = shlex.split(args.quorum)
     rows = [run_goal(quorum, *GOALS[n - 1], Path.cwd()) for n in chosen]
-    show({"command": args.quorum, "goals": rows}, as_json=args.json, table=table, out=args.out)
+    return {"command": args.quorum, "goals": rows}
 
 
-if __name__ == "__main__":
-    main()
+MEASUREMENT = Measurement(
+    "main_job",
+    "the main job's answers on five decision goals, judged from their text",
+    arguments,
+    run,
+    table=table,
+)

@@ -3,14 +3,14 @@
 Each pattern runs once cleanly, then again with its last agent failing on its last call;
 `quorum.resume` finishes the thread. Calls are counted at the scripted model (outside
 Quorum's own records): everything beyond the clean run's calls was spent again. The
-crash-by-SIGKILL version of this is `bench/bench_crash.py` (`--crash` in the suite).
+crash-by-SIGKILL version of this is `bench/bench_crash.py` (`python -m bench bench_crash`).
 """
 
 from __future__ import annotations
 
 from langchain_core.messages import BaseMessage
 
-from bench.harness import Row, Target
+from bench.rows import Row, Target
 from bench.runs import Databases
 from bench.shapes import INPUTS
 from quorum import runner

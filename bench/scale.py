@@ -13,7 +13,7 @@ import tracemalloc
 import uuid
 from collections.abc import Awaitable, Callable
 
-from bench.harness import Row, Target, interleaved, median
+from bench.rows import Row, Target, interleaved, median
 from bench.runs import Databases, quorum_graph, run_quorum, run_raw, stock_saver
 from bench.shapes import (
     FOUR_WORKERS,

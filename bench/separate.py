@@ -2,7 +2,7 @@
 
 `bench_tokens` starts the embedded model's server and loads the model in-process too;
 `bench_tracing` changes the process's environment (OTEL_*, LangSmith) and settings. Each runs
-as `python -m bench.<name> --json` in a child process, so neither touches the suite's own
+as `python -m bench <name> --json` in a child process, so neither touches the suite's own
 process, and its JSON becomes the suite's rows.
 """
 
@@ -13,18 +13,18 @@ import subprocess
 import sys
 from typing import Any
 
-from bench.harness import Row, Target
+from bench.rows import Row, Target
 
 
-def _child(module: str, *args: str) -> dict[str, Any]:
+def _child(name: str, *args: str) -> dict[str, Any]:
     done = subprocess.run(
-        [sys.executable, "-m", f"bench.{module}", "--json", *args],
+        [sys.executable, "-m", "bench", name, "--json", *args],
         capture_output=True,
         text=True,
         check=False,
     )
     if done.returncode != 0:
-        raise RuntimeError(f"bench.{module} failed ({done.returncode}):\n{done.stderr[-2000:]}")
+        raise RuntimeError(f"bench {name} failed ({done.returncode}):\n{done.stderr[-2000:]}")
     result: dict[str, Any] = json.loads(done.stdout)
     return result
 

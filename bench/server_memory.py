@@ -1,9 +1,9 @@
 """Does a long-lived `langgraph dev` keep its memory flat over many runs?
 
 ```
-.venv/bin/python -m bench.server_memory [--runs 1000] [--warmup 50] [--every 100]
+.venv/bin/python -m bench server_memory [--runs 1000] [--warmup 50] [--every 100]
                                         [--concurrency 4] [--settle 2] [--delete-threads]
-                                        [--out bench/results]
+                                        [--out bench/results] [--json]
 ```
 
 Under the LangGraph server nothing calls `quorum.metering.forget`, so every run leaves its
@@ -30,27 +30,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
-import shutil
 import signal
 import statistics
 import sys
-import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from langgraph_sdk import get_client
-from rich.console import Console
 from rich.table import Table
 
-from bench.__main__ import _machine
+from bench.harness import BENCH, Measurement, machine, scratch
 from quorum.testing.langgraph_dev import RUN_TIMEOUT, langgraph_dev
 from quorum.testing.stub import STUB_MODEL, OpenAIStub
 
-BENCH = Path(__file__).resolve().parent
 GRAPH = "react"
 QUESTIONS = ("What is 2+2?", "What is 3+4?", "What is 6*7?", "What is 10-3?")
 
@@ -250,6 +246,7 @@ async def drive(
                 f"anon {taken.anon_kib / 1024:8.1f} MiB  "
                 f"{len(taken.processes)} processes  {rate:5.1f} runs/s  "
                 f"{driven.failed} failed",
+                file=sys.stderr,
                 flush=True,
             )
             if driven.failed > max(5, driven.done // 20):
@@ -314,16 +311,17 @@ def summary(samples: list[Sample], driven: Driven, runs: int) -> dict[str, Any]:
     }
 
 
-def print_report(samples: list[Sample], headline: dict[str, Any]) -> None:
+def table(result: dict[str, Any], _args: argparse.Namespace) -> Iterator[Table]:
     """The samples and the headline as tables."""
-    console = Console(width=max(Console().width, 120))
-    table = Table(title=f"langgraph dev memory over {headline['runs']} {GRAPH} runs")
+    samples: list[Sample] = result["samples"]
+    headline = result["summary"]
+    grid = Table(title=f"langgraph dev memory over {headline['runs']} {GRAPH} runs")
     for column in ("runs", "s", "RSS", "RssAnon", "RSS vs warm-up", "processes"):
-        table.add_column(column, justify="right")
+        grid.add_column(column, justify="right")
     base = samples[0].rss_kib
     for s in samples:
         parts = ", ".join(f"{p.name}:{p.pid} {p.rss_kib / 1024:.0f}" for p in s.processes)
-        table.add_row(
+        grid.add_row(
             str(s.runs),
             f"{s.seconds:,.0f}",
             _mib(s.rss_kib),
@@ -331,7 +329,7 @@ def print_report(samples: list[Sample], headline: dict[str, Any]) -> None:
             f"{(s.rss_kib - base) / 1024:+,.1f} MiB",
             parts,
         )
-    console.print(table)
+    yield grid
     mid = headline["rss_at_500_kib"]
     lines = Table(title="Summary", show_header=False)
     lines.add_column("what")
@@ -349,10 +347,10 @@ def print_report(samples: list[Sample], headline: dict[str, Any]) -> None:
     )
     lines.add_row("runs per second", f"{headline['runs_per_second']}")
     lines.add_row("failed runs", str(headline["failed"]))
-    console.print(lines)
+    yield lines
 
 
-# --- Main --------------------------------------------------------------------------------------
+# --- The measurement ---------------------------------------------------------------------------
 
 
 def measure(args: argparse.Namespace, folder: Path) -> tuple[list[Sample], Driven]:
@@ -377,6 +375,7 @@ def measure(args: argparse.Namespace, folder: Path) -> tuple[list[Sample], Drive
                     f"langgraph dev ready at {served.url} in "
                     f"{time.perf_counter() - started:.1f} s (pid {server_pid}); "
                     f"stub at {stub.base_url}",
+                    file=sys.stderr,
                     flush=True,
                 )
                 marks = marks_for(args.runs, args.warmup, args.every)
@@ -401,12 +400,25 @@ def measure(args: argparse.Namespace, folder: Path) -> tuple[list[Sample], Drive
     return samples, driven
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", type=int, default=1000, help="runs to drive (default 1000)")
-    parser.add_argument("--warmup", type=int, default=50, help="runs before the first sample")
-    parser.add_argument("--every", type=int, default=100, help="runs between samples")
-    parser.add_argument("--concurrency", type=int, default=4, help="runs in flight at once")
+def _at_least_one(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def arguments(parser: argparse.ArgumentParser) -> None:
+    """How many runs, when to sample, how many at once; the report goes to bench/results."""
+    parser.add_argument(
+        "--runs", type=_at_least_one, default=1000, help="runs to drive (default 1000)"
+    )
+    parser.add_argument(
+        "--warmup", type=_at_least_one, default=50, help="runs before the first sample"
+    )
+    parser.add_argument("--every", type=_at_least_one, default=100, help="runs between samples")
+    parser.add_argument(
+        "--concurrency", type=_at_least_one, default=4, help="runs in flight at once"
+    )
     parser.add_argument(
         "--settle", type=float, default=2.0, help="seconds the server idles before a sample"
     )
@@ -416,22 +428,16 @@ def main(argv: list[str] | None = None) -> int:
         help="delete the runs' threads before each sample, so the server's own thread and "
         "run records (the in-memory runtime keeps every one) do not count",
     )
-    parser.add_argument("--out", type=Path, default=BENCH / "results")
-    args = parser.parse_args(argv)
-    if args.runs < 1 or args.warmup < 1 or args.every < 1 or args.concurrency < 1:
-        parser.error("--runs, --warmup, --every and --concurrency must be at least 1")
+    parser.set_defaults(out=BENCH / "results")
 
-    (BENCH / ".tmp").mkdir(exist_ok=True)
-    folder = Path(tempfile.mkdtemp(prefix="server-memory-", dir=BENCH / ".tmp"))
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Drive the runs in a fresh folder under bench/.tmp; the samples, with what the run was."""
     started = time.perf_counter()
-    try:
+    with scratch("server-memory-") as folder:
         samples, driven = measure(args, folder)
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-    headline = summary(samples, driven, args.runs)
-    print_report(samples, headline)
-    about = {
-        **_machine(),
+    return {
+        **machine(),
         "graph": GRAPH,
         "runs": args.runs,
         "warmup": args.warmup,
@@ -440,19 +446,16 @@ def main(argv: list[str] | None = None) -> int:
         "settle_seconds": args.settle,
         "delete_threads": args.delete_threads,
         "seconds": round(time.perf_counter() - started, 1),
-    }
-    report = {
-        **about,
-        "summary": headline,
+        "summary": summary(samples, driven, args.runs),
         "errors": driven.errors,
-        "samples": [asdict(s) for s in samples],
+        "samples": samples,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / "server_memory.json"
-    path.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {path} ({about['seconds']:.0f} s in all)")
-    return 0
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+MEASUREMENT = Measurement(
+    "server_memory",
+    "a long-lived langgraph dev's resident memory over many runs (server_memory.json)",
+    arguments,
+    run,
+    table=table,
+)

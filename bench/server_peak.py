@@ -31,12 +31,13 @@ answer time), its exit code and the answer's length on stdout. The KV cache's by
 come from the model file's GGUF header. Every process started is gone at the end, also on
 failure.
 
-Run from the repository root: `.venv/bin/python -m bench.server_peak [--repeats 1]
-[--configs defaults,cache-off,...] [--json] [--out FILE]`. See bench/README.md.
+Run from the repository root: `.venv/bin/python -m bench server_peak [--repeats 1]
+[--configs defaults,cache-off,...] [--json] [--out DIR]`. See bench/README.md.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -48,15 +49,23 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.harness import embedded_data_dir, end_group, show, standalone_parser
+from bench.harness import (
+    BENCH,
+    Measurement,
+    add_repeats,
+    commit,
+    embedded_data_dir,
+    end_group,
+    load_average,
+)
 from quorum import embedded, model_files
 from quorum.settings import Settings, default_data_dir
 
-BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 GOAL = "Compare SQLite and PostgreSQL as the checkpoint store for a small team's agent service"
 RUN_SETTINGS = ("max_plan_steps=3", "max_tool_calls=1")
@@ -340,7 +349,7 @@ def run_once(config: str, folder: Path) -> Run:
         tree_maxrss=usage.ru_maxrss * 1024,
         answer_chars=len(answer),
         server_found=sampler.server is not None,
-        load=_load(),
+        load=load_average(),
         answer_start=answer.splitlines()[0][:120] if answer else "",
         stderr_tail=stderr[-600:] if process.returncode else "",
         samples=sampler.samples,
@@ -383,24 +392,11 @@ def model_costs(path: Path) -> dict[str, Any]:
 # --- The bench ---------------------------------------------------------------------------------
 
 
-def _load() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]
-
-
 def _mem_available() -> int:
     for line in Path("/proc/meminfo").read_text().splitlines():
         if line.startswith("MemAvailable:"):
             return int(line.split()[1]) * 1024
     return 0
-
-
-def _commit() -> str:
-    return subprocess.run(
-        ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.strip()
 
 
 def measure(configs: list[str], repeats: int) -> dict[str, Any]:
@@ -411,8 +407,8 @@ def measure(configs: list[str], repeats: int) -> dict[str, Any]:
         "python": platform.python_version(),
         "cores": os.cpu_count(),
         "mem_available_before": _mem_available(),
-        "load_before": _load(),
-        "commit": _commit(),
+        "load_before": load_average(),
+        "commit": commit(),
         "date": time.strftime("%Y-%m-%d %H:%M"),
     }
     runs: list[Run] = []
@@ -434,7 +430,7 @@ def measure(configs: list[str], repeats: int) -> dict[str, Any]:
             # The whole run too, on one line: a long bench stopped early keeps what it measured.
             brief = {k: v for k, v in asdict(run).items() if k != "samples"}
             print(json.dumps(brief), file=sys.stderr, flush=True)
-    machine["load_after"] = _load()
+    machine["load_after"] = load_average()
     leftovers = _mentioning(str(BENCH / ".tmp" / "peak-"))
     return {
         "goal": GOAL,
@@ -448,58 +444,64 @@ def measure(configs: list[str], repeats: int) -> dict[str, Any]:
     }
 
 
-def print_table(result: dict[str, Any]) -> None:
+def table(result: dict[str, Any], _args: argparse.Namespace) -> Iterator[str]:
     """The runs as a table, then the model's costs per token."""
     gb = 1e9
     m = result["machine"]
-    print(
+    yield (
         f"main job: orchestrator, {' '.join(result['run_settings'])}; {result['repeats']} "
         f"repeat(s); {m['cores']} cores, MemAvailable {m['mem_available_before'] / gb:.1f} GB, "
         f"load {m['load_before']} -> {m['load_after']}; {m['date']}, {m['commit']}"
     )
-    head = (
+    yield (
         f"{'config':<18}{'srv VmHWM':>10}{'srv RSS pk':>11}{'CLI HWM':>9}{'tree max':>9}"
         f"{'time s':>8}{'exit':>5}{'answer':>8}"
     )
-    print(head)
     for run in result["runs"]:
         peaks = f"{run['server_hwm'] / gb:>9.2f}G{run['server_rss_peak'] / gb:>10.2f}G"
-        print(
+        yield (
             f"{run['config']:<18}{peaks}"
             f"{run['cli_hwm'] / gb:>8.2f}G{run['tree_maxrss'] / gb:>8.2f}G{run['seconds']:>8.0f}"
             f"{run['exit_code']:>5}{run['answer_chars']:>8}"
         )
     c = result["model"]
-    print(
+    yield (
         f"model: {c['layers']} layers, {c['kv_heads']} KV heads x {c['head_dim']}, vocab "
         f"{c['vocab']}, file {c['file_bytes'] / gb:.2f} GB"
     )
-    print(
+    yield (
         f"  KV cache (f16): {c['kv_bytes_per_token'] / 1024:.0f} KiB a token, "
         f"{c['kv_bytes_8k'] / MIB:.0f} MiB at 8k, {c['kv_bytes_4k'] / MIB:.0f} MiB at 4k"
     )
-    print(
+    yield (
         f"  logits kept per token (server's logits_all): {c['logits_bytes_per_token'] / 1024:.0f} "
         f"KiB, {c['logits_bytes_8k'] / gb:.2f} GB at 8k"
     )
     target = result["target_server_peak_bytes"] / gb
-    print(f"target: server peak <= {target:.0f} GB; leftovers: {result['leftover_processes']}")
+    yield f"target: server peak <= {target:.0f} GB; leftovers: {result['leftover_processes']}"
 
 
-def main() -> None:
-    """Parse the arguments, run the benchmark, print the result."""
-    parser = standalone_parser(__doc__, repeats=1)
-    parser.add_argument(
-        "--configs",
-        default=",".join(CONFIGS),
-        help=f"comma-separated, of {', '.join(CONFIGS)} (default: all)",
-    )
-    parser.add_argument("--out", type=Path, help="also write the JSON to this file")
-    args = parser.parse_args()
-    configs = [c.strip() for c in args.configs.split(",") if c.strip()]
+def _configs(text: str) -> list[str]:
+    configs = [c.strip() for c in text.split(",") if c.strip()]
     unknown = [c for c in configs if c not in CONFIGS]
     if unknown:
-        parser.error(f"unknown configurations: {unknown}")
+        raise argparse.ArgumentTypeError(f"unknown configurations: {unknown}")
+    return configs
+
+
+def arguments(parser: argparse.ArgumentParser) -> None:
+    """Repeats, and which configurations."""
+    add_repeats(parser, 1)
+    parser.add_argument(
+        "--configs",
+        type=_configs,
+        default=list(CONFIGS),
+        help=f"comma-separated, of {', '.join(CONFIGS)} (default: all)",
+    )
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Every configuration; a signal ends the runs in flight, and what they started, first."""
 
     # SIGTERM (and SIGINT, ignored in a background job) end the bench through its `finally`
     # blocks, which end the CLI and the server.
@@ -508,9 +510,13 @@ def main() -> None:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    result = measure(configs, args.repeats)
-    show(result, as_json=args.json, table=print_table, out=args.out)
+    return measure(args.configs, args.repeats)
 
 
-if __name__ == "__main__":
-    main()
+MEASUREMENT = Measurement(
+    "server_peak",
+    "the embedded server's peak memory over the main job, per configuration",
+    arguments,
+    run,
+    table=table,
+)

@@ -12,22 +12,25 @@ empty data folder) in both, in turns (A B, then B A). Measured from outside: the
 and the CPU time (user and system, from the kernel's accounting of the ended process). Both
 environments are deleted at the end.
 
-Run from the repository root: `.venv/bin/python -m bench.startup [--repeats 5] [--json]`.
+Run from the repository root: `.venv/bin/python -m bench startup [--repeats 5] [--json]
+[--out DIR]`.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
-import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from bench.harness import interleaved, median, standalone_parser
+from bench.harness import Measurement, add_repeats
+from bench.rows import interleaved, median
 
 ROOT = Path(__file__).resolve().parent.parent
 UV = Path(sys.executable).with_name("uv")
@@ -107,19 +110,30 @@ def measure(repeats: int) -> dict[str, Any]:
     return results
 
 
-def main() -> None:
-    args = standalone_parser(__doc__, repeats=5).parse_args()
-    results = measure(args.repeats)
-    if args.json:
-        print(json.dumps(results, indent=1))
-        return
+def arguments(parser: argparse.ArgumentParser) -> None:
+    """Rounds."""
+    add_repeats(parser, 5)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Both environments made, every command timed in them, both deleted."""
+    return measure(args.repeats)
+
+
+def table(results: dict[str, Any], _args: argparse.Namespace) -> Iterator[str]:
+    """A line per command: the median CPU time compiled and not, and their ratio."""
     for name, sides in results.items():
-        print(
+        yield (
             f"quorum {name}: CPU median compiled {sides['compiled']['median_cpu_s']:.2f} s, "
             f"uncompiled {sides['uncompiled']['median_cpu_s']:.2f} s, "
             f"ratio {sides['ratio_cpu']:.3f}"
         )
 
 
-if __name__ == "__main__":
-    main()
+MEASUREMENT = Measurement(
+    "startup",
+    "what a quorum command costs to start, the install compiled to bytecode and not",
+    arguments,
+    run,
+    table=table,
+)

@@ -7,7 +7,7 @@ durable, against the critical path (planner, one worker, synthesizer).
 
 from __future__ import annotations
 
-from bench.harness import Row, Target, interleaved, median, timed
+from bench.rows import Row, Target, interleaved, median, timed
 from bench.runs import Databases, quorum_graph, run_quorum, run_raw, stock_saver
 from bench.shapes import (
     FOUR_WORKERS,

@@ -16,7 +16,7 @@ import aiosqlite
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from langgraph.store.memory import InMemoryStore
 
-from bench.harness import Row, Target, median
+from bench.rows import Row, Target, median
 from bench.runs import Databases, config, run_raw
 from bench.shapes import INPUTS, context_for, raw_react, react_script
 from quorum.checkpoints import open_persistence

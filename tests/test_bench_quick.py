@@ -1,8 +1,10 @@
-"""The benchmark suite's quick mode runs end to end and writes its report (no timings checked)."""
+"""The bench harness: the suite's quick mode runs end to end and writes its report (no timings
+checked), and `python -m bench --list` names every measurement registered in bench/."""
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -56,3 +58,26 @@ def test_quick_suite_writes_table_json_and_chart(tmp_path: Path) -> None:
     # Correctness rows do not depend on timing: a resume repeats no finished call.
     assert all(row["quorum"] == 0 for row in rows if "calls repeated" in row["name"])
     assert (tmp_path / "suite.png").read_bytes().startswith(b"\x89PNG")
+
+
+@pytest.mark.slow
+def test_the_harness_names_every_measurement() -> None:
+    """Each module of bench/ that registers a measurement is one `python -m bench NAME` runs."""
+    registered = {
+        match.group(1)
+        for path in (REPO / "bench").glob("*.py")
+        if (match := re.search(r'MEASUREMENT = Measurement\(\s*"(\w+)"', path.read_text()))
+    }
+    listed = subprocess.run(
+        [sys.executable, "-m", "bench", "--list"], cwd=REPO, capture_output=True, text=True
+    )
+    unknown = subprocess.run(
+        [sys.executable, "-m", "bench", "no_such_bench"], cwd=REPO, capture_output=True, text=True
+    )
+
+    assert listed.returncode == 0, listed.stderr[-3000:]
+    named = {line.split()[0] for line in listed.stdout.splitlines() if line.strip()}
+    assert {"suite", "conformance", "server_peak"} <= registered
+    assert named == registered
+    assert unknown.returncode == 2
+    assert "no measurement 'no_such_bench'" in unknown.stderr

@@ -8,7 +8,7 @@ and hold text as the model wrote it: no HTML entities from an escaping chat form
 
 Debate and the pipeline are judged on this model outside the suite, where their time goes
 further: `quorum eval` runs debate on 30 questions a set (the README's table), and
-`python -m bench.conformance` measures every structured reply they need. One debate on this
+`python -m bench conformance` measures every structured reply they need. One debate on this
 model took 15 min of the suite's time (nearly half of it) for one on-topic check; their runs
 end to end are in tests/test_e2e_embedded.py, on the small model.
 """

@@ -146,8 +146,6 @@ LONG_MODULES = {
     "endpoint fails (statuses, drops, stalls, holds, malformed bodies, SSE streams)",
     "testing/crash.py": "the crash-trial harness: plan, kill, resume and judge read as one "
     "procedure, with the judge's rules beside the records they read",
-    "evals/conformance.py": "the conformance set: one case per schema, each built the way "
-    "its node asks for it, and the judge of what a filled value is",
 }
 """Modules over 400 lines, each with why it stays one module."""
 

@@ -1,6 +1,6 @@
 """Structured-reply conformance: does a model fill each of Quorum's schemas with real values.
 
-`python -m bench.conformance [--model qwen2.5-coder-1.5b|smollm2-135m|both] [-n 10]` starts
+`python -m bench conformance [--model qwen2.5-coder-1.5b|smollm2-135m|both] [-n 10]` starts
 the embedded model and sends `n` prompts per schema, each through the agent node that asks
 for it in a real run (the planner's `Plan`, a debater's `Claim` and `Revision`, the judge's
 `Ruling`, the summarizer's `Claims`, the fact-checker's `FactCheck`, the researcher's
@@ -19,15 +19,10 @@ for it in a real run (the planner's `Plan`, a debater's `Claim` and `Revision`, 
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import json
 import os
 import random
 import re
-import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -37,7 +32,7 @@ from langchain_core.messages import AIMessage
 from langgraph.runtime import Runtime
 from pydantic import BaseModel
 
-from quorum import embedded, models
+from quorum import models
 from quorum.context import QuorumContext
 from quorum.errors import ModelError
 from quorum.evals.strategies import extract
@@ -380,36 +375,3 @@ def table(rows: list[Row]) -> str:
             f"| {r.share(r.filled)} | {r.share(r.right)} | {r.seconds / r.n:.1f} |"
         )
     return "\n".join(lines)
-
-
-def main() -> None:
-    """Run the conformance set on one embedded model or both; print the table."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--model", default="both", choices=["qwen2.5-coder-1.5b", "smollm2-135m", "both"]
-    )
-    parser.add_argument("-n", type=int, default=10, help="prompts per schema (default 10)")
-    parser.add_argument(
-        "--numbers", type=int, default=200, help="worked solutions to extract (default 200)"
-    )
-    parser.add_argument("--json", type=str, help="also write the rows to this file")
-    args = parser.parse_args()
-    chosen = ["qwen2.5-coder-1.5b", "smollm2-135m"] if args.model == "both" else [args.model]
-    rows: list[Row] = []
-    for model in chosen:
-        data_dir = tempfile.mkdtemp(prefix="quorum-conformance-")
-        try:
-            configure(data_dir, model)
-            embedded.ensure_server(get_settings())
-            rows += asyncio.run(conformance(model, args.n, numbers=args.numbers))
-        finally:
-            embedded.stop_owned()
-            shutil.rmtree(data_dir, ignore_errors=True)
-        print(table([r for r in rows if r.model == model]), flush=True)
-    if args.json:
-        with open(args.json, "w") as out:
-            json.dump([r.__dict__ for r in rows], out, indent=2)
-
-
-if __name__ == "__main__":
-    main()
