@@ -44,6 +44,20 @@ CASES = {
 }
 
 
+def chosen(answer: str, options: list[str]) -> str | None:
+    """The one option the answer's recommendation names, or None when it names none or both.
+
+    "Consider comparing SQLite and PostgreSQL based on your needs" (the main job's opening
+    before its synthesizer was asked after the results) recommends nothing.
+    """
+    found = RECOMMENDS.search(answer)
+    if found is None:
+        return None
+    sentence = re.split(r"(?<=[.!?])\s|\n", answer[found.start() :], maxsplit=1)[0]
+    named = [o for o in options if o in sentence.split("because")[0].lower()]
+    return named[0] if len(named) == 1 else None
+
+
 def _env(data: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("QUORUM_", "OPENAI_"))}
     return env | {"QUORUM_DATA_DIR": str(data), "LANGSMITH_TRACING": "false"}
@@ -75,8 +89,8 @@ def test_make_run_answers_the_default_goal_on_topic(data: Path) -> None:
     assert "status completed  tokens " in run.stderr
     assert "sqlite" in answer.lower() and re.search(r"postgres", answer, re.IGNORECASE), answer
     assert not ENTITY.search(answer), answer
-    # An answer worth reading: it recommends, and says each thing once.
-    assert RECOMMENDS.search(answer), answer
+    # An answer worth reading: it recommends one of the two, and says each thing once.
+    assert chosen(answer, ["sqlite", "postgres"]) is not None, answer
     paragraphs = [" ".join(p.split()).lower() for p in re.split(r"\n\s*\n", answer) if p.strip()]
     assert len(paragraphs) == len(set(paragraphs)), answer
     assert (data / "models" / MODEL_FILE).stat().st_size == 1_117_320_768
