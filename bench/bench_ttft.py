@@ -422,43 +422,61 @@ def measure(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
             json.dumps({"port": proxy.port, "pid": server.process.pid})
         )
         url = f"{server.base_url}{CHAT}"
-        quorum, direct = Side(), Side()
-        bodies: set[bytes] = set()
-        runs: list[QuorumRun] = []
         with httpx.Client(timeout=settings.embedded_timeout) as client:
             client.get(f"{server.base_url}/models").raise_for_status()
-            latest: QuorumRun | None = None
-
-            def side_a(keep: bool) -> None:
-                nonlocal latest
-                latest = quorum_side(proxy, folder, env, args.question)
-                bodies.add(latest.final.body)
-                runs.append(latest)
-                if keep:
-                    quorum.samples.append(latest.ttft)
-                    quorum.server.append(latest.server_ttft)
-                _progress(args, "quorum", latest.ttft, latest)
-
-            def side_b(keep: bool) -> None:
-                assert latest is not None
-                previous = latest.previous.body if latest.previous else None
-                ttft = direct_side(client, url, latest.final.body, previous)
-                if keep:
-                    direct.samples.append(ttft)
-                _progress(args, "direct", ttft, None)
-
-            # Warm-up, dropped: A first, since B sends what A's run sent.
-            side_a(False)
-            side_b(False)
-            for round_ in range(1, args.repeats + 1):
-                for side in (side_b, side_a) if round_ % 2 else (side_a, side_b):
-                    side(True)
-                loads.append(load_average())
+            quorum, direct, runs, bodies = _interleave(args, proxy, client, url, folder, env, loads)
     finally:
         proxy.stop()
         server.stop()
     final = json.loads(runs[-1].final.body)
     return report(args, quorum, direct, runs, len(bodies), final, loads)
+
+
+def _interleave(
+    args: argparse.Namespace,
+    proxy: Proxy,
+    client: httpx.Client,
+    url: str,
+    work: Path,
+    env: dict[str, str],
+    loads: list[list[float]],
+) -> tuple[Side, Side, list[QuorumRun], set[bytes]]:
+    """A warm-up of each side, then `args.repeats` rounds, the side that goes first alternating.
+
+    Each side's kept samples, every CLI run and the distinct final request bodies; the load
+    average after each round is appended to `loads`.
+    """
+    quorum, direct = Side(), Side()
+    bodies: set[bytes] = set()
+    runs: list[QuorumRun] = []
+    latest: QuorumRun | None = None
+
+    def side_a(keep: bool) -> None:
+        nonlocal latest
+        latest = quorum_side(proxy, work, env, args.question)
+        bodies.add(latest.final.body)
+        runs.append(latest)
+        if keep:
+            quorum.samples.append(latest.ttft)
+            quorum.server.append(latest.server_ttft)
+        _progress(args, "quorum", latest.ttft, latest)
+
+    def side_b(keep: bool) -> None:
+        assert latest is not None
+        previous = latest.previous.body if latest.previous else None
+        ttft = direct_side(client, url, latest.final.body, previous)
+        if keep:
+            direct.samples.append(ttft)
+        _progress(args, "direct", ttft, None)
+
+    # Warm-up, dropped: A first, since B sends what A's run sent.
+    side_a(False)
+    side_b(False)
+    for round_ in range(1, args.repeats + 1):
+        for side in (side_b, side_a) if round_ % 2 else (side_a, side_b):
+            side(True)
+        loads.append(load_average())
+    return quorum, direct, runs, bodies
 
 
 def _progress(args: argparse.Namespace, side: str, ttft: float, run: QuorumRun | None) -> None:
@@ -488,17 +506,6 @@ def report(
     paired = statistics.median(q / d for q, d in zip(quorum.samples, direct.samples, strict=True))
     server_median = statistics.median(quorum.server)
     after = statistics.median(q - s for q, s in zip(quorum.samples, quorum.server, strict=True))
-    row = Row(
-        f"time to first token, CLI answer vs llama-cpp-python server ({args.model})",
-        quorum.median(),
-        direct.median(),
-        "s",
-        Target("<=", TARGET),
-        "same request straight to the server",
-        note=f"{PATTERN} run, final agent {FINAL_AGENT}; {args.repeats} interleaved rounds; "
-        f"median paired ratio {paired:.2f}; Quorum's part after the server's first token "
-        f"reached the proxy: {after * 1000:.1f} ms (median)",
-    )
     return {
         "model": args.model,
         "pattern": PATTERN,
@@ -519,13 +526,7 @@ def report(
             "quorum_server_part": [round(1000 * s, 1) for s in quorum.server],
             "direct": [round(1000 * s, 1) for s in direct.samples],
         },
-        "final_request": {
-            "input_messages": len(final.get("messages", [])),
-            "characters": sum(len(str(m.get("content", ""))) for m in final.get("messages", [])),
-            "max_tokens": final.get("max_tokens"),
-            "stream": final.get("stream"),
-            "distinct_bodies": distinct_bodies,
-        },
+        "final_request": _final_request(final, distinct_bodies),
         "run_seconds": [round(r.seconds, 1) for r in runs],
         "answer_starts": sorted({r.answer_start for r in runs}),
         "chat_requests_per_run": sorted({r.requests for r in runs}),
@@ -535,7 +536,33 @@ def report(
             "load_average": loads,
             "commit": commit(),
         },
-        "row": row.to_json(),
+        "row": _row(args, quorum, direct, paired, after).to_json(),
+    }
+
+
+def _row(args: argparse.Namespace, quorum: Side, direct: Side, paired: float, after: float) -> Row:
+    """The row the suite would show: the medians of both sides, against TARGET."""
+    return Row(
+        f"time to first token, CLI answer vs llama-cpp-python server ({args.model})",
+        quorum.median(),
+        direct.median(),
+        "s",
+        Target("<=", TARGET),
+        "same request straight to the server",
+        note=f"{PATTERN} run, final agent {FINAL_AGENT}; {args.repeats} interleaved rounds; "
+        f"median paired ratio {paired:.2f}; Quorum's part after the server's first token "
+        f"reached the proxy: {after * 1000:.1f} ms (median)",
+    )
+
+
+def _final_request(final: dict[str, Any], distinct_bodies: int) -> dict[str, Any]:
+    """The size and settings of the final agent's request, as sent in the last CLI run."""
+    return {
+        "input_messages": len(final.get("messages", [])),
+        "characters": sum(len(str(m.get("content", ""))) for m in final.get("messages", [])),
+        "max_tokens": final.get("max_tokens"),
+        "stream": final.get("stream"),
+        "distinct_bodies": distinct_bodies,
     }
 
 

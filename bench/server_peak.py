@@ -42,6 +42,7 @@ import contextlib
 import json
 import os
 import platform
+import resource
 import shutil
 import signal
 import subprocess
@@ -279,65 +280,103 @@ def run_once(config: str, folder: Path) -> Run:
     """Run the main job once under `config`; every process it started is ended."""
     data = embedded_data_dir(folder)
     env = _environment(data, CONFIGS[config])
-    command = [sys.executable, "-m", "quorum.cli", "run", "orchestrator", GOAL]
-    for setting in RUN_SETTINGS:
-        command += ["--set", setting]
-    stdout_path, stderr_path = folder / "stdout.txt", folder / "stderr.txt"
     started = time.monotonic()
     own = None
     sampler: Sampler | None = None
     thread: threading.Thread | None = None
-    status, usage = -1, None
     process: subprocess.Popen[bytes] | None = None
     try:
         if config in OWN_SERVER:
             own = _start_own_server(data, env, OWN_SERVER[config])
-        with stdout_path.open("wb") as out, stderr_path.open("wb") as err:
-            process = subprocess.Popen(
-                command,
-                env=env,
-                cwd=folder,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=err,
-                start_new_session=True,
-            )
+        process = _start_main_job(env, folder)
         sampler = Sampler(process.pid, server=own.pid if own is not None else None)
         thread = threading.Thread(target=sampler.run, daemon=True)
         thread.start()
-        deadline = time.monotonic() + RUN_TIMEOUT
-        while True:
-            pid, status, usage = os.wait4(process.pid, os.WNOHANG)
-            if pid:
-                process.returncode = os.waitstatus_to_exitcode(status)
-                break
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"the main job took over {RUN_TIMEOUT:.0f} s")
-            time.sleep(0.1)
+        usage = _wait(process)
         seconds = time.monotonic() - started
         if own is not None:
             # The bench's own server outlives the CLI: its last reads are taken now.
             time.sleep(INTERVAL * 2)
     finally:
-        if sampler is not None and thread is not None:
-            sampler.stop.set()
-            thread.join(10)
-        if process is not None and process.returncode is None:
-            end_group(process, 15)
-        if own is not None:
-            own.terminate()
-            try:
-                own.wait(15)
-            except subprocess.TimeoutExpired:
-                own.kill()
-                own.wait()
-        # The server follows the CLI through its pipe; anything still naming this run's
-        # folder (the server's --model path is under it) is ended here.
-        for pid in _mentioning(str(folder)):
-            _end(pid, str(folder))
-    assert sampler is not None and process is not None and usage is not None
-    answer = stdout_path.read_text(errors="replace").strip()
-    stderr = stderr_path.read_text(errors="replace").strip()
+        _end_run(folder, process, own, sampler, thread)
+    assert sampler is not None and process is not None
+    return _measured(config, folder, process, seconds, usage, sampler)
+
+
+def _start_main_job(env: dict[str, str], folder: Path) -> subprocess.Popen[bytes]:
+    """Start `make run`'s command through the CLI in a session of its own, output to files."""
+    command = [sys.executable, "-m", "quorum.cli", "run", "orchestrator", GOAL]
+    for setting in RUN_SETTINGS:
+        command += ["--set", setting]
+    with (folder / "stdout.txt").open("wb") as out, (folder / "stderr.txt").open("wb") as err:
+        return subprocess.Popen(
+            command,
+            env=env,
+            cwd=folder,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
+            start_new_session=True,
+        )
+
+
+def _wait(process: subprocess.Popen[bytes]) -> resource.struct_rusage:
+    """Wait for the main job to end (RUN_TIMEOUT at most), set its returncode; its usage.
+
+    `os.wait4`, not `process.wait()`: its ru_maxrss is the tree's maximum RSS as GNU time
+    reports it.
+    """
+    deadline = time.monotonic() + RUN_TIMEOUT
+    while True:
+        pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+        if pid:
+            process.returncode = os.waitstatus_to_exitcode(status)
+            return usage
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the main job took over {RUN_TIMEOUT:.0f} s")
+        time.sleep(0.1)
+
+
+def _end_run(
+    folder: Path,
+    process: subprocess.Popen[bytes] | None,
+    own: subprocess.Popen[bytes] | None,
+    sampler: Sampler | None,
+    thread: threading.Thread | None,
+) -> None:
+    """Stop the sampler, then end the CLI, the bench's own server and whatever is left.
+
+    Any of them may be None: a run that failed part-way ends what it had started.
+    """
+    if sampler is not None and thread is not None:
+        sampler.stop.set()
+        thread.join(10)
+    if process is not None and process.returncode is None:
+        end_group(process, 15)
+    if own is not None:
+        own.terminate()
+        try:
+            own.wait(15)
+        except subprocess.TimeoutExpired:
+            own.kill()
+            own.wait()
+    # The server follows the CLI through its pipe; anything still naming this run's
+    # folder (the server's --model path is under it) is ended here.
+    for pid in _mentioning(str(folder)):
+        _end(pid, str(folder))
+
+
+def _measured(
+    config: str,
+    folder: Path,
+    process: subprocess.Popen[bytes],
+    seconds: float,
+    usage: resource.struct_rusage,
+    sampler: Sampler,
+) -> Run:
+    """The run's record: the sampler's peaks, wait4's maximum RSS, and the answer on stdout."""
+    answer = (folder / "stdout.txt").read_text(errors="replace").strip()
+    stderr = (folder / "stderr.txt").read_text(errors="replace").strip()
     return Run(
         config=config,
         exit_code=process.returncode,

@@ -152,15 +152,7 @@ def raw_orchestrator(script: Script) -> Any:
         name: ScriptedChatModel(agent=name, script=script)
         for name in ("planner", "synthesizer", *WORKERS)
     }
-
-    async def planner(state: RawOrchestratorState) -> dict:
-        # As Quorum's planner does: think in text, then write the plan.
-        asked = [SystemMessage("Plan."), HumanMessage(f"Goal: {state['input']}")]
-        working = await models["planner"].ainvoke(asked)
-        reply = await models["planner"].ainvoke(
-            [*asked, AIMessage(working.text), HumanMessage("Now the plan as JSON.")]
-        )
-        return {"plan": Plan.model_validate_json(reply.text)}
+    planner, synthesizer = _raw_lead_nodes(models)
 
     async def dispatch(state: RawOrchestratorState) -> dict:
         return {}
@@ -187,6 +179,42 @@ def raw_orchestrator(script: Script) -> Any:
             for s in ready
         ]
 
+    builder = StateGraph(RawOrchestratorState)
+    builder.add_node(planner)
+    builder.add_node(dispatch)
+    builder.add_node("worker", _raw_worker(models))
+    builder.add_node(synthesizer)
+    builder.add_edge(START, "planner")
+    builder.add_edge("planner", "dispatch")
+    builder.add_conditional_edges("dispatch", route, ["worker", "synthesizer"])
+    builder.add_edge("worker", "dispatch")
+    builder.add_edge("synthesizer", END)
+    return builder.compile()
+
+
+def _raw_lead_nodes(models: dict[str, ScriptedChatModel]) -> tuple[Any, Any]:
+    """The raw orchestrator's `planner` and `synthesizer` nodes, each on its scripted model."""
+
+    async def planner(state: RawOrchestratorState) -> dict:
+        # As Quorum's planner does: think in text, then write the plan.
+        asked = [SystemMessage("Plan."), HumanMessage(f"Goal: {state['input']}")]
+        working = await models["planner"].ainvoke(asked)
+        reply = await models["planner"].ainvoke(
+            [*asked, AIMessage(working.text), HumanMessage("Now the plan as JSON.")]
+        )
+        return {"plan": Plan.model_validate_json(reply.text)}
+
+    async def synthesizer(state: RawOrchestratorState) -> dict:
+        merged = "\n".join(f"{k}: {v}" for k, v in state["results"].items())
+        reply = await models["synthesizer"].ainvoke([SystemMessage("Merge."), HumanMessage(merged)])
+        return {"output": reply.text}
+
+    return planner, synthesizer
+
+
+def _raw_worker(models: dict[str, ScriptedChatModel]) -> Any:
+    """The raw orchestrator's worker subgraph, compiled: brief -> act -> report, one plan step."""
+
     async def brief(state: RawWorkerState) -> dict:
         spec = WORKERS[state["worker"]]
         text = f"Your task: {state['task']}\n" + "".join(
@@ -208,20 +236,4 @@ def raw_orchestrator(script: Script) -> Any:
     worker.add_edge("brief", "act")
     worker.add_edge("act", "report")
     worker.add_edge("report", END)
-
-    async def synthesizer(state: RawOrchestratorState) -> dict:
-        merged = "\n".join(f"{k}: {v}" for k, v in state["results"].items())
-        reply = await models["synthesizer"].ainvoke([SystemMessage("Merge."), HumanMessage(merged)])
-        return {"output": reply.text}
-
-    builder = StateGraph(RawOrchestratorState)
-    builder.add_node(planner)
-    builder.add_node(dispatch)
-    builder.add_node("worker", worker.compile(name="worker"))
-    builder.add_node(synthesizer)
-    builder.add_edge(START, "planner")
-    builder.add_edge("planner", "dispatch")
-    builder.add_conditional_edges("dispatch", route, ["worker", "synthesizer"])
-    builder.add_edge("worker", "dispatch")
-    builder.add_edge("synthesizer", END)
-    return builder.compile()
+    return worker.compile(name="worker")
