@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from langchain_core.messages import HumanMessage, SystemMessage
 from langgraph.runtime import Runtime
 
@@ -21,8 +23,13 @@ RESULTS_TEMPLATE = """Goal: {goal}
 Results, step by step:
 {results}
 
-Now answer the goal in markdown, in at most 150 words. Do not copy the results out. If the
-goal asks to compare or choose, fill in this outline:
+Now answer the goal in markdown, in at most 150 words. Do not copy the results out.
+{shape}"""
+
+# The shape is chosen here, from the goal's wording, not left to the model: told "if the goal
+# asks to choose, fill in this outline", a 1.5B model filled it for an "explain how" goal
+# too, with a "when the other option is better" that named no other option.
+CHOICE_SHAPE = """Fill in this outline:
 
 **Recommendation:** <the one option you recommend for this case>, because <the main reason>.
 
@@ -31,6 +38,20 @@ goal asks to compare or choose, fill in this outline:
 - <reason>
 
 **When the other option is better:** <one sentence>"""
+
+ANSWER_SHAPE = """Start with the answer itself in one or two sentences, then the steps or reasons
+that support it, each said once."""
+
+_CHOICE = re.compile(
+    r"\b(or|vs\.?|versus|compare|comparing|choose|choosing|choice|between|decide|whether|which"
+    r"|should|pick|recommend)\b",
+    re.IGNORECASE,
+)
+
+
+def asks_to_choose(goal: str) -> bool:
+    """Whether `goal` reads as a choice between options (its answer is a recommendation)."""
+    return _CHOICE.search(goal) is not None
 
 
 async def synthesizer(state: OrchestratorState, runtime: Runtime[QuorumContext]) -> dict:
@@ -46,7 +67,13 @@ async def synthesizer(state: OrchestratorState, runtime: Runtime[QuorumContext])
         runtime.context,
         [
             SystemMessage(SYNTHESIZER_PROMPT),
-            HumanMessage(RESULTS_TEMPLATE.format(goal=state["input"], results=results)),
+            HumanMessage(
+                RESULTS_TEMPLATE.format(
+                    goal=state["input"],
+                    results=results,
+                    shape=CHOICE_SHAPE if asks_to_choose(state["input"]) else ANSWER_SHAPE,
+                )
+            ),
         ],
     )
     return {"output": said_once(reply.text)}

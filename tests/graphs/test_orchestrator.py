@@ -118,3 +118,30 @@ async def test_the_answer_says_each_paragraph_once(script: Script) -> None:
         f"**Recommendation:** SQLite.\n\n{trade_offs}\n\n**Trade-offs:**\n\nWhen it grows, "
         "PostgreSQL."
     )
+
+
+@pytest.mark.parametrize(
+    ("goal", "chooses"),
+    [
+        ("Compare SQLite and PostgreSQL as the checkpoint store for a small team", True),
+        ("Should a five-person startup write its web backend in Python or Go?", True),
+        ("Redis vs. RabbitMQ for background emails", True),
+        ("Decide whether to self-host an open-weights model", True),
+        ("Explain how to roll out a database schema change without downtime", False),
+        ("Write a one-page guide to retrying HTTP requests safely", False),
+    ],
+)
+async def test_only_a_choice_is_answered_in_the_recommendation_outline(
+    script: Script, goal: str, chooses: bool
+) -> None:
+    """The outline is picked from the goal's wording: a 1.5B model told "if the goal asks to
+    choose" filled it for an "explain how" goal too."""
+    asked: list[str] = []
+    script.on("synthesizer", lambda agent, messages: asked.append(messages[-1].content) or "A.")
+
+    await quorum.run("orchestrator", goal)
+
+    [prompt] = asked
+    assert prompt.startswith(f"Goal: {goal}\n")
+    assert ("**Recommendation:**" in prompt) is chooses
+    assert ("Start with the answer itself" in prompt) is not chooses
