@@ -39,8 +39,11 @@ CHOICE_SHAPE = """Fill in this outline:
 
 **When the other option is better:** <one sentence>"""
 
-ANSWER_SHAPE = """Start with the answer itself in one or two sentences, then the steps or reasons
-that support it, each said once."""
+# "Then the steps or reasons that support it" alone made it work an arithmetic goal out
+# again, and state its own wrong sum over the researcher's calculated one.
+ANSWER_SHAPE = """Start with the answer the results reach, as they state it, in one or two
+sentences; do not work anything out again. Then the steps or reasons from the results that
+support it, each said once."""
 
 _CHOICE = re.compile(
     r"\b(or|vs\.?|versus|compare|comparing|choose|choosing|choice|between|decide|whether|which"

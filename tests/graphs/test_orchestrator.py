@@ -144,4 +144,4 @@ async def test_only_a_choice_is_answered_in_the_recommendation_outline(
     [prompt] = asked
     assert prompt.startswith(f"Goal: {goal}\n")
     assert ("**Recommendation:**" in prompt) is chooses
-    assert ("Start with the answer itself" in prompt) is not chooses
+    assert ("do not work anything out again" in prompt) is not chooses
