@@ -39,11 +39,13 @@ CHOICE_SHAPE = """Fill in this outline:
 
 **When the other option is better:** <one sentence>"""
 
-# "Then the steps or reasons that support it" alone made it work an arithmetic goal out
-# again, and state its own wrong sum over the researcher's calculated one.
-ANSWER_SHAPE = """Start with the answer the results reach, as they state it, in one or two
-sentences; do not work anything out again. Then the steps or reasons from the results that
-support it, each said once."""
+# The answer comes last, after what the results found: asked to start with it, a 1.5B model
+# wrote "The result ... is 560" over a researcher's calculated 470, then bent its steps to
+# reach 560 (wrong in 11 of 20 arithmetic questions where the results held the right sum).
+# Told only to give the steps that support an answer, it worked the sum out again instead.
+ANSWER_SHAPE = """First, what the results found that answers the goal, each thing said once,
+with their numbers and facts as they state them: never redo what a result already worked out.
+Then end with a last paragraph that begins "In short:" and gives the answer they reach."""
 
 _CHOICE = re.compile(
     r"\b(or|vs\.?|versus|compare|comparing|choose|choosing|choice|between|decide|whether|which"

@@ -23,8 +23,8 @@ Use your tools when a fact must be looked up or computed; do not guess numbers o
 Answer with the facts you found, each with where it came from."""
 
 ANALYST_PROMPT = """You are the analyst on a team. Reason carefully over the material you are
-given: compare, weigh trade-offs, compute and draw conclusions. Show the key reasoning
-briefly, then state your conclusion."""
+given: compare, weigh trade-offs and draw conclusions. Compute with your calculator, never in
+your head. Show the key reasoning briefly, then state your conclusion."""
 
 WRITER_PROMPT = """You are the writer on a team. Turn the material you are given into clear,
 well-organised prose for the reader the task names. Keep every fact from the material; add
@@ -47,8 +47,9 @@ class Worker:
     description: str
     """What the planner reads to choose a worker."""
     prompt: str
-    uses_tools: bool = False
-    """Whether it is offered tools (which ones: `quorum.tools.tools_for`, when a step runs)."""
+    tools: tuple[str, ...] | None = ()
+    """The tools it is offered unless the run's `agent_tools` grants it others; None: every
+    tool without side effects (`quorum.tools.tools_for`, when a step runs)."""
 
 
 WORKERS: dict[str, Worker] = {
@@ -58,9 +59,16 @@ WORKERS: dict[str, Worker] = {
             "researcher",
             "finds and checks facts, looks things up and computes with tools",
             RESEARCHER_PROMPT,
-            uses_tools=True,
+            tools=None,
         ),
-        Worker("analyst", "compares, weighs and reasons over given material", ANALYST_PROMPT),
+        # The calculator, because an analyst computes: without it, a 1.5B analyst given a
+        # sum worked it out by hand and got it wrong where the researcher's call got it right.
+        Worker(
+            "analyst",
+            "compares, weighs and reasons over given material, computes with a calculator",
+            ANALYST_PROMPT,
+            tools=("calculator",),
+        ),
         Worker("writer", "writes clear prose from given material", WRITER_PROMPT),
     )
 }
@@ -69,7 +77,7 @@ WORKERS: dict[str, Worker] = {
 async def brief(task: WorkerTask, runtime: Runtime[QuorumContext]) -> dict:
     """Set up the worker a plan step names: its prompt, its task and inputs, its tools."""
     spec = WORKERS[task["worker"]]
-    tools = await tools_for(spec.name, runtime.context) if spec.uses_tools else []
+    tools = await tools_for(spec.name, runtime.context, spec.tools)
     # Another step's result may carry what its agent read from outside: for a worker that can
     # act irreversibly, it is untrusted data too, so that its calls wait for a person.
     fence = any(is_irreversible(tool) for tool in tools)

@@ -51,15 +51,21 @@ async def check_grants(context: QuorumContext) -> None:
         await tools_for(agent, context)
 
 
-async def tools_for(agent: str, context: QuorumContext) -> list[BaseTool]:
+async def tools_for(
+    agent: str, context: QuorumContext, default: Iterable[str] | None = None
+) -> list[BaseTool]:
     """The tools `agent` is offered in this run: its grant in `agent_tools`, else its default.
 
-    Research should not be able to write: a small model asked to research a topic asked to
-    write a file, and the run stopped for an approval nobody expected.
+    The default is the tools named in `default` if given, else every tool for an acting
+    agent and every tool without side effects for any other. Research should not be able to
+    write: a small model asked to research a topic asked to write a file, and the run stopped
+    for an approval nobody expected.
     """
     every = await default_tools()
     granted = context.agent_tools.get(agent)
     if granted is None:
+        if default is not None:
+            return tools_named(default)
         if agent in ACTING_AGENTS:
             return every
         return [tool for tool in every if not has_side_effects(tool)]

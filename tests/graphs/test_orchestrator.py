@@ -144,4 +144,65 @@ async def test_only_a_choice_is_answered_in_the_recommendation_outline(
     [prompt] = asked
     assert prompt.startswith(f"Goal: {goal}\n")
     assert ("**Recommendation:**" in prompt) is chooses
-    assert ("do not work anything out again" in prompt) is not chooses
+    assert ("never redo what a result already worked out" in prompt) is not chooses
+
+
+@pytest.mark.parametrize(
+    "task",
+    [
+        "Find and check facts, looks things up and computes with tools",
+        "find and check facts, look things up and compute with tools",
+    ],
+)
+def test_a_task_that_repeats_its_workers_description_is_sent_back(task: str) -> None:
+    """A 1.5B planner copied the researcher's description in as its task in 11 of 20 plans."""
+    plan = Plan.model_validate(
+        {"steps": [{"id": "s1", "worker": "researcher", "task": task, "dependencies": []}]}
+    )
+    described = {"researcher": "finds and checks facts, looks things up and computes with tools"}
+
+    [problem] = validate_plan(plan, described, 3)
+
+    assert "step 's1''s task repeats what the researcher can do" in problem
+    for real in ("Compute 19 * 28", "Find and check facts about SQLite's locking, with tools"):
+        ok = plan.model_copy(update={"steps": [plan.steps[0].model_copy(update={"task": real})]})
+        assert validate_plan(ok, described, 3) == []
+
+
+async def test_each_worker_is_offered_its_own_tools_unless_the_run_grants_others(
+    script: Script,
+) -> None:
+    """The analyst computes with the calculator only; a grant reaches any worker."""
+    script.on(
+        "planner",
+        lambda agent, messages: plan_of(
+            ("a", "researcher", []), ("b", "analyst", []), ("c", "writer", [])
+        ),
+    )
+    offered = lambda: {call.agent: call.tools for call in script.calls}  # noqa: E731
+
+    await quorum.run("orchestrator", "Goal")
+    tools = offered()
+    assert tools["analyst"] == ["calculator"] and tools["writer"] == []
+    assert "calculator" in tools["researcher"] and "write_file" not in tools["researcher"]
+
+    script.calls.clear()
+    await quorum.run(
+        "orchestrator", "Goal", context=QuorumContext(agent_tools={"writer": ["current_time"]})
+    )
+    assert offered()["writer"] == ["current_time"]
+
+
+async def test_a_plan_of_one_step_is_given_the_whole_goal(script: Script) -> None:
+    """Allowed one step, a small planner wrote the first of the four it had in mind."""
+    script.on(
+        "planner",
+        lambda agent, messages: plan_of(("s1", "analyst", [])) if stating(messages) else "Hmm.",
+    )
+    goal = "What is the result of 3+10*16+30-16*20?"
+
+    result = await quorum.run("orchestrator", goal, context=QuorumContext(max_plan_steps=1))
+
+    assert result.status == "completed"
+    [analyst] = [call for call in script.calls if call.agent == "analyst"]
+    assert f"Your task: {goal}\n" in analyst.messages[-1].text
