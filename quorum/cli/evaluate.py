@@ -11,7 +11,7 @@ from quorum.cli.shell import DatabaseOption, _fail, _parse_context, _run_async, 
 from quorum.errors import QuorumError
 from quorum.evals import STRATEGIES, run_eval
 from quorum.evals.command import DEFAULT_STRATEGIES, Progress, question_set, save, strategy_list
-from quorum.evals.harness import eval_id_for
+from quorum.evals.harness import as_far_as_done, eval_id_for
 
 
 @app.command("eval")
@@ -54,19 +54,28 @@ def eval_(
         _fail(error)
     eval_id = eval_id or eval_id_for(chosen, context)
     progress = Progress(err, eval_id, len(chosen) * len(names))
-    result = _run_async(
-        run_eval(
-            chosen,
-            names,
-            context=context,
-            eval_id=eval_id,
-            database=db,
-            concurrency=concurrency,
-            max_tokens=max_tokens,
-            max_cost_usd=max_cost,
-            on_result=progress,
-        )  # fmt: skip
-    )
+    work = run_eval(
+        chosen,
+        names,
+        context=context,
+        eval_id=eval_id,
+        database=db,
+        concurrency=concurrency,
+        max_tokens=max_tokens,
+        max_cost_usd=max_cost,
+        on_result=progress,
+    )  # fmt: skip
+    try:
+        result = _run_async(work)
+    except typer.Exit as stop:
+        # Stopped by Ctrl-C or SIGTERM: the answers finished so far are kept, and tabled.
+        if stop.exit_code in (130, 143) and progress.results:
+            why = "stopped by Ctrl-C or SIGTERM"
+            save(
+                as_far_as_done(eval_id, names, chosen, progress.results, context, why),
+                out_dir or Path(eval_id), out, err,
+            )  # fmt: skip
+        raise
     save(result, out_dir or Path(eval_id), out, err)
     if result.stopped:
         raise typer.Exit(4)

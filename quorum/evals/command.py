@@ -53,7 +53,8 @@ class Progress:
     def __init__(self, console: Console, eval_id: str, total: int) -> None:
         self.console = console
         self.total = total
-        self.done = 0
+        self.results: list[QuestionResult] = []
+        """Every answer finished so far: what a stopped eval's table is made of."""
         # Said first, so a Ctrl-C or a crash leaves the way back on the screen.
         console.print(
             f"eval {eval_id}: running {total} answers. If it is interrupted, the same command "
@@ -62,7 +63,7 @@ class Progress:
 
     def __call__(self, result: QuestionResult) -> None:
         """Print one finished question."""
-        self.done += 1
+        self.results.append(result)
         mark = (
             "[green]✓[/green]"
             if result.correct
@@ -73,7 +74,7 @@ class Progress:
         note = " (finished earlier)" if result.reused else ""
         detail = f"answer {_brief(result.answer)}" if result.answer else result.error
         self.console.print(
-            f"  {mark} [{self.done}/{self.total}] {result.strategy} q{result.index + 1}: "
+            f"  {mark} [{len(self.results)}/{self.total}] {result.strategy} q{result.index + 1}: "
             f"{escape(str(detail))}, expected {escape(str(result.expected))}, "
             f"{result.tokens:,} tokens{note}"
         )
@@ -95,7 +96,8 @@ def save(result: EvalResult, out: Path, stdout: Console, stderr: Console) -> Non
     if result.stopped:
         stderr.print(
             f"[yellow]stopped early:[/yellow] {escape(result.stopped)}; the table covers the "
-            "questions measured. Run the same command with a larger budget to go on."
+            "questions measured. The same command goes on from there (with a larger budget, "
+            "if a budget stopped it)."
         )
     else:
         stderr.print(f"eval {result.eval_id}: the same command again reuses every answer")

@@ -160,11 +160,30 @@ async def run_eval(
                         continue
                     slots.release()
                     done.append(_not_run(eval_id, strategy, index, question))
+    return as_far_as_done(eval_id, strategies, questions, done, context, stopped)
+
+
+def as_far_as_done(
+    eval_id: str,
+    strategies: list[str],
+    questions: list[Question],
+    done: list[QuestionResult],
+    context: QuorumContext,
+    stopped: str | None = None,
+) -> EvalResult:
+    """The eval with the answers in `done`; any other is counted not run (it `stopped`)."""
+    have = {(r.strategy, r.index) for r in done}
+    rest = [
+        _not_run(eval_id, strategy, index, question)
+        for index, question in enumerate(questions)
+        for strategy in strategies
+        if (strategy, index) not in have
+    ]
     return EvalResult(
         eval_id=eval_id,
         strategies=list(strategies),
         questions=list(questions),
-        results=sorted(done, key=lambda r: (r.index, strategies.index(r.strategy))),
+        results=sorted(done + rest, key=lambda r: (r.index, strategies.index(r.strategy))),
         context=context.to_dict(),
         stopped=stopped,
     )

@@ -422,6 +422,31 @@ def test_a_killed_eval_resumes_without_rerunning_finished_questions(tmp_path: Pa
     assert "single" in out and "0/5" in out
 
 
+@pytest.mark.slow
+def test_a_stopped_eval_tables_what_it_finished(tmp_path: Path) -> None:
+    """SIGTERM (or Ctrl-C) keeps the answers given so far, and prints and saves their table."""
+    questions = arithmetic(4, seed=12)
+    with OpenAIStub() as stub:
+        env = quorum_env(stub, tmp_path)
+        stub.responder = lambda body: {"answer": 1} if schema_name(body) else "r\nFinal answer: 1"
+        third = questions[2].question
+        held = stub.hold(lambda body: third in text_of(body["messages"][-1]))
+        args = ["eval", "-s", "single", "-n", "4", "--seed", "12", "--concurrency", "1",
+                "--id", "stopped", "--out", str(tmp_path / "out")]  # fmt: skip
+        run = quorum(*args, env=env, cwd=tmp_path)
+        assert held.arrived.wait(60), run.communicate(timeout=5)
+        run.send_signal(signal.SIGTERM)
+        out, err = run.communicate(timeout=30)
+        held.release()
+
+    assert run.returncode == 143, err
+    assert "stopped early: stopped by Ctrl-C or SIGTERM" in err
+    assert "The same command goes on from there" in err
+    assert "0/2" in out  # the stub's answers are wrong; two were given
+    saved = json.loads((tmp_path / "out" / "eval.json").read_text())
+    assert [r["status"] for r in saved["results"]] == ["answered"] * 2 + ["not_run"] * 2
+
+
 def _per_question(stub: OpenAIStub, questions: list[Question]) -> list[int]:
     asked = [text_of(body["messages"][-1]) for body in stub.chat_bodies()]
     return [sum(q.question in text for text in asked) for q in questions]
