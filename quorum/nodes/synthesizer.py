@@ -39,13 +39,14 @@ CHOICE_SHAPE = """Fill in this outline:
 
 **When the other option is better:** <one sentence>"""
 
-# The answer comes last, after what the results found: asked to start with it, a 1.5B model
-# wrote "The result ... is 560" over a researcher's calculated 470, then bent its steps to
-# reach 560 (wrong in 11 of 20 arithmetic questions where the results held the right sum).
-# Told only to give the steps that support an answer, it worked the sum out again instead.
-ANSWER_SHAPE = """First, what the results found that answers the goal, each thing said once,
-with their numbers and facts as they state them: never redo what a result already worked out.
-Then end with a last paragraph that begins "In short:" and gives the answer they reach."""
+# "Then the steps or reasons that support it" alone made it work an arithmetic goal out
+# again, and state its own wrong sum over the researcher's calculated one. Asking for the
+# answer last did not stop that (4 of 21 right results still overruled, on 30 questions),
+# and on an "explain how" goal it copied the results out whole, headings and all (105 s);
+# asked for it "in your own words", it wrote one empty line.
+ANSWER_SHAPE = """Start with the answer the results reach, as they state it, in one or two
+sentences; do not work anything out again. Then the steps or reasons from the results that
+support it, each said once."""
 
 _CHOICE = re.compile(
     r"\b(or|vs\.?|versus|compare|comparing|choose|choosing|choice|between|decide|whether|which"
