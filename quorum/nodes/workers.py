@@ -23,8 +23,8 @@ Use your tools when a fact must be looked up or computed; do not guess numbers o
 Answer with the facts you found, each with where it came from."""
 
 ANALYST_PROMPT = """You are the analyst on a team. Reason carefully over the material you are
-given: compare, weigh trade-offs and draw conclusions. Compute with your calculator, never in
-your head. Show the key reasoning briefly, then state your conclusion."""
+given: compare, weigh trade-offs, compute and draw conclusions. Show the key reasoning
+briefly, then state your conclusion."""
 
 WRITER_PROMPT = """You are the writer on a team. Turn the material you are given into clear,
 well-organised prose for the reader the task names. Keep every fact from the material; add
@@ -61,14 +61,7 @@ WORKERS: dict[str, Worker] = {
             RESEARCHER_PROMPT,
             tools=None,
         ),
-        # The calculator, because an analyst computes: without it, a 1.5B analyst given a
-        # sum worked it out by hand and got it wrong where the researcher's call got it right.
-        Worker(
-            "analyst",
-            "compares, weighs and reasons over given material, computes with a calculator",
-            ANALYST_PROMPT,
-            tools=("calculator",),
-        ),
+        Worker("analyst", "compares, weighs and reasons over given material", ANALYST_PROMPT),
         Worker("writer", "writes clear prose from given material", WRITER_PROMPT),
     )
 }

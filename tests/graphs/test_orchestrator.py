@@ -172,7 +172,7 @@ def test_a_task_that_repeats_its_workers_description_is_sent_back(task: str) -> 
 async def test_each_worker_is_offered_its_own_tools_unless_the_run_grants_others(
     script: Script,
 ) -> None:
-    """The analyst computes with the calculator only; a grant reaches any worker."""
+    """Only the researcher has tools by default (read-only ones); a grant reaches any worker."""
     script.on(
         "planner",
         lambda agent, messages: plan_of(
@@ -183,7 +183,7 @@ async def test_each_worker_is_offered_its_own_tools_unless_the_run_grants_others
 
     await quorum.run("orchestrator", "Goal")
     tools = offered()
-    assert tools["analyst"] == ["calculator"] and tools["writer"] == []
+    assert tools["analyst"] == [] and tools["writer"] == []
     assert "calculator" in tools["researcher"] and "write_file" not in tools["researcher"]
 
     script.calls.clear()
