@@ -54,17 +54,9 @@ def eval_(
         _fail(error)
     eval_id = eval_id or eval_id_for(chosen, context)
     progress = Progress(err, eval_id, len(chosen) * len(names))
-    work = run_eval(
-        chosen,
-        names,
-        context=context,
-        eval_id=eval_id,
-        database=db,
-        concurrency=concurrency,
-        max_tokens=max_tokens,
-        max_cost_usd=max_cost,
-        on_result=progress,
-    )  # fmt: skip
+    work = run_eval(chosen, names, context=context, eval_id=eval_id, database=db,
+                    concurrency=concurrency, max_tokens=max_tokens, max_cost_usd=max_cost,
+                    on_result=progress)  # fmt: skip
     try:
         result = _run_async(work)
     except typer.Exit as stop:
