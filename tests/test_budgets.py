@@ -259,9 +259,9 @@ def test_agent_budget_stops_only_that_agent_and_a_larger_one_completes(
         "error"
     ]
     requests = Counter(agent_of(body) for body in stub.chat_bodies())
-    # The planner (thinking, then planning) and the analyst (running beside the researcher)
-    # are not capped.
-    assert (requests["planner"], requests["analyst"]) == (2, 1)
+    # The planner (thinking, then planning) and the analyst (running beside the researcher:
+    # a calculator call, then its answer) are not capped.
+    assert (requests["planner"], requests["analyst"]) == (2, 2)
     researcher_served = [usage for body, usage in stub.replies if agent_of(body) == "researcher"]
     case.check(stub, researcher_served)
     stopped_thread, served_when_stopped = thread, stub.served
@@ -275,7 +275,7 @@ def test_agent_budget_stops_only_that_agent_and_a_larger_one_completes(
     assert thread["status"] == "completed"
     requests = Counter(agent_of(body) for body in stub.chat_bodies())
     assert requests == Counter(
-        planner=2, analyst=1, writer=1, synthesizer=1, researcher=len(researcher_served) + 1
+        planner=2, analyst=2, writer=1, synthesizer=1, researcher=len(researcher_served) + 1
     )
     assert_usage_is_what_was_served(thread, stub.served)
     # Checked last, so the resume above is checked whatever happens here: the stopped

@@ -62,10 +62,10 @@ def test_sigkilled_run_resumes_without_repeating_finished_steps(
     run = quorum("run", "orchestrator", "Plan a launch", "--thread", "k1", env=env, cwd=tmp_path)
 
     assert held.arrived.wait(60), run.communicate(timeout=5)
-    # The planner (its thinking, then its plan), the researcher (a tool call, then its
-    # answer) and the analyst finished; the writer's call is in flight when the process dies.
+    # The planner (its thinking, then its plan), the researcher and the analyst (each a tool
+    # call, then its answer) finished; the writer's call is in flight when the process dies.
     before = calls(stub)
-    assert before == Counter(planner=2, researcher=2, analyst=1, writer=1)
+    assert before == Counter(planner=2, researcher=2, analyst=2, writer=1)
     listed = quorum("threads", "--json", env=env, cwd=tmp_path).communicate(timeout=60)[0]
     assert [(t["thread_id"], t["status"]) for t in json.loads(listed)] == [("k1", "running")]
     busy = quorum("resume", "k1", env=env, cwd=tmp_path)

@@ -40,11 +40,13 @@ Rules:
   results, so a part no step does is never done.
 - Use at most {max_steps} steps. Fewer is better when it does the job; one step may do it all.
 First think the plan through in plain text, in a few sentences: what the goal needs, which
-worker takes each part, and which parts need the results of others. Write no JSON yet."""
+worker (by name) takes each part and why its description fits, and which parts need the
+results of others. Do not work the goal out yourself. Write no JSON yet."""
 
-# The limit is said again here, with what to do about it: thinking in text, a 1.5B planner
-# allowed one step planned four anyway, then wrote only the first ("Compute 10 * 16") and
-# left the rest of the goal to no one.
+# The limit is said again here, with what to do about it. Measured, it did not help: a 1.5B
+# planner allowed one step that had planned four in its thinking wrote the same first step
+# ("Compute 10 * 16"), byte for byte, with or without it; `whole_goal` is what makes a
+# one-step plan do the goal. It is kept as the plain statement of the rule for larger plans.
 PLAN_REQUEST = """Now write the plan you settled on as JSON: each step with its id, its worker,
 its task in full and its dependencies. Use at most {max_steps} steps: if you thought of more,
 merge them into fewer, larger tasks so that the steps still do the whole goal."""

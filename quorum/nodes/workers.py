@@ -18,13 +18,17 @@ from quorum.state import WorkerState, WorkerTask, step_label
 from quorum.tools import tools_for
 from quorum.tools.contract import is_irreversible, spotlight
 
+# "Looked up or computed" in one breath: on 9 of 30 arithmetic goals a 1.5B researcher searched
+# the documents for the sum, found nothing and answered that it found no trusted source.
 RESEARCHER_PROMPT = """You are the researcher on a team. Gather the facts your task asks for.
-Use your tools when a fact must be looked up or computed; do not guess numbers or dates.
-Answer with the facts you found, each with where it came from."""
+Use your tools when a fact must be looked up; do not guess numbers or dates. Anything that
+is worked out from numbers you are given, compute with the calculator: searching will not
+find it. Answer with the facts you found, each with where it came from."""
 
 ANALYST_PROMPT = """You are the analyst on a team. Reason carefully over the material you are
-given: compare, weigh trade-offs, compute and draw conclusions. Show the key reasoning
-briefly, then state your conclusion."""
+given: compare, weigh trade-offs and draw conclusions. Compute every number with the
+calculator, one call per expression, never in your head. Show the key reasoning briefly,
+then state your conclusion."""
 
 WRITER_PROMPT = """You are the writer on a team. Turn the material you are given into clear,
 well-organised prose for the reader the task names. Keep every fact from the material; add
@@ -57,11 +61,18 @@ WORKERS: dict[str, Worker] = {
     for worker in (
         Worker(
             "researcher",
-            "finds and checks facts, looks things up and computes with tools",
+            "finds and checks facts, looks them up with tools",
             RESEARCHER_PROMPT,
             tools=None,
         ),
-        Worker("analyst", "compares, weighs and reasons over given material", ANALYST_PROMPT),
+        # The division of labour a small planner can read: whatever is worked out from
+        # numbers goes to the analyst, whose only tool is the calculator.
+        Worker(
+            "analyst",
+            "computes with the calculator, compares, weighs and reasons over given material",
+            ANALYST_PROMPT,
+            tools=("calculator",),
+        ),
         Worker("writer", "writes clear prose from given material", WRITER_PROMPT),
     )
 }

@@ -31,7 +31,7 @@ from quorum.evals.report import as_json, draw, rows, write_json
 from quorum.evals.statistics import mcnemar_exact, wilson
 from quorum.settings import get_settings
 from quorum.testing import Script, extracted, last_human, scripted, stating
-from quorum.testing.stub import OpenAIStub, quorum_env, schema_name, text_of
+from quorum.testing.stub import Hold, OpenAIStub, quorum_env, schema_name, text_of
 from tests.test_crash import quorum
 
 # --- Checkers and question files -----------------------------------------------------------
@@ -392,15 +392,7 @@ async def test_a_working_that_reaches_no_answer_is_invalid_not_failed() -> None:
 def test_a_killed_eval_resumes_without_rerunning_finished_questions(tmp_path: Path) -> None:
     questions = arithmetic(5, seed=11)
     with OpenAIStub() as stub:
-        env = quorum_env(stub, tmp_path)
-        # A working, then its number when the extraction asks for one.
-        stub.responder = lambda body: {"answer": 1} if schema_name(body) else "r\nFinal answer: 1"
-        third = questions[2].question
-        held = stub.hold(lambda body: third in text_of(body["messages"][-1]))
-        args = ["eval", "-s", "single", "-n", "5", "--seed", "11", "--concurrency", "1",
-                "--id", "killed", "--out", str(tmp_path / "out")]  # fmt: skip
-        first = quorum(*args, env=env, cwd=tmp_path)
-        assert held.arrived.wait(60), first.communicate(timeout=5)
+        env, args, first, held = _held_at_the_third_question(stub, tmp_path, 11, 5, "killed")
         first.send_signal(signal.SIGKILL)
         first.communicate(timeout=10)
         held.release()
@@ -425,16 +417,8 @@ def test_a_killed_eval_resumes_without_rerunning_finished_questions(tmp_path: Pa
 @pytest.mark.slow
 def test_a_stopped_eval_tables_what_it_finished(tmp_path: Path) -> None:
     """SIGTERM (or Ctrl-C) keeps the answers given so far, and prints and saves their table."""
-    questions = arithmetic(4, seed=12)
     with OpenAIStub() as stub:
-        env = quorum_env(stub, tmp_path)
-        stub.responder = lambda body: {"answer": 1} if schema_name(body) else "r\nFinal answer: 1"
-        third = questions[2].question
-        held = stub.hold(lambda body: third in text_of(body["messages"][-1]))
-        args = ["eval", "-s", "single", "-n", "4", "--seed", "12", "--concurrency", "1",
-                "--id", "stopped", "--out", str(tmp_path / "out")]  # fmt: skip
-        run = quorum(*args, env=env, cwd=tmp_path)
-        assert held.arrived.wait(60), run.communicate(timeout=5)
+        _, _, run, held = _held_at_the_third_question(stub, tmp_path, 12, 4, "stopped")
         run.send_signal(signal.SIGTERM)
         out, err = run.communicate(timeout=30)
         held.release()
@@ -445,6 +429,23 @@ def test_a_stopped_eval_tables_what_it_finished(tmp_path: Path) -> None:
     assert "0/2" in out  # the stub's answers are wrong; two were given
     saved = json.loads((tmp_path / "out" / "eval.json").read_text())
     assert [r["status"] for r in saved["results"]] == ["answered"] * 2 + ["not_run"] * 2
+
+
+def _held_at_the_third_question(
+    stub: OpenAIStub, tmp_path: Path, seed: int, n: int, eval_id: str
+) -> tuple[dict[str, str], list[str], subprocess.Popen[str], Hold]:
+    """`quorum eval` of single on `arithmetic(n, seed)`, started and waited for until the
+    stub holds the third question's working: its env, args, process and the hold."""
+    env = quorum_env(stub, tmp_path)
+    # A working, then its number when the extraction asks for one.
+    stub.responder = lambda body: {"answer": 1} if schema_name(body) else "r\nFinal answer: 1"
+    third = arithmetic(n, seed=seed)[2].question
+    held = stub.hold(lambda body: third in text_of(body["messages"][-1]))
+    args = ["eval", "-s", "single", "-n", str(n), "--seed", str(seed),
+            "--concurrency", "1", "--id", eval_id, "--out", str(tmp_path / "out")]  # fmt: skip
+    run = quorum(*args, env=env, cwd=tmp_path)
+    assert held.arrived.wait(60), run.communicate(timeout=5)
+    return env, args, run, held
 
 
 def _per_question(stub: OpenAIStub, questions: list[Question]) -> list[int]:

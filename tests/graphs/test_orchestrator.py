@@ -172,7 +172,8 @@ def test_a_task_that_repeats_its_workers_description_is_sent_back(task: str) -> 
 async def test_each_worker_is_offered_its_own_tools_unless_the_run_grants_others(
     script: Script,
 ) -> None:
-    """Only the researcher has tools by default (read-only ones); a grant reaches any worker."""
+    """The researcher has the read-only tools, the analyst the calculator, the writer none;
+    a grant reaches any worker."""
     script.on(
         "planner",
         lambda agent, messages: plan_of(
@@ -183,7 +184,7 @@ async def test_each_worker_is_offered_its_own_tools_unless_the_run_grants_others
 
     await quorum.run("orchestrator", "Goal")
     tools = offered()
-    assert tools["analyst"] == [] and tools["writer"] == []
+    assert tools["analyst"] == ["calculator"] and tools["writer"] == []
     assert "calculator" in tools["researcher"] and "write_file" not in tools["researcher"]
 
     script.calls.clear()
@@ -204,5 +205,23 @@ async def test_a_plan_of_one_step_is_given_the_whole_goal(script: Script) -> Non
     result = await quorum.run("orchestrator", goal, context=QuorumContext(max_plan_steps=1))
 
     assert result.status == "completed"
-    [analyst] = [call for call in script.calls if call.agent == "analyst"]
-    assert f"Your task: {goal}\n" in analyst.messages[-1].text
+    analyst = [call for call in script.calls if call.agent == "analyst"]
+    assert f"Your task: {goal}\n" in analyst[0].messages[-1].text
+    # Its result answers the goal as it stands: no synthesizer rewrites it.
+    assert "synthesizer" not in {call.agent for call in script.calls}
+    assert result.output == result.values["results"]["s1"]
+
+
+async def test_a_one_step_plan_for_a_choice_is_still_shaped_into_a_recommendation(
+    script: Script,
+) -> None:
+    script.on("planner", lambda agent, messages: plan_of(("s1", "analyst", [])))
+
+    await quorum.run(
+        "orchestrator",
+        "Should we use SQLite or PostgreSQL?",
+        context=QuorumContext(max_plan_steps=1),
+    )
+
+    [synthesizer] = [call for call in script.calls if call.agent == "synthesizer"]
+    assert "**Recommendation:**" in synthesizer.messages[-1].text

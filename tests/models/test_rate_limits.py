@@ -72,7 +72,9 @@ async def test_parallel_workers_share_the_endpoint_limit_and_none_is_refused(
     assert info.status == "completed", info.error
     assert len(info.values["results"]) == WORKERS
     requests = stub.chat_requests()
-    assert len(requests) == 2 + WORKERS + 1  # planner (thinking, plan), 16 analysts, synthesizer
+    # The planner (thinking, plan), 16 analysts (a calculator call, then an answer each), the
+    # synthesizer.
+    assert len(requests) == 2 + 2 * WORKERS + 1
     assert stub.rejected() == []
     assert {r.status for r in requests} == {200}
     # The workers did run in parallel, up to the limit and never beyond it.

@@ -12,7 +12,7 @@ from llama_cpp.llama_grammar import json_schema_to_gbnf
 import quorum
 from quorum import models
 from quorum.context import QuorumContext
-from quorum.errors import ModelError
+from quorum.errors import ModelError, RunFailed
 from quorum.metering import metered
 from quorum.models import structured
 from quorum.settings import Settings, get_settings
@@ -258,6 +258,32 @@ async def test_a_placeholder_final_action_is_repaired(
     # The model reasons before it commits to an action and its input.
     assert list(schema["properties"]) == ["thought", "action", "action_input"]
     assert "placeholder" in stub.chat_bodies()[-1]["messages"][-1]["content"]
+
+
+@pytest.mark.parametrize(
+    ("thought", "output"),
+    [("The result of 6*7 is indeed 42.", "The result of 6*7 is indeed 42."), ("}", None)],
+    ids=["stated-in-the-thought", "nowhere"],
+)
+async def test_an_answer_field_never_repaired_falls_back_to_a_thought_that_states_it(
+    stub: OpenAIStub, monkeypatch: pytest.MonkeyPatch, thought: str, output: str | None
+) -> None:
+    """At temperature 0 a repair can come back the same: the calculator's JSON result copied
+    into the answer three times, under a thought that said the answer in plain text."""
+    monkeypatch.setenv("QUORUM_TOOL_CALLING", "json")
+    get_settings.cache_clear()
+    copied = {"answer": '{"expression":"6*7","value":42}'}
+    stub.responder = lambda body: {
+        "thought": thought, "action": "final_answer", "action_input": copied
+    }  # fmt: skip
+
+    if output is None:
+        with pytest.raises(RunFailed, match="gave no real final answer after 2 repairs"):
+            await quorum.run("react", "What is 6 times 7?")
+    else:
+        thread = await quorum.run("react", "What is 6 times 7?")
+        assert (thread.status, thread.output) == ("completed", output)
+    assert len(stub.chat_bodies()) == 1 + models.STRUCTURED_REPAIRS
 
 
 def test_each_sample_gets_a_seed_of_its_own_and_the_same_on_every_run() -> None:
