@@ -128,6 +128,23 @@ async def list_threads(*, database: str | None = None) -> list[ThreadInfo]:
         return []
 
 
+async def eval_ids(*, database: str | None = None) -> dict[str, int]:
+    """The evals whose questions' threads are in the store, each with its count of threads.
+
+    They are not pattern runs, so `list_threads` leaves them out; this says they are there.
+    """
+    try:
+        async with shared_persistence(database, read_only=True) as kept:
+            found: dict[str, int] = {}
+            for thread_id in await list_thread_ids(kept.saver):
+                eval_id = (await metadata_of(kept, thread_id)).get("quorum_eval")
+                if eval_id:
+                    found[eval_id] = found.get(eval_id, 0) + 1
+            return found
+    except NoDatabase:
+        return {}
+
+
 async def _listed(kept: Persistence) -> list[ThreadInfo]:
     infos = []
     graphs = {p: compile_pattern(kept, p) for p in PATTERNS}
@@ -218,6 +235,26 @@ async def metadata_of(kept: Persistence, thread_id: str) -> dict[str, Any]:
     return dict(found.metadata or {})
 
 
+def _pattern_of(thread_id: str, metadata: dict[str, Any]) -> str:
+    """The Quorum pattern that made the thread; `ThreadNotFound` for any other thread."""
+    # Runs started from Studio (`langgraph dev`) share the store and carry the graph's id.
+    pattern = metadata.get("quorum_pattern") or metadata.get("graph_id", "")
+    if pattern not in PATTERNS and metadata.get("quorum_eval"):
+        eval_id = metadata["quorum_eval"]
+        raise ThreadNotFound(
+            f"thread {thread_id!r} answered one question of eval {eval_id!r} (strategy "
+            f"{metadata.get('quorum_strategy', '?')!r}); it is not a pattern run",
+            hint=f"its answer is in the eval's table: the same `quorum eval` command with "
+            f"--id {eval_id} prints it from the checkpoints",
+        )
+    if pattern not in PATTERNS:
+        raise ThreadNotFound(
+            f"thread {thread_id!r} was not made by a Quorum pattern (pattern {pattern!r})",
+            hint="list Quorum threads with `quorum threads`",
+        )
+    return pattern
+
+
 async def thread_info(
     kept: Persistence,
     thread_id: str,
@@ -229,13 +266,7 @@ async def thread_info(
 ) -> ThreadInfo:
     """What the checkpoint store knows of the thread (see `ThreadInfo`)."""
     metadata = await metadata_of(kept, thread_id)
-    # Runs started from Studio (`langgraph dev`) share the store and carry the graph's id.
-    pattern = metadata.get("quorum_pattern") or metadata.get("graph_id", "")
-    if pattern not in PATTERNS:
-        raise ThreadNotFound(
-            f"thread {thread_id!r} was not made by a Quorum pattern (pattern {pattern!r})",
-            hint="list Quorum threads with `quorum threads`",
-        )
+    pattern = _pattern_of(thread_id, metadata)
     graph = (graphs or {}).get(pattern) or compile_pattern(kept, pattern)
     snapshot = await graph.aget_state(thread_config(thread_id))
     if lease is None and not ignore_lease and graphs is None:

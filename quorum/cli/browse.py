@@ -88,7 +88,21 @@ def threads(
             f"{total_tokens(info.usage):,}",
             info.input[:48],
         )
-    out.print(table if infos else "no threads yet")
+    if infos:
+        out.print(table)
+    else:
+        _no_threads(db)
+
+
+def _no_threads(db: str | None) -> None:
+    """Say there are no pattern threads, and which evals' threads there are instead."""
+    evals = _run_async(threads_api.eval_ids(database=db))
+    out.print("no pattern threads yet" if evals else "no threads yet")
+    for eval_id, count in evals.items():
+        out.print(
+            f"eval {escape(eval_id)}: {count} threads, one per question and strategy; the "
+            f"same `quorum eval` command with --id {escape(eval_id)} tables them"
+        )
 
 
 def _prune(

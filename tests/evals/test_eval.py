@@ -9,6 +9,7 @@ embedded test runs a short eval end to end on SmolLM2.
 from __future__ import annotations
 
 import ast
+import asyncio
 import json
 import operator
 import os
@@ -367,6 +368,24 @@ async def test_a_failing_question_is_counted_and_named() -> None:
     assert "gave no valid NumberAnswer" in (failed.error or "")
     assert rows(result)[0].failures == 1 and rows(result)[0].correct == 2
     assert rows(result)[0].questions == 3
+
+
+def test_an_evals_threads_are_named_as_such_by_threads_and_show(tmp_path: Path) -> None:
+    """They are not pattern runs: `quorum threads` says which evals they belong to, `quorum
+    show` what one is and where its answer is, where both said "no threads" and "not made
+    by a Quorum pattern"."""
+    db = str(tmp_path / "eval.db")
+    with scripted(Script()):
+        asyncio.run(run_eval(QUESTIONS[:2], ["single"], eval_id="e1", database=db))
+
+    listed = CliRunner().invoke(app, ["threads", "--db", db])
+    shown = CliRunner().invoke(app, ["show", "e1-single-0", "--db", db])
+
+    assert listed.exit_code == 0, listed.output
+    assert "no pattern threads yet" in listed.output
+    assert "eval e1: 2 threads" in listed.output and "--id e1" in listed.output
+    assert shown.exit_code != 0
+    assert "answered one question of eval 'e1' (strategy 'single')" in shown.output
 
 
 async def test_a_working_that_reaches_no_answer_is_invalid_not_failed() -> None:
