@@ -149,3 +149,54 @@ async def test_missing_folder_is_a_clear_error(
 
     assert status == "error" and "does not exist" in result["error"]
     assert "QUORUM_DOCS_DIR" in result["suggestion"]
+
+
+# A word problem's numbers are not in any document: a 1.5B agent searched for them, read
+# strays that shared "and", "give" and "after" with its query, and answered that it could not
+# answer. Nothing found now says so, and what the folder holds.
+@pytest.mark.parametrize(
+    "query",
+    [
+        "Mia's apple count after buying and giving away",
+        "total cookies baked = cookies per friend * number of friends + leftover cookies",
+        "math expression",
+    ],
+)
+async def test_a_query_no_document_answers_gets_no_hits_but_what_the_folder_holds(
+    query: str,
+) -> None:
+    status, result = await invoke("search_documents", query=query, max_results=1)
+
+    assert status == "success"
+    assert result["hits"] == [] and result["documents"] == 16
+    note = result["note"]
+    assert note.startswith("No document here is about ")
+    assert " and " not in note.split(":")[0]  # stop words are not what it searched for
+    assert "Keeping a sourdough starter healthy" in note and "Kinds of volcano" in note
+    assert note.endswith(
+        "what is worked out from numbers you were given is computed, not searched."
+    )
+
+
+async def test_a_hit_names_the_keywords_it_holds_and_stop_words_are_not_keywords() -> None:
+    _, result = await invoke("search_documents", query="boiling point of water on Everest")
+
+    top = result["hits"][0]
+    assert top["path"] == "water-boiling-point.md" and result["note"] is None
+    assert top["matched"] == ["boiling", "point", "water", "everest"]
+    # Later hits hold a common word only; they come along once one document answers.
+    assert all(hit["matched"] == ["water"] for hit in result["hits"][1:])
+
+
+async def test_rare_words_find_a_document_among_a_questions_filler() -> None:
+    _, found = await invoke("search_documents", query="how much do I get back on a hotel in London")
+    _, only_stop_words = await invoke("search_documents", query="what is it")
+
+    assert found["hits"][0]["path"] == "expense-policy.md"
+    assert {"hotel", "london"} <= set(found["hits"][0]["matched"])
+    # A query of stop words alone is searched with them, not refused.
+    assert {word for hit in only_stop_words["hits"] for word in hit["matched"]} == {
+        "what",
+        "is",
+        "it",
+    }
