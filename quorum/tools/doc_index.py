@@ -319,8 +319,8 @@ def _nothing_about(keywords: list[str], closest: list[str], titles: list[str]) -
     return (
         f"No document here is about {', '.join(keywords)}: {closest_has}. The {len(titles)} "
         f"documents are about: {shown}{more}. Search again with other keywords, or answer "
-        "without the documents: what is worked out from numbers you were given is computed, "
-        "not searched."
+        "without the documents. If the task gives you the numbers, its answer is not in any "
+        "document: compute it with the calculator."
     )
 
 

@@ -63,7 +63,7 @@ async def search_documents(
     """Search the local document collection and return the best-matching documents.
 
     Use for: facts, policies, notes and reference material kept in the documents folder;
-    try it first, before the web. Each hit has a title, a path, a snippet, a BM25 score and
+    look here before the web. Each hit has a title, a path, a snippet, a BM25 score and
     the keywords it contains; read a whole document with read_document(path=...). No hits
     and a note listing what the folder is about: nothing there answers the query.
     Do not use for: the live web or recent news (use web_search), computing (use calculator),

@@ -173,9 +173,7 @@ async def test_a_query_no_document_answers_gets_no_hits_but_what_the_folder_hold
     assert note.startswith("No document here is about ")
     assert " and " not in note.split(":")[0]  # stop words are not what it searched for
     assert "Keeping a sourdough starter healthy" in note and "Kinds of volcano" in note
-    assert note.endswith(
-        "what is worked out from numbers you were given is computed, not searched."
-    )
+    assert note.endswith("its answer is not in any document: compute it with the calculator.")
 
 
 async def test_a_hit_names_the_keywords_it_holds_and_stop_words_are_not_keywords() -> None:
