@@ -10,12 +10,14 @@ one short structured call typed by the question's checker (a JSON number for a n
 question), so the form of the answer can never be what limits a strategy: a small model
 asked to reason inside a JSON string, under a grammar, got 0 of 10 arithmetic questions
 right where the same model in plain text got 6. A working that reaches no answer is
-extracted as none, and counted `invalid`, apart from wrong answers. Strategy settings
+extracted as none, and counted `invalid`, apart from wrong answers; so is a number the
+working never writes (the extraction made it up). Strategy settings
 (`samples`, `max_rounds`, `model`, `models`, `temperature`) are run settings.
 """
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import replace
 from typing import Any
@@ -27,7 +29,7 @@ from langgraph.types import Send
 from pydantic import BaseModel, ConfigDict, Field
 
 from quorum.context import QuorumContext
-from quorum.evals.checkers import canonical
+from quorum.evals.checkers import as_number, canonical
 from quorum.graphs import PATTERNS
 from quorum.graphs.pattern import AgentGraph
 from quorum.models import ask, ask_structured
@@ -43,6 +45,8 @@ worked answer reaches, exactly as it states it, without solving anything yoursel
 reaches no answer, give null. Reply with JSON only."""
 
 EXTRACT_TEMPLATE = "Question: {question}\n\nWorked answer:\n{working}"
+
+NUMBER = re.compile(r"\d[\d,]*(?:\.\d+)?")
 
 
 class NumberAnswer(BaseModel):
@@ -73,7 +77,20 @@ async def extract(question: str, working: str, kind: AnswerKind, context: Quorum
     reply = await ask_structured("extract", context, messages, schema)
     if reply.answer is None:
         return ""
-    return canonical(str(reply.answer)) if kind == "number" else str(reply.answer).strip()
+    if kind != "number":
+        return str(reply.answer).strip()
+    # A number the working never states was made up by the extraction, not reached by the
+    # strategy: a worker's answer "classical-mathematics" was extracted as 6. No answer.
+    number = as_number(str(reply.answer))
+    return canonical(str(reply.answer)) if number is not None and states(working, number) else ""
+
+
+def states(working: str, number: float) -> bool:
+    """Whether `working` writes `number`, in either sign (a working may write -127 as "- 127")."""
+    return any(
+        (found := as_number(text)) is not None and abs(found) == abs(number)
+        for text in NUMBER.findall(working)
+    )
 
 
 async def _work(

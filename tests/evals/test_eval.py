@@ -31,7 +31,7 @@ from quorum.evals.checkers import check
 from quorum.evals.report import as_json, draw, rows, write_json
 from quorum.evals.statistics import mcnemar_exact, wilson
 from quorum.settings import get_settings
-from quorum.testing import Script, extracted, last_human, scripted, stating
+from quorum.testing import Script, extracted, last_human, reasoned, scripted, stating
 from quorum.testing.stub import Hold, OpenAIStub, quorum_env, schema_name, text_of
 from tests.test_crash import quorum
 
@@ -206,14 +206,27 @@ def known_answers() -> Script:
         right = samples[question] <= (2 if INDEX[question] < 9 else 1)
         return f"r\nFinal answer: {EXPECTED[question] if right else '7'}"
 
+    def judge(agent: str, messages: list[BaseMessage]) -> str | dict:
+        # The debate's judge settles on the right number in words of its own.
+        question = messages[1].text.removeprefix("Question: ").split("\n\n")[0]
+        if not stating(messages):
+            return "Debater a checks each step."
+        return {"final_answer": f"it is {EXPECTED[question]}", "winner": "a", "confidence": 0.8}
+
     def extract(agent: str, messages: list[BaseMessage]) -> dict:
         working = last_human(messages)
         if "Final answer:" in working:  # single and self-consistency: taken out as written
             return extracted(working)
-        # The debate's judge (scripted) names no number: right on every question, as 123.0.
+        # The judge's answer has no "Final answer:" line: right on every question, as 123.0.
         return {"answer": EXPECTED[_question_in(messages)] + ".0"}
 
-    return Script().on("solver", solver).on("sampler", sampler).on("extract", extract)
+    return (
+        Script()
+        .on("solver", solver)
+        .on("sampler", sampler)
+        .on("judge", judge)
+        .on("extract", extract)
+    )
 
 
 @pytest.mark.slow
@@ -267,8 +280,18 @@ async def test_scripted_eval_gives_exact_accuracies_intervals_tokens_and_signifi
 
 
 async def test_every_pattern_runs_as_a_strategy() -> None:
-    # The scripted patterns' results name no number: the extraction reads 42 in each.
-    with scripted(Script().on("extract", lambda a, m: {"answer": "42"})) as script:
+    # Each pattern's last agent states 42 in words of its own; the extraction reads it there.
+    script = (
+        Script()
+        .on("synthesizer", lambda a, m: "Six sevens make 42.")
+        .on("format_report", lambda a, m: "# Product\nIt is 42.")
+        .on(
+            "judge",
+            reasoned("Both agree.", {"final_answer": "42", "winner": "tie", "confidence": 0.9}),
+        )
+        .on("extract", lambda a, m: {"answer": "42"})
+    )
+    with scripted(script):
         result = await run_eval(
             [Question("What is 6 times 7?", "42", "numeric")],
             ["single", "self-consistency", "orchestrator", "pipeline", "debate", "react"],
@@ -360,7 +383,10 @@ async def test_a_failing_question_is_counted_and_named() -> None:
             return {"reasoning": "no answer field"}  # invalid every time: repairs run out
         return {"answer": EXPECTED[question]}
 
-    with scripted(Script().on("extract", broken)):
+    def solver(agent: str, messages: list[BaseMessage]) -> str:
+        return f"Final answer: {EXPECTED[_question_in(messages)]}"
+
+    with scripted(Script().on("solver", solver).on("extract", broken)):
         result = await run_eval(QUESTIONS[:3], ["single"])
 
     failed = result.of("single")[1]
@@ -402,6 +428,26 @@ async def test_a_working_that_reaches_no_answer_is_invalid_not_failed() -> None:
     assert answered.status == "answered" and answered.correct
     row = rows(result)[0]
     assert (row.invalid, row.failures, row.correct, row.questions) == (1, 0, 1, 2)
+
+
+async def test_a_number_the_working_never_states_is_invalid_not_wrong() -> None:
+    # On the default model a worker answered "classical-mathematics" and the extraction gave
+    # 6: a number it made up, not one the strategy reached. A sign is not a number of its own.
+    workings = {0: "The answer is classical-mathematics.", 1: "So 5 - 132 = -127."}
+
+    def solver(agent: str, messages: list[BaseMessage]) -> str:
+        return workings[INDEX[last_human(messages)]]
+
+    def extract(agent: str, messages: list[BaseMessage]) -> dict:
+        return {"answer": 6} if "classical" in last_human(messages) else {"answer": -127}
+
+    with scripted(Script().on("solver", solver).on("extract", extract)):
+        result = await run_eval(QUESTIONS[:2], ["single"])
+
+    made_up, stated = result.of("single")
+    assert (made_up.status, made_up.answer, made_up.correct) == ("invalid", "", False)
+    assert (stated.status, stated.answer) == ("answered", "-127")
+    assert rows(result)[0].invalid == 1
 
 
 # --- A killed eval resumes without re-running finished questions ---------------------------
