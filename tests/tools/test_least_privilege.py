@@ -8,6 +8,7 @@ log of every call (`Call.tools`), and what a refused call did from the workspace
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ from quorum.context import QuorumContext
 from quorum.errors import UsageError
 from quorum.testing import Script
 
-READ_ONLY = {"search_documents", "read_document", "web_search", "http_fetch", "calculator"}
+READ_ONLY = {"search_documents", "read_document", "http_fetch", "calculator"}
 
 
 def offered(script: Script, agent: str) -> list[set[str]]:
@@ -36,6 +37,21 @@ async def test_a_researcher_cannot_write_and_the_react_agent_can(script: Script)
         assert "write_file" not in tools, (agent, tools)
     tools = offered(script, "agent")[0]
     assert READ_ONLY | {"write_file"} <= tools
+    # No web search provider is configured: a tool that can only fail is not offered.
+    assert not any("web_search" in tools for tools in offered(script, "researcher"))
+    assert "web_search" not in tools
+
+
+async def test_web_search_is_offered_once_a_provider_is_configured_or_granted(
+    script: Script, configure: Callable[..., None]
+) -> None:
+    granted = QuorumContext(agent_tools={"researcher": ["web_search"]})
+    await quorum.run("orchestrator", "Compare two databases", context=granted)
+    configure(tavily_api_key="tvly-test-key")
+    await quorum.run("react", "What is 2+2?")
+
+    assert offered(script, "researcher")[0] == {"web_search"}
+    assert "web_search" in offered(script, "agent")[0]
 
 
 async def test_a_run_grants_an_agent_exactly_the_tools_it_names(script: Script) -> None:
