@@ -4,8 +4,9 @@
 MCP servers configured in `QUORUM_MCP_CONFIG` (`quorum.tools.mcp`). Each agent is offered
 `tools_for(agent, context)`: least privilege. The ReAct agent, asked to act, gets them all;
 every other agent (a researcher, the pipeline's research stage) only tools without side
-effects, unless the run's `agent_tools` grants it others. A tool that cannot work here (web
-search with no provider configured) is not offered by default. An irreversible tool (write_file, an
+effects, unless the run's `agent_tools` grants it others. A tool that cannot work here
+(`available` in its contract: web search with no provider configured) is not offered by
+default. An irreversible tool (write_file, an
 undeclared MCP tool) also waits for a person's approval before each call (see
 `quorum.effects`), unless it is approved in advance. Adding a tool is one typed function with
 `@agent_tool` in a module's TOOLS; a new module is added to `_MODULES` below.
@@ -20,7 +21,7 @@ from langchain_core.tools import BaseTool
 from quorum.context import QuorumContext
 from quorum.errors import ConfigError, UsageError
 from quorum.tools import calculator, clock, docsearch, fetch, files, websearch
-from quorum.tools.contract import has_side_effects
+from quorum.tools.contract import has_side_effects, is_available
 from quorum.tools.mcp import mcp_tools
 
 # The calculator first: a 1.5B researcher offered the document search first searched it for
@@ -69,7 +70,7 @@ async def tools_for(
     if granted is None:
         if default is not None:
             return tools_named(default)
-        usable = [tool for tool in every if works_here(tool)]
+        usable = [tool for tool in every if is_available(tool)]
         if agent in ACTING_AGENTS:
             return usable
         return [tool for tool in usable if not has_side_effects(tool)]
@@ -81,16 +82,6 @@ async def tools_for(
             hint=f"the tools: {', '.join(sorted(registry))}",
         )
     return [registry[name] for name in granted]
-
-
-def works_here(tool: BaseTool) -> bool:
-    """Whether `tool` can do its job in this deployment: web search needs a provider.
-
-    Offered without one, it only fails: on the word problems a 1.5B ReAct agent began 8 of 30
-    with a web search, read "not available", and answered none of the 8. A run's
-    `agent_tools` can still grant it, and then its error says what to configure.
-    """
-    return tool.name != websearch.web_search.name or websearch.search_provider() is not None
 
 
 def tools_named(names: Iterable[str]) -> list[BaseTool]:

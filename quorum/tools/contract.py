@@ -57,24 +57,35 @@ class ToolFailure(BaseModel):
     suggestion: str = Field(description="What to try instead.")
 
 
+class AgentTool(StructuredTool):
+    """A tool made by `agent_tool`: a StructuredTool that can say whether it works here."""
+
+    # A field, not metadata: LangChain hands a tool's metadata to every callback and tracer
+    # of each call, and a function there is nothing they can record.
+    available: Callable[[], bool] | None = Field(default=None, exclude=True)
+
+
 def agent_tool(
     *,
     side_effects: bool = False,
     irreversible: bool = False,
     untrusted: bool = False,
     timeout: float = TOOL_TIMEOUT,
+    available: Callable[[], bool] | None = None,
 ) -> Callable[[Callable[..., Any]], BaseTool]:
     """Make a typed async function into a tool that declares its side effects.
 
     The function's docstring is the description the model reads; its type hints are the
     input schema. `untrusted`: what it returns comes from outside the process (a web page,
     a search result, a document, a file) and may carry instructions planted by someone else.
+    `available`: whether the tool can do its job in this deployment (asked each time tools
+    are offered; see `is_available`).
     """
     if irreversible and not side_effects:
         raise ValueError("an irreversible tool has side effects by definition")
 
     def wrap(function: Callable[..., Any]) -> BaseTool:
-        return StructuredTool.from_function(
+        return AgentTool.from_function(
             coroutine=function,
             name=function.__name__,
             description=function.__doc__ or "",
@@ -84,6 +95,7 @@ def agent_tool(
                 "untrusted": untrusted,
                 "timeout": timeout,
             },
+            available=available,
         )
 
     return wrap
@@ -97,6 +109,18 @@ def has_side_effects(tool: BaseTool) -> bool:
 def is_irreversible(tool: BaseTool) -> bool:
     """Whether what `tool` changes cannot be undone (it needs approval, or the setting)."""
     return bool((tool.metadata or {}).get("irreversible"))
+
+
+def is_available(tool: BaseTool) -> bool:
+    """Whether `tool` can do its job here, so that it is offered by default.
+
+    A tool that would only fail is worse than none: on the word problems a 1.5B ReAct agent
+    began 8 of 30 with a web search that had no provider, read "not available", and answered
+    none of the 8. A run's `agent_tools` can still grant it, and its error then says what to
+    configure.
+    """
+    check = getattr(tool, "available", None)
+    return check is None or bool(check())
 
 
 def is_untrusted(tool: BaseTool) -> bool:

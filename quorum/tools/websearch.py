@@ -131,7 +131,7 @@ def search_provider() -> SearchProvider | None:
     return TavilyProvider(settings.tavily_api_key)
 
 
-@agent_tool(untrusted=True)
+@agent_tool(untrusted=True, available=lambda: search_provider() is not None)
 async def web_search(
     query: Annotated[str, Field(min_length=1, max_length=400, description="What to search for.")],
     max_results: Annotated[int, Field(ge=1, le=10, description="How many results.")] = 5,

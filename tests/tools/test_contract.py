@@ -19,6 +19,7 @@ from quorum.tools.contract import (
     agent_tool,
     call_tool,
     has_side_effects,
+    is_available,
     is_irreversible,
 )
 
@@ -261,3 +262,19 @@ def test_an_approval_in_advance_does_not_hold_once_the_agent_read_untrusted_data
     assert not needs_approval(write, approve_tools=["write_file"])
     assert needs_approval(write, approve_tools=["write_file"], tainted=["http_fetch"])
     assert not needs_approval(calculator, tainted=["http_fetch"])  # only irreversible calls wait
+
+
+def test_whether_a_tool_works_here_is_asked_each_time_and_kept_out_of_its_metadata() -> None:
+    configured: list[str] = []
+
+    @agent_tool(untrusted=True, available=lambda: bool(configured))
+    async def lookup(query: str) -> str:
+        """Look something up."""
+        return query
+
+    assert not is_available(lookup)
+    configured.append("a provider")
+    assert is_available(lookup)
+    # Tracers and callbacks receive a tool's metadata with each call: it must stay data.
+    json.dumps(lookup.metadata)
+    assert all(is_available(tool) for tool in TOOLS if tool.name != "web_search")
