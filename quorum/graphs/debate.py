@@ -5,7 +5,8 @@
 
 The two debaters run in parallel in every phase. The moderator is plain code: it advances
 answer -> critique -> revise, counts rounds (default 1) and stops early when both debaters
-say they agree.
+say they agree, or when they open with the same answer (round 0: no critique, no revision;
+on the default model a round is 6 of a question's 13 model calls).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from langgraph.runtime import Runtime
 
 from quorum.context import QuorumContext
 from quorum.graphs.pattern import Pattern
-from quorum.nodes.debate import debater_a, debater_b, judge
+from quorum.nodes.debate import debater_a, debater_b, judge, opened_agreeing
 from quorum.state import DebateInput, DebateOutput, DebateState
 
 
@@ -27,6 +28,9 @@ async def moderator(state: DebateState, runtime: Runtime[QuorumContext]) -> dict
     if phase is None:
         return {"phase": "answer", "round": 0}
     if phase == "answer":
+        if opened_agreeing(state):
+            # Critique and revision would argue over nothing: the judge checks the one answer.
+            return {"phase": "judge", "agreement": {"a": True, "b": True}}
         return {"phase": "critique", "round": 1}
     if phase == "critique":
         return {"phase": "revise"}

@@ -8,6 +8,7 @@ verdict is then stated in a small schema with the reasoning in view (`ask_reason
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 from langchain_core.messages import HumanMessage, SystemMessage
@@ -83,6 +84,36 @@ class Ruling(BaseModel):
     final_answer: str = Field(
         min_length=2, description="The answer the judge settles on, in words."
     )
+
+
+def _folded(answer: str) -> str:
+    return " ".join(re.findall(r"[a-z0-9.-]+", answer.lower().replace(",", ""))).strip(".")
+
+
+def same_answer(first: str, second: str) -> bool:
+    """Whether two answers are one answer, as far as plain code can tell.
+
+    The same once case, spacing, commas and punctuation are set aside; or one is a bare
+    number that the other states as its only number ("398" and "398 km"). Anything else
+    counts as a disagreement: a debate held needlessly costs tokens, one skipped on a false
+    agreement can cost the answer.
+    """
+    first, second = _folded(first), _folded(second)
+    if first == second:
+        return bool(first)
+    numbers = [re.findall(r"-?[0-9]+(?:\.[0-9]+)?", text) for text in (first, second)]
+    bare = any(re.fullmatch(r"-?[0-9]+(?:\.[0-9]+)?", text) for text in (first, second))
+    return (
+        bare
+        and len(numbers[0]) == len(numbers[1]) == 1
+        and (float(numbers[0][0]) == float(numbers[1][0]))
+    )
+
+
+def opened_agreeing(state: DebateState) -> bool:
+    """Whether both debaters opened with the same answer: then there is nothing to debate."""
+    positions = state.get("positions", {})
+    return len(positions) == 2 and same_answer(positions["a"].answer, positions["b"].answer)
 
 
 def _other(side: Side) -> Side:

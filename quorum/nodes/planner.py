@@ -43,6 +43,25 @@ First think the plan through in plain text, in a few sentences: what the goal ne
 worker (by name) takes each part and why its description fits, and which parts need the
 results of others. Do not work the goal out yourself. Write no JSON yet."""
 
+# With one step allowed, the planner chooses who does the goal, and `whole_goal` gives that
+# worker the goal itself. Asked to break a word problem into steps regardless, a 1.5B planner
+# made the first step "find out how many apples Mia has" and so chose the researcher for 20
+# of 30 problems, which searched the documents for a story's numbers; the analyst, given 10,
+# computed 7 right. So a one-step plan is asked for as that choice, of the goal as a whole.
+CHOOSER_PROMPT = """You are the planner of a team of agents. One worker will be given the
+user's whole goal and do all of it; you choose which. You never do it yourself.
+
+Workers:
+{workers}
+
+First think in plain text, in a few sentences: what the goal as a whole asks for (facts that
+must be looked up because the goal does not give them, an answer worked out from what the
+goal gives, or prose written from it) and which worker (by name) has the description that
+fits. Do not break the goal into steps and do not work it out yourself. Write no JSON yet."""
+
+CHOICE_REQUEST = """Now write your choice as JSON: a plan of one step, with id s1, the worker
+you chose, the goal as its task, and no dependencies."""
+
 # The limit is said again here, with what to do about it. Measured, it did not help: a 1.5B
 # planner allowed one step that had planned four in its thinking wrote the same first step
 # ("Compute 10 * 16"), byte for byte, with or without it; `whole_goal` is what makes a
@@ -173,9 +192,13 @@ async def planner(state: OrchestratorState, runtime: Runtime[QuorumContext]) -> 
     """Plan the goal; return a valid plan, or the problems for another attempt."""
     context = runtime.context
     workers = {name: worker.description for name, worker in WORKERS.items()}
+    choosing = context.max_plan_steps == 1
+    prompt, request = (
+        (CHOOSER_PROMPT, CHOICE_REQUEST) if choosing else (PLANNER_PROMPT, PLAN_REQUEST)
+    )
     messages = [
         SystemMessage(
-            PLANNER_PROMPT.format(
+            prompt.format(
                 workers="\n".join(f"- {name}: {about}" for name, about in workers.items()),
                 max_steps=context.max_plan_steps,
             )
@@ -188,14 +211,14 @@ async def planner(state: OrchestratorState, runtime: Runtime[QuorumContext]) -> 
         context,
         messages,
         Plan,
-        request=PLAN_REQUEST.format(max_steps=context.max_plan_steps),
+        request=request.format(max_steps=context.max_plan_steps),
         json_schema=plan_json_schema(
             list(workers),
             context.max_plan_steps,
             positional=current_endpoint().structured == "json_object",
         ),
     )
-    if context.max_plan_steps == 1 and len(plan.steps) == 1:
+    if choosing and len(plan.steps) == 1:
         plan = whole_goal(plan, state["input"])
     problems = validate_plan(plan, workers, context.max_plan_steps)
     if not problems:

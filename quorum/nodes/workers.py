@@ -25,10 +25,13 @@ Use your tools when a fact must be looked up; do not guess numbers or dates. Any
 is worked out from numbers you are given, compute with the calculator: searching will not
 find it. Answer with the facts you found, each with where it came from."""
 
+# "Compute every number with the calculator" sent a 1.5B analyst comparing two databases to
+# the calculator with "2+2": a task with nothing to work out is told it needs no call.
 ANALYST_PROMPT = """You are the analyst on a team. Reason carefully over the material you are
-given: compare, weigh trade-offs and draw conclusions. Compute every number with the
-calculator, one call per expression, never in your head. Show the key reasoning briefly,
-then state your conclusion."""
+given: compare, weigh trade-offs and draw conclusions. Whenever your task needs a number
+worked out, compute it with the calculator, one call per expression, never in your head; a
+task with no number to work out needs no calculator. Show the key reasoning briefly, then
+state your conclusion."""
 
 WRITER_PROMPT = """You are the writer on a team. Turn the material you are given into clear,
 well-organised prose for the reader the task names. Keep every fact from the material; add

@@ -238,10 +238,21 @@ def valid_plan(body: Json) -> Json:
     }
 
 
+def own_claim(body: Json) -> Json:
+    """A debater's opening answer that names who gives it (the system prompt's persona).
+
+    Two debaters that open with the same answer go straight to the judge: a schema-made
+    answer, the same for both, would skip every debate's critique and revision.
+    """
+    system = next((text_of(m) for m in body.get("messages", []) if m.get("role") == "system"), "")
+    return {"answer": f"stub answer of {system[:60]}"}
+
+
 def default_schema_replies() -> dict[str, Json | Callable[[Json], Json]]:
     """Structured replies that a schema alone cannot make meaningful, by schema name."""
     return {
         "Plan": valid_plan,
+        "Claim": own_claim,
         # A generated fact-check lists one rejected claim (arrays get one item), which would
         # send every pipeline run round its revision loop.
         "FactCheck": {"verdict": "supported", "unsupported_claims": []},

@@ -212,6 +212,26 @@ async def test_a_plan_of_one_step_is_given_the_whole_goal(script: Script) -> Non
     assert result.output == result.values["results"]["s1"]
 
 
+@pytest.mark.parametrize(("max_steps", "asked"), [(1, "you choose which"), (3, "Break the")])
+async def test_a_planner_allowed_one_step_is_asked_to_choose_a_worker_not_to_break_the_goal(
+    script: Script, max_steps: int, asked: str
+) -> None:
+    """Asked for steps, a small planner routed a story's first step ("find out how many
+    apples Mia has") to the researcher, and so the whole word problem to a search."""
+    script.on(
+        "planner",
+        lambda agent, messages: plan_of(("s1", "analyst", [])) if stating(messages) else "Hmm.",
+    )
+
+    await quorum.run(
+        "orchestrator", "Mia has 5 apples...", context=QuorumContext(max_plan_steps=max_steps)
+    )
+
+    thinking, stating_plan = [call for call in script.calls if call.agent == "planner"]
+    assert asked in thinking.messages[0].text
+    assert ("you chose" in stating_plan.messages[-1].text) == (max_steps == 1)
+
+
 async def test_a_one_step_plan_for_a_choice_is_still_shaped_into_a_recommendation(
     script: Script,
 ) -> None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 from langchain_core.messages import AIMessage, ToolMessage
 
 import quorum
 from quorum.checkpoints import open_checkpointer
 from quorum.context import QuorumContext
+from quorum.nodes.debate import same_answer
 from quorum.state import FactCheck, Summary, Verdict
 from quorum.testing import Script, debater
 
@@ -134,6 +136,46 @@ async def test_debate_ends_early_when_both_agree(script: Script) -> None:
 
     # answer (2 calls), critique, revise (2 calls): then agreement ends it
     assert script.count("debater_a") == 5
+
+
+async def test_debaters_who_open_with_the_same_answer_go_straight_to_the_judge(
+    script: Script,
+) -> None:
+    def opening(agent, messages):
+        reply = debater(agent, messages)
+        return (
+            {"answer": "398 km" if agent == "debater_a" else "398"}
+            if reply == {"answer": f"{agent} answer"}
+            else reply
+        )
+
+    script.on("debater_a", opening).on("debater_b", opening)
+
+    result = await quorum.run("debate", "How far is the train?", context=QuorumContext())
+
+    # answer (reason, state) each, then the judge: no critique, no revision
+    assert [script.count(agent) for agent in ("debater_a", "debater_b", "judge")] == [2, 2, 2]
+    assert (result.values["round"], result.values["agreement"]) == (0, {"a": True, "b": True})
+    judged = script.calls[-1].messages[1].text
+    assert "398 km" in judged and "Debater b's answer: 398" in judged
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "same"),
+    [
+        ("398", "398 km", True),
+        ("1,234", "1234.0", True),
+        ("PostgreSQL.", "postgresql", True),
+        ("127", "-127", False),
+        ("6 left of 11", "6", False),
+        ("Use PostgreSQL 16", "Use SQLite 16", False),
+        ("", "", False),
+    ],
+)
+def test_answers_count_as_the_same_only_when_plain_code_can_tell(
+    first: str, second: str, same: bool
+) -> None:
+    assert same_answer(first, second) is same
 
 
 async def test_debaters_use_their_own_personas(script: Script) -> None:
