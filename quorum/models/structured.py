@@ -190,7 +190,10 @@ async def ask_structured(
 
 PLACEHOLDERS = frozenset(
     {"value", "string", "text", "answer", "your answer", "the answer", "final answer",
-     "placeholder", "todo", "tbd", "xxx", "...", "…", "<answer>", "[answer]", "{answer}"}
+     "placeholder", "todo", "tbd", "xxx", "...", "…", "<answer>", "[answer]", "{answer}",
+     # The name of a type where a value of it belongs: a 1.5B ReAct researcher reasoned its
+     # way to "35 cookies" and then answered "bytes".
+     "bytes", "str", "int", "integer", "number", "float", "object", "array", "boolean"}
 )  # fmt: skip
 """Words a model writes where a real value belongs when it copies the form, not fills it."""
 

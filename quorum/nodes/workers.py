@@ -62,9 +62,12 @@ class Worker:
 WORKERS: dict[str, Worker] = {
     worker.name: worker
     for worker in (
+        # "Finds and checks facts" drew a 1.5B planner to the researcher for "how many
+        # cookies were baked?", a story whose numbers are all given: the line between the
+        # two is whether the goal gives what the answer is worked out from.
         Worker(
             "researcher",
-            "finds and checks facts, looks them up with tools",
+            "looks up facts the goal does not give, with search tools, and checks them",
             RESEARCHER_PROMPT,
             tools=None,
         ),
@@ -72,7 +75,8 @@ WORKERS: dict[str, Worker] = {
         # numbers goes to the analyst, whose only tool is the calculator.
         Worker(
             "analyst",
-            "computes with the calculator, compares, weighs and reasons over given material",
+            "works answers out from what the goal gives: computes with the calculator, "
+            "compares, weighs and reasons",
             ANALYST_PROMPT,
             tools=("calculator",),
         ),

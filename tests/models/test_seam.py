@@ -214,6 +214,7 @@ async def test_transient_server_error_is_retried(stub: OpenAIStub) -> None:
         ("value", "placeholder"),
         ("Final answer.", "placeholder"),
         ("final_answer", "placeholder"),  # the field's own name
+        ("bytes", "placeholder"),  # a type's name where its value belongs
         ("The answer the judge settles on.", "description"),
         ('{"reasoning": "4 plus 4", "answer": 8}', "holds JSON"),
         ('reasoning": "so 417.", "answer": 417', "copy of the JSON reply"),
