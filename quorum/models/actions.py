@@ -167,7 +167,7 @@ async def _ask_json_action(
     else:
         prompt.insert(0, SystemMessage(ACTION_PROMPT.format(tools=described).strip()))
     bound = _with_format(model, schema, "Action")
-    thought: Any = ""
+    thoughts: list[str] = []
     for _ in range(STRUCTURED_REPAIRS + 1):
         raw = await _invoke(bound, prompt, agent, context, structured=True)
         try:
@@ -180,6 +180,7 @@ async def _ask_json_action(
             call = ToolCall(name=str(name), args=arguments, id=f"call_{uuid.uuid4().hex[:12]}")
             return AIMessage(str(thought), tool_calls=[call], usage_metadata=raw.usage_metadata)
         answer = arguments.get("answer", "") if isinstance(arguments, dict) else arguments
+        thoughts.append(str(thought))
         # A small model sometimes leaves the answer empty and puts it in its thought.
         text = str(answer).strip() or str(thought)
         reason = hollow(text, "answer")
@@ -189,9 +190,12 @@ async def _ask_json_action(
         prompt = [*prompt, raw, HumanMessage(REPAIR_PROMPT.format(error=reason))]
     # Out of repairs, a thought that states the answer in plain text is the answer: at
     # temperature 0 a 1.5B analyst thought "The result ... is indeed 522." three times over,
-    # and three times put the calculator's JSON result in the answer field.
-    if hollow(str(thought), "answer") is None:
-        return AIMessage(str(thought), usage_metadata=raw.usage_metadata)
+    # and three times put the calculator's JSON result in the answer field. The first such
+    # thought: those written after a repair message can be about the repair ("The answer
+    # should be a JSON object with the value directly"), not the task.
+    stated = next((thought for thought in thoughts if hollow(thought, "answer") is None), None)
+    if stated is not None:
+        return AIMessage(stated, usage_metadata=raw.usage_metadata)
     raise InvalidReply(
         f"agent '{agent}' gave no real final answer after {STRUCTURED_REPAIRS} repairs",
         hint="try a stronger model for this agent (context 'models') or a lower temperature",

@@ -287,6 +287,24 @@ async def test_an_answer_field_never_repaired_falls_back_to_a_thought_that_state
     assert len(stub.chat_bodies()) == 1 + models.STRUCTURED_REPAIRS
 
 
+async def test_out_of_repairs_the_first_thought_is_the_answer_not_one_about_the_repair(
+    stub: OpenAIStub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Repaired twice, a 1.5B analyst's later thoughts were about the repair ("The answer
+    should be a JSON object with the value directly"); its first said "Sam has $160"."""
+    monkeypatch.setenv("QUORUM_TOOL_CALLING", "json")
+    get_settings.cache_clear()
+    thoughts = iter(["Sam has $160 after saving and spending."] + ["Write the value directly."] * 2)
+    copied = {"answer": '{"value":160}'}
+    stub.responder = lambda body: {
+        "thought": next(thoughts), "action": "final_answer", "action_input": copied
+    }  # fmt: skip
+
+    thread = await quorum.run("react", "How many dollars does Sam have?")
+
+    assert thread.output == "Sam has $160 after saving and spending."
+
+
 def test_each_sample_gets_a_seed_of_its_own_and_the_same_on_every_run() -> None:
     seeds = [models.sample_seed(7, index) for index in range(5)]
 
