@@ -360,6 +360,9 @@ class Position(BaseModel):
     # before reasoning argues for whatever it wrote first.
     reasoning: str = Field(description="Why, briefly: the working that leads to the answer.")
     answer: str = Field(description="The answer to the question.")
+    kept: bool = Field(
+        default=False, description="True when a revision stated no answer and this one stood."
+    )
 
 
 class Verdict(BaseModel):

@@ -5,8 +5,9 @@
 
 The two debaters run in parallel in every phase. The moderator is plain code: it advances
 answer -> critique -> revise, counts rounds (default 1) and stops early when both debaters
-say they agree, or when they open with the same answer (round 0: no critique, no revision;
-on the default model a round is 6 of a question's 13 model calls).
+hold the same answer (compared in code, `agreeing`): after their revisions, or already in
+their openings (round 0: no critique, no revision; a round is 4 model calls of a question's
+8 when each debater ends its working on an "Answer:" line).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from langgraph.runtime import Runtime
 
 from quorum.context import QuorumContext
 from quorum.graphs.pattern import Pattern
-from quorum.nodes.debate import debater_a, debater_b, judge, opened_agreeing
+from quorum.nodes.debate import agreeing, debater_a, debater_b, judge
 from quorum.state import DebateInput, DebateOutput, DebateState
 
 
@@ -28,16 +29,17 @@ async def moderator(state: DebateState, runtime: Runtime[QuorumContext]) -> dict
     if phase is None:
         return {"phase": "answer", "round": 0}
     if phase == "answer":
-        if opened_agreeing(state):
+        if agreeing(state):
             # Critique and revision would argue over nothing: the judge checks the one answer.
             return {"phase": "judge", "agreement": {"a": True, "b": True}}
         return {"phase": "critique", "round": 1}
     if phase == "critique":
         return {"phase": "revise"}
-    agreed = all(state.get("agreement", {}).get(side) for side in ("a", "b"))
+    agreed = agreeing(state)
+    agreement = {"a": agreed, "b": agreed}
     if agreed or state["round"] >= runtime.context.max_rounds:
-        return {"phase": "judge"}
-    return {"phase": "critique", "round": state["round"] + 1}
+        return {"phase": "judge", "agreement": agreement}
+    return {"phase": "critique", "round": state["round"] + 1, "agreement": agreement}
 
 
 def route_after_moderator(

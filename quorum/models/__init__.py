@@ -56,6 +56,7 @@ from quorum.models.structured import (
     hollow,
     hollow_fields,
     response_format,
+    stated,
 )
 
 __all__ = [
@@ -84,4 +85,5 @@ __all__ = [
     "preflight",
     "response_format",
     "sample_seed",
+    "stated",
 ]

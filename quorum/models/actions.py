@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 from weakref import WeakKeyDictionary
 
@@ -119,6 +119,7 @@ async def ask_reasoned(
     request: str = REASONED_REQUEST,
     json_schema: dict[str, Any] | None = None,
     sample: int | None = None,
+    read: Callable[[str], T | None] | None = None,
 ) -> tuple[str, T]:
     """Let `agent` reason in plain text, then state the outcome as `schema`: (working, reply).
 
@@ -128,10 +129,18 @@ async def ask_reasoned(
     structured turn (`ask_structured`, with its bounded repair) states the outcome, with the
     working in view. Each turn is its own journaled call. The working is capped at the
     run's `max_reasoning_tokens`: a small model on a CPU writes a few tokens a second.
+
+    `read`, when given, takes the reply from the working itself where the prompt asked the
+    agent to end on a line plain code can read ("Answer: 279"); the structured turn is then
+    not asked for. Read or asked, it is the model's own words: the structured turn was where
+    a 1.5B debater's right answer turned into `{"result": 279}`.
     """
     working = await ask(
         agent, context, messages, sample=sample, max_tokens=context.max_reasoning_tokens
     )
+    stated = read(working.text) if read is not None else None
+    if stated is not None:
+        return working.text, stated
     reply = await ask_structured(
         agent,
         context,

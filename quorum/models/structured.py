@@ -188,6 +188,18 @@ async def ask_structured(
     )
 
 
+def stated(text: str, label: str = "Answer") -> str | None:
+    """What the last line of `text` that begins `label:` states; None when none holds a value.
+
+    Markdown around the label ("**Answer:**") and a "Final" before it are set aside. A hollow
+    value (a placeholder, JSON punctuation, a nested reply) is left to the structured turn.
+    """
+    line = rf"^[\s*_#>-]*(?:final\s+)?{re.escape(label)}\s*[*_]*:[*_]*\s*(.+)$"
+    found = re.findall(line, text, re.IGNORECASE | re.MULTILINE)
+    value = found[-1].strip().strip("*_").strip() if found else ""
+    return value if value and hollow(value, label.casefold()) is None else None
+
+
 PLACEHOLDERS = frozenset(
     {"value", "string", "text", "answer", "your answer", "the answer", "final answer",
      "placeholder", "todo", "tbd", "xxx", "...", "…", "<answer>", "[answer]", "{answer}",

@@ -2,8 +2,10 @@
 
 A debater answers, critiques the other's answer, then revises its own in the light of the
 critique it received; the moderator (graph code, not a model) moves the phases along. Every
-agent reasons in plain text; a critique stays prose, and an answer, a revision or the judge's
-verdict is then stated in a small schema with the reasoning in view (`ask_reasoned`).
+agent reasons in plain text; a critique stays prose. A debater ends its working on an
+"Answer:" line, read as its claim; only when there is none is the claim asked for in a small
+schema with the reasoning in view (`ask_reasoned`), as the judge's ruling always is. Whether
+the two now agree is compared in code (`same_answer`), not asked of either.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from langgraph.runtime import Runtime
 from pydantic import BaseModel, ConfigDict, Field
 
 from quorum.context import QuorumContext
-from quorum.models import ask, ask_reasoned
+from quorum.errors import InvalidReply
+from quorum.models import ask, ask_reasoned, stated
 from quorum.state import DebateState, Position, Side, Verdict
 
 DEBATER_PROMPT = """You are {persona}, one of two debaters answering a question. Be accurate
@@ -39,13 +42,9 @@ Your opponent's critique of it:
 Your opponent's answer and reasoning:
 {other}
 Revise your answer: keep what holds, fix what the critique shows is wrong. End with one last
-line: "Answer: " and your answer, then say whether you now hold the same answer as your
-opponent."""
+line: "Answer: " and your answer."""
 
 ANSWER_REQUEST = "Now state the answer your reasoning above ends on, as JSON."
-
-REVISION_REQUEST = """Now state, as JSON, the answer your revision above ends on, and whether you
-now hold the same answer as your opponent."""
 
 JUDGE_PROMPT = """You are the judge of a debate. Read the question and both final answers, and
 weigh them in plain text, in a few sentences: check each one's reasoning, and decide which
@@ -55,21 +54,15 @@ RULING_REQUEST = """Now state your ruling as JSON: which debater argued better (
 sure you are, from 0 to 1, and the final answer you settle on, in words."""
 
 
+KEPT = " (kept from before: its revision stated no answer)"
+
+
 class Claim(BaseModel):
     """The answer a debater's reasoning ends on."""
 
     model_config = ConfigDict(extra="forbid")
 
     answer: str = Field(description="The answer itself, as the reasoning states it.")
-
-
-class Revision(BaseModel):
-    """The answer a debater's revision ends on, and whether both sides now hold it."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    answer: str = Field(description="The revised answer itself.")
-    agrees_with_opponent: bool = Field(description="True if both now hold the same answer.")
 
 
 class Ruling(BaseModel):
@@ -110,8 +103,8 @@ def same_answer(first: str, second: str) -> bool:
     )
 
 
-def opened_agreeing(state: DebateState) -> bool:
-    """Whether both debaters opened with the same answer: then there is nothing to debate."""
+def agreeing(state: DebateState) -> bool:
+    """Whether both debaters now hold the same answer: then there is nothing left to debate."""
     positions = state.get("positions", {})
     return len(positions) == 2 and same_answer(positions["a"].answer, positions["b"].answer)
 
@@ -124,6 +117,11 @@ def _argued(position: Position) -> str:
     return position.reasoning or position.answer
 
 
+def _claim(working: str) -> Claim | None:
+    answer = stated(working)
+    return Claim(answer=answer) if answer is not None else None
+
+
 async def _debate_turn(side: Side, state: DebateState, context: QuorumContext) -> dict:
     agent = f"debater_{side}"
     persona = context.debater_a_persona if side == "a" else context.debater_b_persona
@@ -133,8 +131,9 @@ async def _debate_turn(side: Side, state: DebateState, context: QuorumContext) -
     if phase == "answer":
         prompt = ANSWER_TEMPLATE.format(question=question)
         working, claim = await ask_reasoned(
-            agent, context, [system, HumanMessage(prompt)], Claim, request=ANSWER_REQUEST
-        )
+            agent, context, [system, HumanMessage(prompt)], Claim, request=ANSWER_REQUEST,
+            read=_claim,
+        )  # fmt: skip
         return {"positions": {side: Position(reasoning=working, answer=claim.answer)}}
     other = _argued(positions[_other(side)])
     if phase == "critique":
@@ -150,13 +149,16 @@ async def _debate_turn(side: Side, state: DebateState, context: QuorumContext) -
         critique=state["critiques"][side],
         other=other,
     )
-    working, revision = await ask_reasoned(
-        agent, context, [system, HumanMessage(prompt)], Revision, request=REVISION_REQUEST
-    )
-    return {
-        "positions": {side: Position(answer=revision.answer, reasoning=working)},
-        "agreement": {side: revision.agrees_with_opponent},
-    }
+    try:
+        working, claim = await ask_reasoned(
+            agent, context, [system, HumanMessage(prompt)], Claim, request=ANSWER_REQUEST,
+            read=_claim,
+        )  # fmt: skip
+    except InvalidReply:
+        # A revision that states no answer leaves the debater where it stood: its earlier
+        # answer goes to the judge, marked as kept (every failed reply is in the journal).
+        return {"positions": {side: positions[side].model_copy(update={"kept": True})}}
+    return {"positions": {side: Position(answer=claim.answer, reasoning=working)}}
 
 
 async def debater_a(state: DebateState, runtime: Runtime[QuorumContext]) -> dict:
@@ -173,7 +175,8 @@ async def judge(state: DebateState, runtime: Runtime[QuorumContext]) -> dict:
     """Weigh both final answers in plain text, then give the verdict."""
     positions = state["positions"]
     answers = "\n\n".join(
-        f"Debater {side}'s answer: {positions[side].answer}\nReasoning:\n{_argued(positions[side])}"
+        f"Debater {side}'s answer{KEPT if positions[side].kept else ''}: {positions[side].answer}\n"
+        f"Reasoning:\n{_argued(positions[side])}"
         for side in ("a", "b")
     )
     working, ruling = await ask_reasoned(

@@ -168,7 +168,7 @@ def debater(agent: str, messages: list[BaseMessage]) -> Reply:
     answer = f"{agent} revised" if revising else f"{agent} answer"
     if not stating(messages):
         return f"{agent} weighs it.\nAnswer: {answer}"
-    return {"answer": answer, "agrees_with_opponent": False} if revising else {"answer": answer}
+    return {"answer": answer}
 
 
 def extracted(prompt: str) -> dict:

@@ -15,8 +15,7 @@ Retry-After), a dropped connection, a reply slower than the client waits, or a m
     with OpenAIStub() as stub:
         env["QUORUM_BASE_URL"] = stub.base_url      # http://127.0.0.1:<port>/v1
         stub.responder = lambda body: "hello" if schema_name(body) is None else None
-        stub.schema_replies["Revision"] = {"answer": "x", "reasoning": "y",
-                                           "agrees_with_opponent": True}
+        stub.schema_replies["Claim"] = {"answer": "x"}
         stub.delay = 0.5                            # every reply waits half a second
         held = stub.hold(lambda body: schema_name(body) == "Verdict")
         ...; held.arrived.wait(10); ...; held.release()

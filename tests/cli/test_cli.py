@@ -34,7 +34,7 @@ def test_run_with_context_settings(script: Script) -> None:
     result = quorum("run", "debate", "Q?", "--set", "max_rounds=2", "--model", "m1")
 
     assert result.exit_code == 0, result.output
-    assert script.count("debater_a") == 8  # answer (reason, state), 2 x (critique, revise)
+    assert script.count("debater_a") == 5  # answer, 2 x (critique, revise)
 
 
 @pytest.mark.parametrize(

@@ -251,11 +251,11 @@ async def test_scripted_eval_gives_exact_accuracies_intervals_tokens_and_signifi
     assert (debate.low, debate.high) == pytest.approx((0.7575, 1.0), abs=5e-5)
     # Every scripted reply is 10 input and 5 output tokens: 2 calls per question for single
     # (the working and the extraction), 3 samples of 2 for self-consistency, and for debate
-    # 2 answers and 2 revisions of 2 calls each (reasoning, then its statement), 2 critiques,
-    # the judge's weighing and ruling, and the extraction: 13.
+    # 2 answers and 2 revisions (each read from its working's "Answer:" line), 2 critiques,
+    # the judge's weighing and ruling, and the extraction: 9.
     assert (single.input_tokens, single.output_tokens) == (240, 120)
     assert (sc.input_tokens, sc.output_tokens) == (720, 360)
-    assert (debate.input_tokens, debate.output_tokens) == (1560, 780)
+    assert (debate.input_tokens, debate.output_tokens) == (1080, 540)
     assert script.count("solver") == 12 and script.count("sampler") == 36
     assert script.count("judge") == 24 and script.count("extract") == 12 + 36 + 12
     # Self-consistency wins 5 questions, loses none: p = 2 / 2**5, not significant;
@@ -371,7 +371,7 @@ async def test_a_failed_pattern_continues_from_its_last_step_when_run_again() ->
 
     assert again.results[0].status == "answered" and again.results[0].correct
     # Only the judge's step ran again: the debaters' turns were kept in the checkpoints.
-    assert script.count("debater_a") + script.count("debater_b") == debaters == 10
+    assert script.count("debater_a") + script.count("debater_b") == debaters == 6
     assert script.count("judge") == 3  # the failed call, then its weighing and its ruling
 
 

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import pytest
-from langchain_core.messages import AIMessage, ToolMessage
+from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 
 import quorum
 from quorum.checkpoints import open_checkpointer
 from quorum.context import QuorumContext
-from quorum.nodes.debate import same_answer
+from quorum.models import STRUCTURED_REPAIRS
+from quorum.nodes.debate import KEPT, same_answer
 from quorum.state import FactCheck, Summary, Verdict
-from quorum.testing import Script, debater
+from quorum.testing import Script, debater, stating
 
 
 async def test_orchestrator_runs_plan_and_synthesizes(script: Script) -> None:
@@ -114,28 +115,67 @@ async def test_debate_rounds_and_structured_verdict(script: Script) -> None:
     assert isinstance(verdict, Verdict)
     assert (verdict.winner, verdict.confidence) == ("a", 0.8)
     assert result.output == verdict.final_answer
-    # answer (reason, state) + 2 x (critique + revise (reason, state)) per debater
-    assert script.count("debater_a") == 8 and script.count("debater_b") == 8
+    # answer + 2 x (critique + revise) per debater: each working ends on an "Answer:" line,
+    # read as the claim, so no structured turn follows it
+    assert script.count("debater_a") == 5 and script.count("debater_b") == 5
     assert script.count("judge") == 2  # it weighs in text, then rules
     assert verdict.rationale == "Debater a's answer is clearer."
+    assert result.values["positions"]["a"].answer == "debater_a revised"
+    assert result.values["agreement"] == {"a": False, "b": False}
     # A critique is prose, and the other side reads the reasoning, not only the answer.
     critique = next(c for c in script.calls if "Critique that answer" in c.messages[-1].text)
     assert "weighs it." in critique.messages[-1].text
 
 
+async def test_a_debater_without_an_answer_line_states_its_claim_in_the_schema(
+    script: Script,
+) -> None:
+    def unlabelled(agent, messages):
+        reply = debater(agent, messages)
+        return reply.replace("Answer: ", "So: ") if isinstance(reply, str) else reply
+
+    script.on("debater_a", unlabelled)
+
+    result = await quorum.run("debate", "Tabs or spaces?", context=QuorumContext())
+
+    # answer (reason, state) + critique + revise (reason, state); b read both from its lines
+    assert [script.count(agent) for agent in ("debater_a", "debater_b")] == [5, 3]
+    assert result.values["positions"]["a"].answer == "debater_a revised"
+
+
+async def test_a_revision_that_states_no_answer_keeps_the_earlier_one_for_the_judge(
+    script: Script,
+) -> None:
+    def stuck(agent, messages):
+        if any("Revise your answer" in m.text for m in messages if isinstance(m, HumanMessage)):
+            return "I revise nothing." if not stating(messages) else {"answer": "}"}
+        return debater(agent, messages)
+
+    script.on("debater_b", stuck)
+
+    result = await quorum.run("debate", "Tabs or spaces?", context=QuorumContext())
+
+    kept = result.values["positions"]["b"]
+    assert (kept.answer, kept.kept) == ("debater_b answer", True)
+    assert result.values["positions"]["a"].kept is False
+    # the hollow claim, then each repair: every attempt asked, the run not failed
+    assert script.count("debater_b") == 1 + 1 + 1 + 1 + STRUCTURED_REPAIRS
+    judged = script.calls[-1].messages[1].text
+    assert f"Debater b's answer{KEPT}: debater_b answer" in judged
+
+
 async def test_debate_ends_early_when_both_agree(script: Script) -> None:
     def agreeing(agent, messages):
         reply = debater(agent, messages)
-        if isinstance(reply, dict) and "agrees_with_opponent" in reply:
-            reply["agrees_with_opponent"] = True
-        return reply
+        return reply.replace(f"{agent} revised", "tabs") if isinstance(reply, str) else reply
 
     script.on("debater_a", agreeing).on("debater_b", agreeing)
 
-    await quorum.run("debate", "Tabs or spaces?", context=QuorumContext(max_rounds=3))
+    result = await quorum.run("debate", "Tabs or spaces?", context=QuorumContext(max_rounds=3))
 
-    # answer (2 calls), critique, revise (2 calls): then agreement ends it
-    assert script.count("debater_a") == 5
+    # answer, critique, revise: both now say "tabs", and code, not the debaters, sees it
+    assert script.count("debater_a") == 3
+    assert (result.values["round"], result.values["agreement"]) == (1, {"a": True, "b": True})
 
 
 async def test_debaters_who_open_with_the_same_answer_go_straight_to_the_judge(
@@ -143,18 +183,15 @@ async def test_debaters_who_open_with_the_same_answer_go_straight_to_the_judge(
 ) -> None:
     def opening(agent, messages):
         reply = debater(agent, messages)
-        return (
-            {"answer": "398 km" if agent == "debater_a" else "398"}
-            if reply == {"answer": f"{agent} answer"}
-            else reply
-        )
+        own = "398 km" if agent == "debater_a" else "398"
+        return reply.replace(f"{agent} answer", own) if isinstance(reply, str) else reply
 
     script.on("debater_a", opening).on("debater_b", opening)
 
     result = await quorum.run("debate", "How far is the train?", context=QuorumContext())
 
-    # answer (reason, state) each, then the judge: no critique, no revision
-    assert [script.count(agent) for agent in ("debater_a", "debater_b", "judge")] == [2, 2, 2]
+    # one answer each, then the judge: no critique, no revision
+    assert [script.count(agent) for agent in ("debater_a", "debater_b", "judge")] == [1, 1, 2]
     assert (result.values["round"], result.values["agreement"]) == (0, {"a": True, "b": True})
     judged = script.calls[-1].messages[1].text
     assert "398 km" in judged and "Debater b's answer: 398" in judged

@@ -311,3 +311,20 @@ def test_each_sample_gets_a_seed_of_its_own_and_the_same_on_every_run() -> None:
     assert len(set(seeds)) == 5
     assert seeds == [models.sample_seed(7, index) for index in range(5)]
     assert seeds != [models.sample_seed(8, index) for index in range(5)]
+
+
+@pytest.mark.parametrize(
+    ("working", "claim"),
+    [
+        ("3 + 4 = 7.\nAnswer: 7", "7"),
+        ("Working.\n**Answer:** 279 km\n", "279 km"),
+        ("Answer: 5\nOn reflection, 6.\nFinal Answer: 6", "6"),
+        ("Working.\nAnswer: value", None),  # a placeholder: left to the structured turn
+        ('Working.\nAnswer: {"result": 279}', None),  # JSON: the same
+        ("The answer is 7.", None),  # no line of its own
+    ],
+)
+def test_a_claim_is_read_from_the_last_answer_line_that_holds_one(
+    working: str, claim: str | None
+) -> None:
+    assert models.stated(working) == claim
