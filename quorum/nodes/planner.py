@@ -19,9 +19,9 @@ from langgraph.runtime import Runtime
 
 from quorum.context import QuorumContext
 from quorum.errors import PlanError
-from quorum.models import ask_reasoned, current_endpoint
+from quorum.models import ask_reasoned, current_endpoint, stated
 from quorum.nodes.workers import WORKERS
-from quorum.state import OrchestratorState, Plan
+from quorum.state import OrchestratorState, Plan, PlanStep
 
 PLANNER_PROMPT = """You are the planner of a team of agents. Break the user's goal into steps
 and assign each step to one worker. You never do a step yourself.
@@ -56,8 +56,11 @@ Workers:
 
 First think in plain text, in a few sentences: what the goal as a whole asks for (facts that
 must be looked up because the goal does not give them, an answer worked out from what the
-goal gives, or prose written from it) and which worker (by name) has the description that
-fits. Do not break the goal into steps and do not work it out yourself. Write no JSON yet."""
+goal gives, or prose written from it) and which worker's description fits. Do not break the
+goal into steps and do not work it out yourself. End with one last line: "Worker: " and the
+name of the worker you choose."""
+
+CHOICE_QUESTION = "Which worker should do this goal?\nGoal: {goal}"
 
 CHOICE_REQUEST = """Now write your choice as JSON: a plan of one step, with id s1, the worker
 you chose, the goal as its task, and no dependencies."""
@@ -188,13 +191,29 @@ def whole_goal(plan: Plan, goal: str) -> Plan:
     return Plan(steps=[step.model_copy(update={"task": goal, "dependencies": []})])
 
 
+def chosen(working: str, workers: list[str], goal: str) -> Plan | None:
+    """The one-step plan a chooser's "Worker:" line names; None when it names no one worker.
+
+    Asked for its choice as a plan in JSON, a 1.5B planner that had computed a sum instead
+    of choosing wrote the first worker the schema lists, 30 times of 30: the line it ends
+    its own reasoning on is its choice, when it made one.
+    """
+    line = stated(working, "Worker")
+    named = [w for w in workers if re.search(rf"\b{re.escape(w)}\b", (line or "").lower())]
+    if len(named) != 1:
+        return None
+    return Plan(steps=[PlanStep(id="s1", worker=named[0], task=goal, dependencies=[])])
+
+
 async def planner(state: OrchestratorState, runtime: Runtime[QuorumContext]) -> dict:
     """Plan the goal; return a valid plan, or the problems for another attempt."""
     context = runtime.context
     workers = {name: worker.description for name, worker in WORKERS.items()}
     choosing = context.max_plan_steps == 1
-    prompt, request = (
-        (CHOOSER_PROMPT, CHOICE_REQUEST) if choosing else (PLANNER_PROMPT, PLAN_REQUEST)
+    prompt, request, asked = (
+        (CHOOSER_PROMPT, CHOICE_REQUEST, CHOICE_QUESTION)
+        if choosing
+        else (PLANNER_PROMPT, PLAN_REQUEST, "Goal: {goal}")
     )
     messages = [
         SystemMessage(
@@ -203,7 +222,7 @@ async def planner(state: OrchestratorState, runtime: Runtime[QuorumContext]) -> 
                 max_steps=context.max_plan_steps,
             )
         ),
-        HumanMessage(f"Goal: {state['input']}"),
+        HumanMessage(asked.format(goal=state["input"])),
         *(HumanMessage(feedback) for feedback in state.get("plan_feedback", [])[-1:]),
     ]
     _, plan = await ask_reasoned(
@@ -217,6 +236,7 @@ async def planner(state: OrchestratorState, runtime: Runtime[QuorumContext]) -> 
             context.max_plan_steps,
             positional=current_endpoint().structured == "json_object",
         ),
+        read=(lambda working: chosen(working, list(workers), state["input"])) if choosing else None,
     )
     if choosing and len(plan.steps) == 1:
         plan = whole_goal(plan, state["input"])

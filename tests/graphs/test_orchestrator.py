@@ -232,6 +232,36 @@ async def test_a_planner_allowed_one_step_is_asked_to_choose_a_worker_not_to_bre
     assert ("you chose" in stating_plan.messages[-1].text) == (max_steps == 1)
 
 
+@pytest.mark.parametrize(
+    ("line", "calls", "worker"),
+    [
+        ("Worker: analyst", 1, "analyst"),
+        ("**Worker:** The Analyst.", 1, "analyst"),
+        ("Worker: researcher or analyst", 2, "writer"),  # no one worker: the schema decides
+        ("The result is 48.", 2, "writer"),  # it worked the sum out instead of choosing
+    ],
+)
+async def test_a_chooser_s_worker_line_is_its_choice(
+    script: Script, line: str, calls: int, worker: str
+) -> None:
+    """Asked for its choice in JSON, a 1.5B planner that had computed a sum instead wrote the
+    first worker the schema lists, 30 times of 30."""
+    script.on(
+        "planner",
+        lambda agent, messages: (
+            plan_of(("s1", "writer", [])) if stating(messages) else f"It is a sum.\n{line}"
+        ),
+    )
+    goal = "What is 3+10*16?"
+
+    result = await quorum.run("orchestrator", goal, context=QuorumContext(max_plan_steps=1))
+
+    [step] = result.values["plan"].steps
+    assert (step.worker, step.task, script.count("planner")) == (worker, goal, calls)
+    asked = script.calls[0].messages[1].text
+    assert asked == f"Which worker should do this goal?\nGoal: {goal}"
+
+
 async def test_a_one_step_plan_for_a_choice_is_still_shaped_into_a_recommendation(
     script: Script,
 ) -> None:
