@@ -91,9 +91,8 @@ async def open_postgres(url: str) -> AsyncIterator[Any]:
 @asynccontextmanager
 async def open_postgres_store(url: str) -> AsyncIterator[Any]:
     """Open the store tables at `url`, creating them if needed."""
-    from langgraph.store.base import PutOp
     from langgraph.store.postgres.aio import AsyncPostgresStore
-    from psycopg.rows import dict_row
+    from psycopg.types.json import Jsonb
 
     class QuorumPostgresStore(AsyncPostgresStore):
         """LangGraph's async PostgreSQL store, with writes fenced by a thread's lease."""
@@ -109,19 +108,17 @@ async def open_postgres_store(url: str) -> AsyncIterator[Any]:
         ) -> None:
             """Put one item unless another run has taken `thread_id`'s lease from `holder`.
 
-            The lease row is read FOR SHARE in the write's transaction: a run taking the
-            lease over waits for the commit, or has already taken it and the write is refused.
+            One statement, so one round trip: it reads the lease row FOR SHARE and inserts
+            only if `holder` holds it, and commits both at once. A run taking the lease
+            over waits for that commit, or has already taken it and nothing is inserted.
             """
-            async with (
-                cast(Any, self.conn).connection() as conn,  # the pool this store was opened on
-                conn.transaction(),
-                conn.cursor(binary=True, row_factory=dict_row) as cursor,
-            ):
-                await cursor.execute(FENCE, (thread_id,))
-                row = await cursor.fetchone()
-                if row is None or row["holder"] != holder:
+            async with cast(Any, self.conn).connection() as conn:  # the store's own pool
+                cursor = await conn.execute(
+                    FENCED_PUT,
+                    (thread_id, holder, ".".join(namespace), key, Jsonb(value)),
+                )
+                if await cursor.fetchone() is None:
                     raise lease.lost(thread_id)
-                await self._batch_put_ops([(0, PutOp(namespace, key, value, index=False))], cursor)
 
     async with _connect(url) as pool:
         store = QuorumPostgresStore(pool)
@@ -130,7 +127,18 @@ async def open_postgres_store(url: str) -> AsyncIterator[Any]:
         yield store
 
 
-FENCE = lease.HOLDER.replace("?", "%s") + " FOR SHARE"
+FENCED_PUT = """WITH fence AS (
+    SELECT 1 FROM quorum_leases WHERE thread_id = %s AND holder = %s FOR SHARE
+)
+INSERT INTO store (prefix, key, value, created_at, updated_at, expires_at, ttl_minutes)
+SELECT %s, %s, %s, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, NULL, NULL FROM fence
+ON CONFLICT (prefix, key) DO UPDATE SET value = EXCLUDED.value, updated_at = CURRENT_TIMESTAMP,
+    expires_at = NULL, ttl_minutes = NULL
+RETURNING 1"""
+"""A fenced journal or ledger write: the row LangGraph's store writes for an item without TTL
+(a namespace is its parts joined by dots), inserted only while the lease row, locked FOR
+SHARE until the commit, names the writer. Four round trips (begin, read the lease, insert,
+commit) become one: each model call journals its reply."""
 
 SETUP_LOCK = 0x71756F72
 """The advisory lock key held while the tables are set up ("quor")."""
