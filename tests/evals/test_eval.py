@@ -271,7 +271,7 @@ async def test_scripted_eval_gives_exact_accuracies_intervals_tokens_and_signifi
     # Taken out as a number: one spelling, whatever the working wrote.
     assert first["answer"] == EXPECTED[QUESTIONS[0].question] and first["correct"]
     assert first["expected"] == EXPECTED[QUESTIONS[0].question]
-    assert (first["input_tokens"], first["output_tokens"], first["calls"]) == (130, 65, 13)
+    assert (first["input_tokens"], first["output_tokens"], first["calls"]) == (90, 45, 9)
     assert first["thread_id"] == f"{result.eval_id}-debate-0"
     write_json(result, tmp_path / "eval.json")
     draw(result, tmp_path / "eval.png")
