@@ -147,7 +147,7 @@ class RawWorkerState(TypedDict, total=False):
 
 
 def raw_orchestrator(script: Script) -> Any:
-    """Orchestrator-worker by hand: planner -> dispatch -Send-> worker subgraph -> synthesizer."""
+    """Orchestrator-worker by hand: planner -Send-> worker subgraph -> dispatch -> synthesizer."""
     models = {
         name: ScriptedChatModel(agent=name, script=script)
         for name in ("planner", "synthesizer", *WORKERS)
@@ -185,7 +185,8 @@ def raw_orchestrator(script: Script) -> Any:
     builder.add_node("worker", _raw_worker(models))
     builder.add_node(synthesizer)
     builder.add_edge(START, "planner")
-    builder.add_edge("planner", "dispatch")
+    # As Quorum's orchestrator does: the first wave goes out from the planner.
+    builder.add_conditional_edges("planner", route, ["worker", "synthesizer"])
     builder.add_conditional_edges("dispatch", route, ["worker", "synthesizer"])
     builder.add_edge("worker", "dispatch")
     builder.add_edge("synthesizer", END)

@@ -2,7 +2,8 @@
 
 Per model call for ReAct (run time over the run's model calls), per run for the orchestrator
 with four workers; then the orchestrator fanning out to 16 workers whose model takes 200 ms,
-durable, against the critical path (planner, one worker, synthesizer).
+durable, against the critical path (planner, one worker, synthesizer); then a run through
+`quorum.run()` against the compiled graph it runs.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from bench.rows import Row, Target, interleaved, median, timed
 from bench.runs import Databases, quorum_graph, run_quorum, run_raw, stock_saver
 from bench.shapes import (
     FOUR_WORKERS,
+    INPUTS,
     context_for,
     orchestrator_script,
     parallel_plan,
@@ -18,7 +20,11 @@ from bench.shapes import (
     raw_react,
     react_script,
 )
+from quorum import runner
+from quorum.checkpoints import shared_persistence
+from quorum.context import QuorumContext
 from quorum.testing import scripted
+from quorum.threads import compile_pattern
 
 ROUNDS = 4
 """Tool rounds of a ReAct run: 5 agent turns and 4 tool calls."""
@@ -148,3 +154,54 @@ async def parallel_workers(
             )
         )
     return rows
+
+
+async def through_api(rounds: int, latency: float, databases: Databases) -> list[Row]:
+    """A run through `quorum.run()` against the same compiled graph run on the same database.
+
+    One run at a time, the database held open across them (as runs in flight in one process
+    share it): what the Python API adds to a run is its checks, the thread's lease, the
+    existence check and the read-back of the finished thread. Opening the database is not
+    in it; the note gives the time with the database opened and closed by each call.
+    """
+    rows = []
+    for label, kind in databases.targets():
+        for pattern, script in (
+            ("react", react_script(ROUNDS, delay=latency)),
+            ("orchestrator", orchestrator_script(FOUR_WORKERS, delay=latency)),
+        ):
+            target, ctx = databases.new(kind), context_for(pattern, rounds=ROUNDS)
+            with scripted(script):
+                alone = await interleaved(
+                    {"run": lambda: timed(lambda: _api_run(pattern, ctx, target))},  # noqa: B023
+                    max(3, rounds // 3),
+                )
+                async with shared_persistence(target) as kept:
+                    graph = compile_pattern(kept, pattern)
+                    t = await interleaved(
+                        {
+                            "api": lambda: timed(lambda: _api_run(pattern, ctx, target)),  # noqa: B023
+                            "graph": lambda: timed(
+                                lambda: run_quorum(graph, pattern, ctx, ROUNDS)  # noqa: B023
+                            ),
+                        },
+                        rounds,
+                    )
+            rows.append(
+                Row(
+                    f"quorum.run() vs the compiled graph, one run at a time ({pattern})",
+                    median(t["api"]),
+                    median(t["graph"]),
+                    "s",
+                    Target("<=", 1.1),
+                    "the compiled graph, durable",
+                    database=label,
+                    note=f"the database held open; opened and closed by each call: "
+                    f"{median(alone['run']) * 1000:.1f} ms a run",
+                )
+            )
+    return rows
+
+
+async def _api_run(pattern: str, context: QuorumContext, target: str) -> object:
+    return await runner.run(pattern, INPUTS[pattern], context=context, database=target)

@@ -45,6 +45,8 @@ async def measure(args: argparse.Namespace, folder: Path) -> list[Row]:
     rows += await steps.parallel_workers(
         1 if quick else 3, 0.02 if quick else args.worker_latency / 1000, databases
     )
+    stage("quorum.run() against the compiled graph")
+    rows += await steps.through_api(rounds, latency, databases)
     stage("concurrent runs")
     rows += await scale.concurrent(runs, batches, latency, databases)
     stage("concurrent runs against LangGraph's own saver")

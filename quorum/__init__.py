@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from quorum.effects import Decision
     from quorum.lifecycle import RunEvent
     from quorum.metering import Ledger, LedgerRow
-    from quorum.runner import check_input, new_thread_id, resume, run
+    from quorum.runner import check_input, database, new_thread_id, resume, run
     from quorum.threads import (
         ThreadInfo,
         delete_thread,
@@ -60,6 +60,7 @@ _LAZY = {
     "run": ("quorum.runner", "run"),
     "resume": ("quorum.runner", "resume"),
     "check_input": ("quorum.runner", "check_input"),
+    "database": ("quorum.runner", "database"),
     "new_thread_id": ("quorum.runner", "new_thread_id"),
     **{
         name: ("quorum.threads", name)
@@ -97,6 +98,7 @@ __all__ = [
     "ThreadBusy",
     "ThreadInfo",
     "check_input",
+    "database",
     "delete_thread",
     "get_thread",
     "ledger",

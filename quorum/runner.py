@@ -24,7 +24,8 @@ listing) and deleting them is `quorum.threads`.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from typing import Any
 
 from langgraph.graph.state import CompiledStateGraph
@@ -99,7 +100,7 @@ async def run(
             lease.holder,
             stream=stream,
         )
-        return await thread_info(kept, thread_id, ignore_lease=True)
+        return await thread_info(kept, thread_id, ignore_lease=True, pattern=pattern)
 
 
 async def resume(
@@ -297,3 +298,20 @@ def check_input(text: str) -> None:
 def new_thread_id() -> str:
     """A fresh, short thread id."""
     return uuid.uuid4().hex[:12]
+
+
+@asynccontextmanager
+async def database(target: str | None = None) -> AsyncIterator[None]:
+    """Hold the database open for the runs and resumes in the block (a loop, a service).
+
+    Each `run` or `resume` otherwise opens the database and closes it when no other call of
+    this event loop is using it: for SQLite two connections, a writer thread and a schema
+    check, which cost more than a short scripted run. Within the block they share one opened
+    database, as concurrent calls always do; it is closed when the block ends.
+
+        async with quorum.database("runs.db"):
+            for goal in goals:
+                await quorum.run("react", goal, database="runs.db")
+    """
+    async with shared_persistence(target):
+        yield

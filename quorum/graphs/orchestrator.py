@@ -4,12 +4,16 @@ The planner splits the goal into a task graph of steps for specialised workers:
 
     planner ─(invalid plan, repairs left)─> planner
        │
-    dispatch ─Send per ready step─> worker ─> dispatch ... ─(all done)─> synthesizer
+       └─Send per ready step─> worker ─> dispatch ─Send per ready step─> worker ...
+                                            └─(all done)─> synthesizer
 
-`dispatch` is the join: it runs once after every wave of workers and sends each step whose
-dependencies are all done, so independent steps run in parallel as separate tasks. Each
-worker is a tool-use subgraph (brief -> act <-> tool -> report), so its every model turn
-and tool call is checkpointed: a crash re-runs nothing a worker had finished.
+The valid plan's first wave goes out from the planner itself. `dispatch` is the join: it
+runs once after every wave of workers and sends each step whose dependencies are all done,
+so independent steps run in parallel as separate tasks. The join is a superstep of its own
+because LangGraph routes from each task that ends: routed from the workers, a wave of n
+would send the next wave n times. Each worker is a tool-use subgraph (brief -> act <-> tool
+-> report), so its every model turn and tool call is checkpointed: a crash re-runs nothing
+a worker had finished.
 """
 
 from __future__ import annotations
@@ -39,9 +43,13 @@ async def dispatch(state: OrchestratorState) -> dict:
     return {}
 
 
-def route_after_planner(state: OrchestratorState) -> Literal["planner", "dispatch"]:
-    """Back to the planner until it gives a valid plan (it raises when out of repairs)."""
-    return "dispatch" if state.get("plan") else "planner"
+def route_after_planner(state: OrchestratorState) -> list[Send] | Literal["planner", "synthesizer"]:
+    """Back to the planner until it gives a valid plan (it raises when out of repairs).
+
+    A valid plan's first wave is sent from here: through `dispatch`, every worker would
+    wait for one more synced checkpoint before its first model call.
+    """
+    return route_after_dispatch(state) if state.get("plan") else "planner"
 
 
 def route_after_dispatch(state: OrchestratorState) -> list[Send] | Literal["synthesizer"]:
@@ -91,7 +99,7 @@ builder.add_node(dispatch)
 builder.add_node("worker", worker)
 builder.add_agent(synthesizer)
 builder.add_edge(START, "planner")
-builder.add_conditional_edges("planner", route_after_planner)
+builder.add_conditional_edges("planner", route_after_planner, ["planner", "worker", "synthesizer"])
 builder.add_conditional_edges("dispatch", route_after_dispatch, ["worker", "synthesizer"])
 builder.add_edge("worker", "dispatch")
 builder.add_edge("synthesizer", END)

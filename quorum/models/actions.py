@@ -138,9 +138,9 @@ async def ask_reasoned(
     working = await ask(
         agent, context, messages, sample=sample, max_tokens=context.max_reasoning_tokens
     )
-    stated = read(working.text) if read is not None else None
-    if stated is not None:
-        return working.text, stated
+    from_line = read(working.text) if read is not None else None
+    if from_line is not None:
+        return working.text, from_line
     reply = await ask_structured(
         agent,
         context,

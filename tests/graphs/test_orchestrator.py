@@ -275,3 +275,16 @@ async def test_a_one_step_plan_for_a_choice_is_still_shaped_into_a_recommendatio
 
     [synthesizer] = [call for call in script.calls if call.agent == "synthesizer"]
     assert "**Recommendation:**" in synthesizer.messages[-1].text
+
+
+async def test_the_first_wave_goes_out_from_the_planner_with_no_join_before_it(
+    script: Script,
+) -> None:
+    done = await quorum.run("orchestrator", "Goal")
+
+    steps = [entry.agents for entry in (await quorum.get_thread(done.thread_id)).history]
+    # The default scripted plan: researcher and analyst at once, then the writer.
+    assert steps[:2] == [["planner"], ["worker", "worker"]]
+    # The join runs once after each wave, never between the plan and its first wave.
+    assert steps.count(["dispatch"]) == 2
+    assert steps[-1] == ["synthesizer"]

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+from contextlib import asynccontextmanager
+
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 
 import quorum
-from quorum.checkpoints import open_checkpointer
+from quorum import checkpoints
+from quorum.checkpoints import open_checkpointer, open_persistence
 from quorum.context import QuorumContext
 from quorum.models import STRUCTURED_REPAIRS
 from quorum.nodes.debate import KEPT, same_answer
 from quorum.state import FactCheck, Summary, Verdict
 from quorum.testing import Script, debater, stating
+from quorum.threads import compile_pattern
 
 
 async def test_orchestrator_runs_plan_and_synthesizes(script: Script) -> None:
@@ -260,3 +264,36 @@ async def test_state_survives_in_sqlite_and_reloads_strictly(script: Script, db:
     assert [h.agents for h in reloaded.history][:2] == [["moderator"], ["debater_a", "debater_b"]]
     async with open_checkpointer(db) as saver:
         assert await saver.aget_tuple({"configurable": {"thread_id": result.thread_id}})
+
+
+async def test_a_pattern_is_compiled_once_per_opened_database(tmp_path) -> None:
+    async with open_persistence(str(tmp_path / "a.db")) as kept:
+        react = compile_pattern(kept, "react")
+        assert compile_pattern(kept, "react") is react
+        assert compile_pattern(kept, "debate") is not react
+        assert react.checkpointer is kept.saver and react.store is kept.store
+    async with open_persistence(str(tmp_path / "b.db")) as other:
+        assert compile_pattern(other, "react").checkpointer is other.saver
+
+
+async def test_runs_in_a_database_block_share_one_opened_database(
+    script: Script, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    opened: list[str] = []
+    real = checkpoints.open_persistence
+
+    @asynccontextmanager
+    async def counted(target: str | None = None, **kwargs):
+        opened.append(str(target))
+        async with real(target, **kwargs) as kept:
+            yield kept
+
+    monkeypatch.setattr(checkpoints, "open_persistence", counted)
+    db = str(tmp_path / "runs.db")
+    async with quorum.database(db):
+        done = [await quorum.run("react", "What is 2+2?", database=db) for _ in range(3)]
+    assert opened == [db]
+    assert [info.status for info in done] == ["completed"] * 3
+    # The block closed it: the next run opens it again.
+    await quorum.run("react", "What is 2+2?", database=db)
+    assert opened == [db, db]
