@@ -48,6 +48,9 @@ results of others. Do not work the goal out yourself. Write no JSON yet."""
 # made the first step "find out how many apples Mia has" and so chose the researcher for 20
 # of 30 problems, which searched the documents for a story's numbers; the analyst, given 10,
 # computed 7 right. So a one-step plan is asked for as that choice, of the goal as a whole.
+# Choosing, it sent 8 of 30 stories to the researcher, each reasoned as "the total number of
+# cookies baked is not directly given in the goal, so it must be looked up": the answer
+# sought was read as a missing fact, hence the sentence on what counts.
 CHOOSER_PROMPT = """You are the planner of a team of agents. One worker will be given the
 user's whole goal and do all of it; you choose which. You never do it yourself.
 
@@ -56,9 +59,10 @@ Workers:
 
 First think in plain text, in a few sentences: what the goal as a whole asks for (facts that
 must be looked up because the goal does not give them, an answer worked out from what the
-goal gives, or prose written from it) and which worker's description fits. Do not break the
-goal into steps and do not work it out yourself. End with one last line: "Worker: " and the
-name of the worker you choose."""
+goal gives, or prose written from it) and which worker's description fits. The answer itself
+is never in the goal: what counts is whether the goal states what it is worked out from.
+Do not break the goal into steps and do not work it out yourself. End with one last line:
+"Worker: " and the name of the worker you choose."""
 
 CHOICE_QUESTION = "Which worker should do this goal?\nGoal: {goal}"
 
