@@ -13,7 +13,7 @@ import argparse
 import asyncio
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,51 +23,63 @@ from bench.rows import Row, markdown, rows_table, write_chart
 from bench.runs import Databases
 
 
-async def measure(args: argparse.Namespace, folder: Path) -> list[Row]:
-    """Every measurement, in order; the quick mode runs each one small."""
+def stages(args: argparse.Namespace, databases: Databases) -> list[tuple[str, Callable[[], Any]]]:
+    """Every measurement, in order, by name; the quick mode runs each one small."""
     quick = args.quick
     latency = args.latency / 1000
     rounds = 2 if quick else args.rounds
     runs = 8 if quick else args.runs
     # A batch of 200 runs takes seconds: fewer rounds of them say as much.
     batches = 1 if quick else max(3, rounds // 5)
-    databases = Databases(folder, args.postgres)
-    rows: list[Row] = []
-
-    def stage(name: str) -> None:
-        print(f"[{time.strftime('%H:%M:%S')}] {name}", file=sys.stderr, flush=True)
-
-    stage("steps without a checkpointer")
-    rows += await steps.no_checkpointer(rounds, latency)
-    stage("durable steps")
-    rows += await steps.durable(rounds, latency, databases)
-    stage("parallel workers")
-    rows += await steps.parallel_workers(
-        1 if quick else 3, 0.02 if quick else args.worker_latency / 1000, databases
-    )
-    stage("quorum.run() against the compiled graph")
-    rows += await steps.through_api(rounds, latency, databases)
-    stage("concurrent runs")
-    rows += await scale.concurrent(runs, batches, latency, databases)
-    stage("concurrent runs against LangGraph's own saver")
-    rows += await scale.against_stock(runs, batches, latency, databases)
-    stage("concurrent quorum.run()")
-    rows += await scale.through_run(runs, batches, latency, databases)
-    stage("checkpoint growth")
-    rows += await storage.growth(20 if quick else 100, databases)
-    stage("late steps against early ones")
-    rows += await late_steps.late_steps(1 if quick else 3, databases, 30 if quick else 100)
-    stage("resume cost")
-    rows += await recovery.resume_cost(databases)
-    stage("memory per run")
-    rows += await scale.memory(runs, databases)
-    stage("first-event latency")
-    rows += await scale.first_event(rounds, databases)
-    stage("tracing")
-    rows += separate.tracing(3 if quick else max(rounds, 30))
+    workers = (1, 0.02) if quick else (3, args.worker_latency / 1000)
+    listed: list[tuple[str, Callable[[], Any]]] = [
+        ("steps without a checkpointer", lambda: steps.no_checkpointer(rounds, latency)),
+        ("durable steps", lambda: steps.durable(rounds, latency, databases)),
+        ("parallel workers", lambda: steps.parallel_workers(*workers, databases)),
+        (
+            "quorum.run() against the compiled graph",
+            lambda: steps.through_api(rounds, latency, databases),
+        ),
+        ("concurrent runs", lambda: scale.concurrent(runs, batches, latency, databases)),
+        (
+            "concurrent runs against LangGraph's own saver",
+            lambda: scale.against_stock(runs, batches, latency, databases),
+        ),
+        ("concurrent quorum.run()", lambda: scale.through_run(runs, batches, latency, databases)),
+        ("checkpoint growth", lambda: storage.growth(20 if quick else 100, databases)),
+        (
+            "late steps against early ones",
+            lambda: late_steps.late_steps(1 if quick else 3, databases, 30 if quick else 100),
+        ),
+        ("resume cost", lambda: recovery.resume_cost(databases)),
+        ("memory per run", lambda: scale.memory(runs, databases)),
+        ("first-event latency", lambda: scale.first_event(rounds, databases)),
+        ("tracing", lambda: _done(separate.tracing(3 if quick else max(rounds, 30)))),
+    ]
     if args.tokens_model != "none":
-        stage(f"embedded model tokens/s ({args.tokens_model})")
-        rows += separate.tokens(args.tokens_model, 2 if quick else 10, 8 if quick else 128)
+        listed.append(
+            (
+                f"embedded model tokens/s ({args.tokens_model})",
+                lambda: _done(
+                    separate.tokens(args.tokens_model, 2 if quick else 10, 8 if quick else 128)
+                ),
+            )
+        )
+    return listed
+
+
+async def _done(rows: list[Row]) -> list[Row]:
+    return rows
+
+
+async def measure(args: argparse.Namespace, folder: Path) -> list[Row]:
+    """The measurements `--only` names (every one by default), in the suite's order."""
+    rows: list[Row] = []
+    for name, measurement in stages(args, Databases(folder, args.postgres)):
+        if args.only and not any(part in name for part in args.only):
+            continue
+        print(f"[{time.strftime('%H:%M:%S')}] {name}", file=sys.stderr, flush=True)
+        rows += await measurement()
     return rows
 
 
@@ -81,6 +93,13 @@ def arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rounds", type=int, default=15, help="interleaved rounds per row")
     parser.add_argument("--runs", type=int, default=200, help="concurrent runs")
     parser.add_argument("--postgres", metavar="URL", help="also measure on this PostgreSQL db")
+    parser.add_argument(
+        "--only",
+        action="append",
+        metavar="STAGE",
+        help="run only the stages whose name contains this (repeatable): 'durable steps', "
+        "'parallel workers', 'quorum.run()', 'late steps', ...",
+    )
     parser.add_argument(
         "--tokens-model",
         choices=[*EMBEDDED_MODELS, "none"],
