@@ -48,6 +48,8 @@ from typing import Any
 CHAT_PATH = "/v1/chat/completions"
 MODELS_PATH = "/v1/models"
 STUB_MODEL = "stub-model"
+MAX_PIECES = 256
+"""The most chunks one streamed text or tool call is cut into."""
 
 Json = dict[str, Any]
 
@@ -530,6 +532,14 @@ class OpenAIStub:
         }, calls
 
 
+def piece_size(text: str, size: int) -> int:
+    """`size` characters a chunk, or longer pieces for a long text, so that no reply takes
+    more than MAX_PIECES chunks: a 600 kB tool call would otherwise be 37,500 chunks, and
+    the client's fixed cost for each (about 0.6 ms of CPU) turns a test's file write into
+    half a minute of streaming."""
+    return max(size, -(-len(text) // MAX_PIECES))
+
+
 def chunks_of(completion: Json, calls: list[Json], *, include_usage: bool) -> Iterator[Json]:
     """The chat.completion.chunk objects that stream `completion`, as OpenAI sends them."""
     head = {k: completion[k] for k in ("id", "created", "model")} | {
@@ -545,8 +555,9 @@ def chunks_of(completion: Json, calls: list[Json], *, include_usage: bool) -> It
     yield chunk({"role": "assistant", "content": ""})
     text = message["content"] or ""
     # Several pieces, so a client that only handled one chunk would be caught out.
-    for start in range(0, len(text), 24):
-        yield chunk({"content": text[start : start + 24]})
+    step = piece_size(text, 24)
+    for start in range(0, len(text), step):
+        yield chunk({"content": text[start : start + step]})
     for index, call in enumerate(calls):
         function = call["function"]
         yield chunk(
@@ -562,8 +573,9 @@ def chunks_of(completion: Json, calls: list[Json], *, include_usage: bool) -> It
             }
         )
         arguments = function["arguments"]
-        for start in range(0, len(arguments), 16):
-            piece = arguments[start : start + 16]
+        step = piece_size(arguments, 16)
+        for start in range(0, len(arguments), step):
+            piece = arguments[start : start + step]
             yield chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
     yield chunk({}, completion["choices"][0]["finish_reason"])
     if include_usage:
