@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -17,6 +18,14 @@ from quorum.testing import Script, scripted  # noqa: E402
 from quorum.testing.langgraph_dev import REPO  # noqa: E402
 from tests import processes  # noqa: E402
 from tests.processes import postgres_env  # noqa: E402
+
+# The embedded model answers on one thread in the suite, and every process a test starts
+# inherits it (quorum.testing.stub.MACHINE_SETTINGS). Its two threads wait on each other
+# when the suite's other workers hold a core: a 477-token prompt and a 120-token reply on
+# the default model took 25.1 s on two threads and 29.7 s on one alone, but 37.9 s on two
+# and 29.9 s on one beside two busy processes (2026-12-07), and one thread leaves a core
+# to the rest of the suite. Users keep every core (`embedded_threads`).
+os.environ.setdefault("QUORUM_EMBEDDED_THREADS", "1")
 
 # Time for what the last tests stopped to finish ending (a server shutting down gracefully).
 LEFTOVER_GRACE = 20.0

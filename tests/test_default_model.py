@@ -15,7 +15,6 @@ end to end are in tests/test_e2e_embedded.py, on the small model.
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -26,6 +25,7 @@ import pytest
 
 from quorum.settings import Settings
 from quorum.testing.langgraph_dev import REPO
+from quorum.testing.stub import isolated_environ
 from tests.model_serve import model_served
 
 pytestmark = pytest.mark.embedded
@@ -59,7 +59,7 @@ def chosen(answer: str, options: list[str]) -> str | None:
 
 
 def _env(data: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("QUORUM_", "OPENAI_"))}
+    env = isolated_environ()
     return env | {"QUORUM_DATA_DIR": str(data), "LANGSMITH_TRACING": "false"}
 
 

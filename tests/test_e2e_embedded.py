@@ -16,7 +16,6 @@ full product of patterns and doors took 9 of its 29 minutes.
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -35,6 +34,7 @@ from quorum.evals.conformance import cases, conformance
 from quorum.settings import Settings, get_settings
 from quorum.state import FactCheck, Plan, ResearchNotes, Summary, Verdict
 from quorum.testing.langgraph_dev import langgraph_dev
+from quorum.testing.stub import isolated_environ
 from tests.model_serve import model_served
 
 pytestmark = pytest.mark.embedded
@@ -65,7 +65,7 @@ SMALL = {"QUORUM_EMBEDDED_MODEL": "smollm2-135m", "QUORUM_EMBEDDED_MAX_OUTPUT_TO
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A data folder with `quorum model serve` running on it for the whole module."""
     folder = tmp_path_factory.mktemp("embedded")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("QUORUM_", "OPENAI_"))}
+    env = isolated_environ()
     env |= {"QUORUM_DATA_DIR": str(folder), "LANGSMITH_TRACING": "false", **SMALL}
     settings = Settings(data_dir=folder, embedded_model="smollm2-135m")
     with model_served(folder, env, settings):
@@ -118,7 +118,7 @@ async def test_python_api(on_embedded: Path, pattern: str) -> None:
 
 @pytest.mark.parametrize("pattern", ["debate", "react"])
 def test_command_line(data_dir: Path, pattern: str) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("QUORUM_", "OPENAI_"))}
+    env = isolated_environ()
     env |= {"QUORUM_DATA_DIR": str(data_dir), "LANGSMITH_TRACING": "false", **SMALL}
     settings = [f"--set={key}={value}" for key, value in CONTEXTS[pattern].items()]
     thread = f"cli-{pattern}"

@@ -9,7 +9,6 @@ when it is killed outright; `quorum model stop` finds that one.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -21,6 +20,7 @@ import pytest
 from langgraph_sdk import get_client
 
 from quorum.testing.langgraph_dev import RUN_TIMEOUT, langgraph_dev
+from quorum.testing.stub import isolated_environ
 from tests.processes import (
     LLAMA_SERVER,
     Process,
@@ -58,7 +58,7 @@ def nothing_left_by_the_test() -> Iterator[None]:
 
 def quorum_env(data_dir: Path) -> dict[str, str]:
     """No endpoint configured: Quorum runs on the embedded model, kept under `data_dir`."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("QUORUM_", "OPENAI_"))}
+    env = isolated_environ()
     return env | {
         "QUORUM_DATA_DIR": str(data_dir),
         "QUORUM_EMBEDDED_MODEL": SMALL_MODEL,  # lifetimes, not answers, are tested here

@@ -195,7 +195,10 @@ def test_the_setting_chooses_the_model_and_its_name() -> None:
         Settings(embedded_model="llama-70b")  # type: ignore[arg-type]
 
 
-def test_the_server_options_pass_text_through_and_use_every_core(tmp_path: Path) -> None:
+def test_the_server_options_pass_text_through_and_use_every_core(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("QUORUM_EMBEDDED_THREADS", raising=False)  # the suite's one thread
     options = embedded.model_options(Settings(embedded_model="smollm2-135m"))
     custom = embedded.model_options(
         Settings(embedded_model_path=Path(str(options["model"])), embedded_cache_bytes=1 << 30)

@@ -9,7 +9,6 @@ had already asked. A thread a Studio run (`langgraph dev`) left failed is fixed 
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import subprocess
 import sys
@@ -27,7 +26,7 @@ import quorum
 from quorum.cli import app
 from quorum.testing import Script
 from quorum.testing.langgraph_dev import RUN_TIMEOUT, langgraph_dev
-from quorum.testing.stub import STUB_MODEL, OpenAIStub, schema_name, valid_plan
+from quorum.testing.stub import STUB_MODEL, OpenAIStub, isolated_environ, schema_name, valid_plan
 
 
 def quorum_cli(*args: str):
@@ -241,7 +240,7 @@ async def test_a_failed_studio_thread_is_fixed_from_the_command_line(tmp_path: P
                 deleted = served.checkpoint_count(doomed)
             asked_in_studio = asked(stub)
             env = {
-                **{k: v for k, v in os.environ.items() if not k.startswith(("QUORUM_", "OPENAI_"))},
+                **isolated_environ(),
                 **settings,
                 "QUORUM_DATABASE": str(served.database),
             }

@@ -11,7 +11,6 @@ reachable, and the server's own telemetry and version checks are switched off.
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import subprocess
 import sys
@@ -25,7 +24,7 @@ from langgraph_sdk.schema import GraphSchema
 
 from quorum.context import QuorumContext, context_json_schema
 from quorum.testing.langgraph_dev import REPO, RUN_TIMEOUT, langgraph_dev, stub_settings
-from quorum.testing.stub import OpenAIStub, Reply, schema_name, text_of
+from quorum.testing.stub import OpenAIStub, Reply, isolated_environ, schema_name, text_of
 
 pytestmark = pytest.mark.server
 
@@ -319,7 +318,7 @@ async def test_studio_threads_show_up_in_the_command_line(
         thread = await client.threads.create()
         await client.runs.wait(thread["thread_id"], "debate", input={"input": "Tabs?"})
     env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("QUORUM_", "OPENAI_"))},
+        **isolated_environ(),
         "QUORUM_DATABASE": str(served.database),
         "QUORUM_BASE_URL": stub.base_url,
         "QUORUM_MODEL": "stub-model",

@@ -533,10 +533,11 @@ class OpenAIStub:
 
 
 def piece_size(text: str, size: int) -> int:
-    """`size` characters a chunk, or longer pieces for a long text, so that no reply takes
-    more than MAX_PIECES chunks: a 600 kB tool call would otherwise be 37,500 chunks, and
-    the client's fixed cost for each (about 0.6 ms of CPU) turns a test's file write into
-    half a minute of streaming."""
+    """`size` characters a chunk, or more for a text that would take over MAX_PIECES.
+
+    A 600 kB tool call would otherwise be 37,500 chunks, and the client's fixed cost for
+    each (about 0.6 ms of CPU) turns a test's file write into half a minute of streaming.
+    """
     return max(size, -(-len(text) // MAX_PIECES))
 
 
@@ -728,13 +729,29 @@ def _handler_for(stub: OpenAIStub) -> type[BaseHTTPRequestHandler]:
     return type("Handler", (_Handler,), {"stub": stub})
 
 
+MACHINE_SETTINGS = ("QUORUM_EMBEDDED_THREADS",)
+"""Quorum settings that describe the machine, not a run: a started process keeps them."""
+
+
+def isolated_environ() -> dict[str, str]:
+    """The environment for a `quorum` process this one starts, without its settings.
+
+    Its Quorum and OpenAI variables (endpoint, key, data folder...) are left out, except
+    the MACHINE_SETTINGS.
+    """
+    return {
+        name: value
+        for name, value in os.environ.items()
+        if name in MACHINE_SETTINGS or not name.startswith(("QUORUM_", "OPENAI_"))
+    }
+
+
 def quorum_env(stub: OpenAIStub, folder: Path) -> dict[str, str]:
     """The environment of a `quorum` process that talks to `stub`, with its data in `folder`.
 
     Nothing of this process's Quorum or OpenAI settings leaks into it, and tracing is off.
     """
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("QUORUM_", "OPENAI_"))}
-    return env | {
+    return isolated_environ() | {
         "QUORUM_BASE_URL": stub.base_url,
         "QUORUM_API_KEY": "test-key",
         "QUORUM_MODEL": STUB_MODEL,

@@ -12,7 +12,6 @@ import ast
 import asyncio
 import json
 import operator
-import os
 import signal
 import subprocess
 import sys
@@ -32,7 +31,7 @@ from quorum.evals.report import as_json, draw, rows, write_json
 from quorum.evals.statistics import mcnemar_exact, wilson
 from quorum.settings import get_settings
 from quorum.testing import Script, extracted, last_human, reasoned, scripted, stating
-from quorum.testing.stub import Hold, OpenAIStub, quorum_env, schema_name, text_of
+from quorum.testing.stub import Hold, OpenAIStub, isolated_environ, quorum_env, schema_name, text_of
 from tests.test_crash import quorum
 
 # --- Checkers and question files -----------------------------------------------------------
@@ -523,7 +522,7 @@ def _per_question(stub: OpenAIStub, questions: list[Question]) -> list[int]:
 
 @pytest.mark.embedded
 def test_a_short_eval_on_the_embedded_model(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("QUORUM_", "OPENAI_"))}
+    env = isolated_environ()
     env |= {
         "QUORUM_DATA_DIR": str(tmp_path / "data"),
         "QUORUM_EMBEDDED_MODEL": "smollm2-135m",  # the small one: a few questions in minutes
