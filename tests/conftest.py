@@ -5,6 +5,7 @@ import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -30,33 +31,97 @@ os.environ.setdefault("QUORUM_EMBEDDED_THREADS", "1")
 # Time for what the last tests stopped to finish ending (a server shutting down gracefully).
 LEFTOVER_GRACE = 20.0
 
-# The tests that keep an embedded model busy answering. `make test` runs the suite on every
-# core (pytest-xdist), and these share one worker: a llama.cpp server takes both cores of a
-# small machine, and two at once (or one beside other heavy work) each run several times
-# slower. They go first, as the longest share; the other workers run the rest beside them.
-INFERENCE = (
-    "tests/test_default_model.py",
-    "tests/test_e2e_embedded.py",
-    "tests/evals/test_eval.py::test_a_short_eval_on_the_embedded_model",
+# How `make test` hands the suite to its pytest-xdist workers: in units, each a module
+# (its module-scoped servers and campaigns are started once) unless grouped or split here,
+# the longest first, and a worker takes its next unit only when its last test runs. The
+# longest unit started last decides the suite's end; xdist's own order (most tests first)
+# and its two units queued a worker ahead once left the 7-minute `make run` test for last.
+#
+# The inference units keep an embedded model answering, one thread each: two of them side
+# by side each answer nearly as fast as one alone (a 120-token reply in 13.3 and 14.1 s
+# against 12.5 s, 2026-12-07), so the default model's module and the small model's run
+# beside each other, not in series. The suite took 23 min 3 s in this order against
+# 23 min 43 s in xdist's, one run each on 2026-12-07 (the `make run` test: 489 s beside
+# the small model, 390 s before); it is bound by the two cores, not by the order.
+UNITS = {
+    "tests/test_default_model.py": "inference: the default model",
+    "tests/test_e2e_embedded.py": "inference: the small model",
+    "tests/evals/test_eval.py::test_a_short_eval_on_the_embedded_model": (
+        "inference: the small model"
+    ),
+    # Two campaigns of kill trials, each minutes long, with no module-scoped state shared.
+    "tests/test_preview.py::test_preview_counts_equal_what_the_resume_does_over_kill_trials": (
+        "preview trials on SQLite"
+    ),
+    "tests/test_preview.py::test_preview_counts_equal_what_the_resume_does_on_postgres": (
+        "preview trials on PostgreSQL"
+    ),
+}
+# Units by their share of a suite run (worker-seconds on 2026-12-07, longest first); the
+# rest follow in collection order.
+LONGEST = (
+    "inference: the default model",
+    "inference: the small model",
+    "tests/test_crash_trials.py",
+    "tests/checkpoints/test_concurrency.py",
+    "tests/test_embedded_lifetime.py",
+    "tests/test_approvals.py",
+    "preview trials on SQLite",
+    "tests/test_crash_commands.py",
+    "tests/test_budgets.py",
+    "preview trials on PostgreSQL",
+    "tests/test_effects.py",
+    "tests/test_embedded.py",
+    "tests/test_replay.py",
 )
 
 
+def unit_of(nodeid: str) -> str:
+    """The unit of work a test is handed out in."""
+    for prefix, unit in UNITS.items():
+        if nodeid == prefix or nodeid.startswith((prefix + "::", prefix + "[")):
+            return unit
+    return nodeid.split("::", 1)[0]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that starts PostgreSQL; put the longest units first.
+
+    The server comes from one fixture, `server_url`; a test that asks for it, directly or
+    through another fixture, needs Debian's PostgreSQL and is left out of the fast lane.
+    """
+    for item in items:
+        if "server_url" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.postgres)
+    rank = {unit: n for n, unit in enumerate(LONGEST)}
+    items.sort(key=lambda item: rank.get(unit_of(item.nodeid), len(LONGEST)))
+
+
 def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
-    """Hand out whole modules (their module-scoped servers are started once), the inference
-    modules as one unit.
+    """Hand out the units above, in the order of the collection.
 
     Written here because pytest-xdist's own `--dist loadgroup` cannot group on this pytest:
     it renames items through an attribute pytest 9 no longer reads.
     """
     from xdist.scheduler import LoadScopeScheduling
 
-    class ModulesWithInferenceTogether(LoadScopeScheduling):
-        def _split_scope(self, nodeid: str) -> str:
-            if nodeid.startswith(INFERENCE):
-                return "inference"
-            return nodeid.split("::", 1)[0]
+    config.option.loadscopereorder = False  # the collection's order, longest units first
 
-    return ModulesWithInferenceTogether(config, log)
+    class LongestUnitsFirst(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return unit_of(nodeid)
+
+        def _reschedule(self, node: Any) -> None:
+            # xdist queues a unit while two tests of the last are pending; here, only while
+            # the last one runs, so a long unit is not held behind another's long test.
+            if node.shutting_down:
+                return
+            if not self.workqueue:
+                node.shutdown()
+            elif self._pending_of(self.assigned_work[node]) <= 1:
+                self._assign_work_unit(node)
+
+    return LongestUnitsFirst(config, log)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -83,18 +148,6 @@ def no_process_left_behind() -> Iterator[None]:
             + "\n".join(map(str, left)),
             pytrace=False,
         )
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark every test that starts PostgreSQL; put the inference tests first.
-
-    The server comes from one fixture, `server_url`; a test that asks for it, directly or
-    through another fixture, needs Debian's PostgreSQL and is left out of the fast lane.
-    """
-    for item in items:
-        if "server_url" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.postgres)
-    items.sort(key=lambda item: not item.nodeid.startswith(INFERENCE))
 
 
 @pytest.fixture(autouse=True)
