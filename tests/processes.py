@@ -8,8 +8,10 @@ started stays a descendant of pytest, however its parents ended, and can be foun
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import signal
+import socket
 import tempfile
 import time
 from collections.abc import Callable
@@ -103,13 +105,20 @@ def kill(processes: list[Process]) -> None:
 
 
 def postgres_env() -> dict[str, str]:
-    """The environment `.ci/postgres` starts (and stops) this worker's own server with.
+    """The environment `.ci/postgres` starts (and stops) this worker's own server with."""
+    port, folder = postgres_server()
+    return os.environ | {"QUORUM_TEST_PG_PORT": str(port), "QUORUM_TEST_PG_DIR": folder}
 
-    Each pytest-xdist worker has one, on a port and in a folder of its own.
+
+@functools.cache
+def postgres_server() -> tuple[int, str]:
+    """This process's server: a free loopback port and a folder named after the process.
+
+    Named per process, not per xdist worker: two suites on one machine (a fast lane beside a
+    full run, or CI beside a developer) each have gw0, and sharing its folder and port let
+    one suite's start remove the folder of the other's running server.
     """
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
-    index = int(worker.removeprefix("gw") or 0)
-    return os.environ | {
-        "QUORUM_TEST_PG_PORT": str(55432 + index),
-        "QUORUM_TEST_PG_DIR": os.path.join(tempfile.gettempdir(), f"quorum-test-postgres-{worker}"),
-    }
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return port, os.path.join(tempfile.gettempdir(), f"quorum-test-postgres-{os.getpid()}")

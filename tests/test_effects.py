@@ -168,17 +168,6 @@ def status_of(thread: str, env: dict[str, str], cwd: Path) -> dict:
     return next(t for t in json.loads(out) if t["thread_id"] == thread)
 
 
-def killed_run(
-    thread: str,
-    at: Callable[[str, int], bool],
-    *,
-    env: dict[str, str],
-    cwd: Path,
-    workspace: Workspace,
-) -> None:
-    assert run_until(thread, at, env=env, cwd=cwd, workspace=workspace) == -signal.SIGKILL
-
-
 def run_until(
     thread: str,
     at: Callable[[str, int], bool],
@@ -205,10 +194,11 @@ def test_kill_right_after_the_rename_never_writes_twice(
     database = tmp_path / "data" / "quorum.db"
 
     # +0 ms: killed as soon as the kernel reports the file renamed into place.
-    killed_run(
+    renamed = run_until(
         "a1", lambda name, mask: name == TARGET and bool(mask & IN_MOVED_TO),
         env=env, cwd=tmp_path, workspace=workspace,
     )  # fmt: skip
+    assert renamed == -signal.SIGKILL
 
     assert (workspace.folder / TARGET).read_text() == CONTENT
     (recorded,) = ledger(database, "a1")
