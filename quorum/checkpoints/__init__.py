@@ -108,6 +108,8 @@ async def open_persistence(
         is_sqlite = isinstance(conn, aiosqlite.Connection)
         leases = Leases(conn, saver.lock, "sqlite" if is_sqlite else "postgres")
         if read_only:
+            if is_sqlite and not await _has_checkpoints(conn):
+                _must_exist(target, thread_id, empty=True)
             await leases.check_present()
         else:
             await leases.setup()
@@ -154,7 +156,7 @@ async def shared_persistence(
         if opened.users == 0:
             opened.stack = AsyncExitStack()
             opened.persistence = await opened.stack.enter_async_context(
-                open_persistence(target, read_only=read_only)
+                open_persistence(target, read_only=read_only, thread_id=thread_id)
             )
         opened.users += 1
     try:
@@ -168,15 +170,28 @@ async def shared_persistence(
                 await opened.stack.aclose()
 
 
-def _must_exist(target: str, thread_id: str | None) -> None:
-    """Raise `NoDatabase` for a SQLite file that does not exist (a reader creates nothing)."""
-    if not is_postgres(target) and not Path(target).expanduser().exists():
-        missing = f"no thread {thread_id!r}: " if thread_id is not None else ""
-        raise NoDatabase(
-            f"{missing}there is no checkpoint database at {target!r} yet",
-            hint="no run has used it: start one with `quorum run`, or point QUORUM_DATA_DIR, "
-            "QUORUM_DATABASE or --db at the database your runs use",
-        )
+def _must_exist(target: str, thread_id: str | None, *, empty: bool = False) -> None:
+    """Raise `NoDatabase` for a SQLite file a reader finds nothing in.
+
+    That is a file that does not exist (a reader creates nothing), or one `empty` of
+    checkpoints (an empty file, or another program's database).
+    """
+    if not empty and (is_postgres(target) or Path(target).expanduser().exists()):
+        return
+    missing = f"no thread {thread_id!r}: " if thread_id is not None else ""
+    there = "are no checkpoints in" if empty else "is no checkpoint database at"
+    raise NoDatabase(
+        f"{missing}there {there} {target!r} yet",
+        hint="no run has used it: start one with `quorum run`, or point QUORUM_DATA_DIR, "
+        "QUORUM_DATABASE or --db at the database your runs use",
+    )
+
+
+async def _has_checkpoints(conn: aiosqlite.Connection) -> bool:
+    """Whether a SQLite file holds LangGraph's checkpoint table (a reader does not create it)."""
+    query = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'checkpoints'"
+    async with conn.execute(query) as cursor:
+        return await cursor.fetchone() is not None
 
 
 async def list_thread_ids(saver: BaseCheckpointSaver) -> list[str]:

@@ -13,10 +13,12 @@ import os
 import pty
 import re
 import select
+import sqlite3
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import closing
 from importlib.metadata import version
 from pathlib import Path
 
@@ -283,3 +285,37 @@ def test_read_only_commands_create_no_database(
     if code:
         assert f"there is no checkpoint database at '{data / 'quorum.db'}' yet" in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("kind", ["empty file", "another program's database"])
+@pytest.mark.parametrize(
+    ("args", "code", "stdout"),
+    [
+        (["threads", "--json"], 0, "[]"),
+        (["show", "t1"], 1, ""),
+        (["resume", "t1"], 1, ""),
+        (["approve", "t1"], 1, ""),
+    ],
+)
+def test_a_database_without_checkpoints_reads_as_empty(
+    tmp_path: Path, kind: str, args: list[str], code: int, stdout: str
+) -> None:
+    """A file that holds no checkpoints (touched, or another program's) is no thread, not
+    LangGraph's "no such table" traceback, and stays as it was."""
+    database = tmp_path / "data" / "quorum.db"
+    database.parent.mkdir()
+    database.touch()
+    if kind != "empty file":
+        with closing(sqlite3.connect(database)) as conn, conn:
+            conn.execute("CREATE TABLE notes (text TEXT)")
+    before = database.read_bytes()
+
+    result = quorum(*args)
+
+    assert result.exit_code == code, result.output
+    assert result.stdout.strip() == stdout
+    if code:
+        assert result.stderr.startswith(
+            f"error: no thread 't1': there are no checkpoints in '{database}' yet"
+        ), result.stderr
+    assert database.read_bytes() == before
