@@ -15,7 +15,7 @@ import pytest
 pytest.register_assert_rewrite("quorum.testing")
 
 from quorum.settings import get_settings  # noqa: E402
-from quorum.testing import Script, scripted  # noqa: E402
+from quorum.testing import Script, forks, scripted  # noqa: E402
 from quorum.testing.langgraph_dev import REPO  # noqa: E402
 from tests import processes  # noqa: E402
 from tests.processes import postgres_env  # noqa: E402
@@ -131,10 +131,12 @@ def no_process_left_behind() -> Iterator[None]:
     Model servers, `langgraph dev` and its workers, `quorum` commands: pytest adopts every
     orphan (see tests/processes.py), so all of them are its descendants. PostgreSQL started by
     .ci/postgres for the tests is stopped first, with the same script; a server that was
-    already running before the session is not the suite's to stop.
+    already running before the session is not the suite's to stop. So is the server that
+    forks `quorum` commands (`quorum.testing.forks`); the commands it forked are not spared.
     """
     processes.become_subreaper()
     yield
+    forks.SERVER.stop()
     if any(process.name == "postgres" for process in processes.descendants()):
         subprocess.run(
             ["bash", str(REPO / ".ci" / "postgres"), "stop"],

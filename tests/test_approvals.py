@@ -35,7 +35,7 @@ import quorum
 from quorum.effects import Decision
 from quorum.errors import UsageError
 from quorum.settings import get_settings
-from quorum.testing import Script
+from quorum.testing import Script, forks
 from quorum.testing.langgraph_dev import RUN_TIMEOUT, langgraph_dev, stub_settings
 from quorum.testing.stub import OpenAIStub, Reply, text_of
 from tests.test_budgets import CLI_TIMEOUT, cli, env_for, show
@@ -202,8 +202,8 @@ def test_cli_runs_an_approved_call_once_and_a_rejected_one_never(
 
     # Approved; the process dies while the model is asked about the written file.
     after_write = stub.hold(lambda body: bool(tool_results(body)))
-    approving = subprocess.Popen(
-        [sys.executable, "-m", "quorum.cli", "approve", "t1"],
+    approving = forks.start(
+        ["approve", "t1"],
         env=env, cwd=tmp_path, stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
@@ -488,9 +488,9 @@ def test_a_killed_approve_finishes_with_one_write(
     waiting = cli("run", "react", "Save a note", "--thread", "t1", env=env, cwd=tmp_path)
     assert waiting.returncode == 5, waiting.stderr
 
-    killed = subprocess.run(
-        [sys.executable, "-c", KILLED_AS_THE_FILE_LANDS, "note.md", "approve", "t1"],
-        env=env, cwd=tmp_path, stdin=subprocess.DEVNULL, capture_output=True, timeout=CLI_TIMEOUT,
+    killed = forks.run(
+        ["note.md", "approve", "t1"], code=KILLED_AS_THE_FILE_LANDS,
+        env=env, cwd=tmp_path, stdin=subprocess.DEVNULL, timeout=CLI_TIMEOUT,
     )  # fmt: skip
     assert killed.returncode == -signal.SIGKILL
     assert disk.count("note.md") == (1, 1)

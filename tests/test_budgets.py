@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from quorum.testing import forks
 from quorum.testing.stub import STUB_MODEL, OpenAIStub, Reply, quorum_env
 from tests.test_crash import agent_of
 
@@ -76,16 +76,9 @@ def env_for(stub: OpenAIStub, tmp_path: Path) -> dict[str, str]:
 
 
 def cli(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    """Run `quorum ARGS` to its end (killed if it outlives CLI_TIMEOUT)."""
-    return subprocess.run(
-        [sys.executable, "-m", "quorum.cli", *args],
-        env=env,
-        cwd=cwd,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=CLI_TIMEOUT,
-    )
+    """Run `quorum ARGS` to its end (killed if it outlives CLI_TIMEOUT), forked from a
+    process that has imported Quorum (`quorum.testing.forks`)."""
+    return forks.run(args, env=env, cwd=cwd, stdin=subprocess.DEVNULL, timeout=CLI_TIMEOUT)
 
 
 def show(thread: str, *, env: dict[str, str], cwd: Path) -> Json:
@@ -290,8 +283,8 @@ def test_budget_counts_calls_from_before_a_sigkill(stub: CountingStub, tmp_path:
     stub.responder = calculator_call
     # The third request (two tool results in it) is in flight when the process dies.
     third = stub.hold(lambda body: sum(m.get("role") == "tool" for m in body["messages"]) == 2)
-    run = subprocess.Popen(
-        [sys.executable, "-m", "quorum.cli", "run", "react", "What is six times seven?",
+    run = forks.start(
+        ["run", "react", "What is six times seven?",
          "--thread", "k1", *settings({"max_steps": 200, "max_model_calls": 6})],
         env=env, cwd=tmp_path, stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

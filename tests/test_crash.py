@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from quorum.testing import forks
 from quorum.testing.stub import OpenAIStub, quorum_env, text_of
 
 AGENT_MARKERS = {
@@ -41,7 +42,16 @@ def stub() -> OpenAIStub:
         yield running
 
 
-def quorum(*args: str, env: dict[str, str], cwd: Path, **kwargs) -> subprocess.Popen[str]:
+def quorum(*args: str, env: dict[str, str], cwd: Path) -> forks.Forked:
+    """`quorum ARGS`, forked from a process that has imported Quorum (`quorum.testing.forks`)."""
+    return forks.start(
+        args, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def as_a_user(*args: str, env: dict[str, str], cwd: Path, **popen) -> subprocess.Popen[str]:
+    """`python -m quorum.cli ARGS` started as a user starts it: where the start (the entry
+    point, its signal handlers) is what is tested."""
     return subprocess.Popen(
         [sys.executable, "-m", "quorum.cli", *args],
         env=env,
@@ -49,7 +59,7 @@ def quorum(*args: str, env: dict[str, str], cwd: Path, **kwargs) -> subprocess.P
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        **kwargs,
+        **popen,
     )
 
 
@@ -91,7 +101,7 @@ def test_sigkilled_run_resumes_without_repeating_finished_steps(
 
 @pytest.mark.slow
 def test_python_entry_point_is_the_cli(stub: OpenAIStub, tmp_path: Path) -> None:
-    shown = quorum("graph", "pipeline", env=quorum_env(stub, tmp_path), cwd=tmp_path)
+    shown = as_a_user("graph", "pipeline", env=quorum_env(stub, tmp_path), cwd=tmp_path)
 
     out, err = shown.communicate(timeout=60)
 
@@ -109,7 +119,7 @@ def _interruptible() -> None:
 def test_ctrl_c_stops_cleanly_and_says_how_to_resume(stub: OpenAIStub, tmp_path: Path) -> None:
     env = quorum_env(stub, tmp_path)
     held = stub.hold(lambda body: agent_of(body) == "analyst")
-    run = quorum(
+    run = as_a_user(
         "run", "orchestrator", "Plan a launch", "--thread", "c1",
         env=env, cwd=tmp_path, preexec_fn=_interruptible,
     )  # fmt: skip
@@ -141,7 +151,7 @@ def test_a_stop_with_workers_in_flight_leaves_the_thread_interrupted(
     # Both parallel workers of the default plan are asked, and neither answers yet.
     researcher = stub.hold(lambda body: agent_of(body) == "researcher")
     analyst = stub.hold(lambda body: agent_of(body) == "analyst")
-    run = quorum(
+    run = as_a_user(
         "run", "orchestrator", "Plan a launch", "--thread", "w1",
         env=env, cwd=tmp_path, preexec_fn=_interruptible,
     )  # fmt: skip

@@ -39,7 +39,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -52,6 +51,7 @@ import pytest
 from quorum import runner
 from quorum.cli import EXIT_CODES
 from quorum.settings import get_settings
+from quorum.testing import forks
 from quorum.testing.crash import (
     GRACE,
     PATTERN_INPUTS,
@@ -123,7 +123,7 @@ class Lane:
     """One thread's stub, workspace and processes (a `Harness`), on the shared database."""
 
     def __init__(self, stack: ExitStack, root: Path, shared: str, **env: str) -> None:
-        self.harness = stack.enter_context(Harness(root, database=shared))
+        self.harness = stack.enter_context(Harness(root, database=shared, forked=True))
         self.workspace = root / "workspace"
         self.workspace.mkdir(parents=True)
         self.harness.env |= {"QUORUM_WORKSPACE_DIR": str(self.workspace), **env}
@@ -174,8 +174,8 @@ class Lane:
         command = ("run", "react", ASK, "--thread", thread)
         launched = time.monotonic()
         with undelayed(self.harness):
-            process = subprocess.Popen(
-                [sys.executable, "-c", script, NOTE, *command],
+            process = forks.start(
+                [NOTE, *command], code=script,
                 env=self.harness.env, cwd=self.harness.root, stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
             )  # fmt: skip

@@ -45,7 +45,7 @@ PLANS = plan_trials(PATTERN_INPUTS, PER_PATTERN, seed=SEED) + ANCHORED
 @pytest.fixture(scope="module")
 def campaign(tmp_path_factory: pytest.TempPathFactory) -> Campaign:
     # Every trial runs once, here, two CLI processes at a time; each test reads its verdict.
-    return run_campaign(tmp_path_factory.mktemp("crash-trials"), PLANS, lanes=2)
+    return run_campaign(tmp_path_factory.mktemp("crash-trials"), PLANS, lanes=2, forked=True)
 
 
 @pytest.mark.crash
@@ -74,7 +74,7 @@ def pg_campaign(
     try:
         database = server_url.rsplit("/", 1)[0] + f"/{name}"
         root = tmp_path_factory.mktemp("crash-trials-pg")
-        yield run_campaign(root, PG_PLANS, lanes=2, database=database)
+        yield run_campaign(root, PG_PLANS, lanes=2, database=database, forked=True)
     finally:
         with psycopg.connect(server_url, autocommit=True) as admin:
             admin.execute(f"DROP DATABASE {name} WITH (FORCE)")

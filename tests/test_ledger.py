@@ -131,7 +131,7 @@ async def test_ledger_of_an_unknown_thread_says_so(db: str) -> None:
 
 @pytest.mark.slow
 def test_ledger_counts_each_call_once_across_a_kill_and_resume(tmp_path: Path) -> None:
-    with Harness(tmp_path) as harness:
+    with Harness(tmp_path, forked=True) as harness:
         baseline = harness.measure_baseline("orchestrator", runs=1)
         since = len(harness.stub.requests)
         # Killed while the first worker's request is held, once the planner's replies are

@@ -593,7 +593,10 @@ PLANS = plan_trials(PATTERN_INPUTS, PER_PATTERN, seed=20261205) + [
 
 @pytest.mark.crash
 def test_preview_counts_equal_what_the_resume_does_over_kill_trials(tmp_path: Path) -> None:
-    with Harness(tmp_path / "lane0") as first, Harness(tmp_path / "lane1") as second:
+    with (
+        Harness(tmp_path / "lane0", forked=True) as first,
+        Harness(tmp_path / "lane1", forked=True) as second,
+    ):
         trials = campaign([first, second], SqliteFiles(), PLANS)
 
     print(judged(trials, at_least=11))  # the trials, for `pytest -rP`
@@ -625,7 +628,7 @@ def test_preview_counts_equal_what_the_resume_does_on_postgres(
         admin.execute(f"CREATE DATABASE {name}")
     try:
         # One lane: a database copied as a template may have no other sessions.
-        with Harness(tmp_path / "lane0", database=f"{server}/{name}") as lane:
+        with Harness(tmp_path / "lane0", database=f"{server}/{name}", forked=True) as lane:
             trials = campaign([lane], databases, PG_PLANS)
     finally:
         with psycopg.connect(server_url, autocommit=True) as admin:

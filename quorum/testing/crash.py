@@ -63,6 +63,7 @@ from pydantic_core import to_jsonable_python
 
 from quorum import threads
 from quorum.errors import ThreadNotFound
+from quorum.testing import forks
 from quorum.testing.stub import (
     CHAT_PATH,
     MODELS_PATH,
@@ -322,8 +323,19 @@ class Harness:
     segment ends, fails or the harness closes, so nothing outlives the harness.
     """
 
-    def __init__(self, root: Path, *, delay: float = DELAY, database: str | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        delay: float = DELAY,
+        database: str | None = None,
+        forked: bool = False,
+    ) -> None:
         self.root = root
+        # Forked from a process that has imported Quorum (`quorum.testing.forks`): the same
+        # command after its imports, two seconds of CPU sooner. The suite's trials use it;
+        # the bench, which times recoveries, starts each process as a user does.
+        self.forked = forked
         self.stub = OpenAIStub()
         self.stub.delay = delay
         self.stub.responder = deterministic_replies(self.stub)
@@ -333,7 +345,7 @@ class Harness:
         self.database = database or str(root / "data" / "quorum.db")
         if database is not None:
             self.env["QUORUM_DATABASE"] = database
-        self._live: set[subprocess.Popen[bytes]] = set()
+        self._live: set[forks.Process] = set()
         self._processes = 0
 
     def __enter__(self) -> Harness:
@@ -459,8 +471,8 @@ class Harness:
         killed = kill_sent = None
         with open(out, "wb") as stdout:
             launched = time.monotonic()
-            process = subprocess.Popen(
-                [sys.executable, "-m", "quorum.cli", *command],
+            process = (forks.start if self.forked else _python_m_quorum)(
+                command,
                 env=self.env,
                 cwd=self.root,
                 stdin=subprocess.DEVNULL,
@@ -503,9 +515,7 @@ class Harness:
             stderr="\n".join(line for _, line in stderr.lines),
         )
 
-    def _earlier_replies_settled(
-        self, since: int, held: Hold, process: subprocess.Popen[bytes]
-    ) -> bool:
+    def _earlier_replies_settled(self, since: int, held: Hold, process: forks.Process) -> bool:
         """Wait until `held` holds a request of `process` and the rest are settled.
 
         Settled: every other chat request it made has had its reply written `2 * GRACE` ago.
@@ -527,7 +537,7 @@ class Harness:
                 raise HarnessError(f"replies still unwritten after {PROCESS_TIMEOUT:g} s")
             time.sleep(0.005)
 
-    def _endpoint_check(self, since: int, process: subprocess.Popen[bytes]) -> float | None:
+    def _endpoint_check(self, since: int, process: forks.Process) -> float | None:
         """When the process's `GET /models` arrived; None if it exited without one."""
         deadline = time.monotonic() + PROCESS_TIMEOUT
         while time.monotonic() < deadline:
@@ -569,7 +579,11 @@ class _Lines(threading.Thread):
         return next(summaries, None)
 
 
-def _sigkill(process: subprocess.Popen[bytes]) -> tuple[float | None, float | None]:
+def _python_m_quorum(args: tuple[str, ...], **popen: Any) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "quorum.cli", *args], **popen)
+
+
+def _sigkill(process: forks.Process) -> tuple[float | None, float | None]:
     """SIGKILL `process`'s group if it still runs: when just before, and just after."""
     if process.poll() is not None:
         return None, None
@@ -594,7 +608,7 @@ def _is_endpoint_check(recorded: Recorded) -> bool:
     return recorded.method == "GET" and recorded.path.rstrip("/") == MODELS_PATH
 
 
-def kill_group(process: subprocess.Popen[Any], *, drain: bool = False) -> None:
+def kill_group(process: forks.Process, *, drain: bool = False) -> None:
     """SIGKILL `process` with its group if it still runs, and reap it.
 
     With `drain`, its pipes are read to their end and closed too (leave it off while a
@@ -661,18 +675,19 @@ def run_campaign(
     grace: float = GRACE,
     on_verdict: Callable[[Verdict], None] | None = None,
     database: str | None = None,
+    forked: bool = False,
 ) -> Campaign:
     """Measure each pattern's clean run, then run and judge every trial, `lanes` at a time.
 
     `database` (a postgresql:// URL) puts every lane's threads in that database instead of
-    each lane's own SQLite file.
+    each lane's own SQLite file. `forked`: see `Harness`.
     """
     began = time.monotonic()
     patterns = list(dict.fromkeys(plan.pattern for plan in plans))
     idle: queue.Queue[Harness] = queue.Queue()
     with ExitStack() as stack:
         for n in range(lanes):
-            lane = Harness(root / f"lane{n}", delay=delay, database=database)
+            lane = Harness(root / f"lane{n}", delay=delay, database=database, forked=forked)
             idle.put(stack.enter_context(lane))
 
         def in_lane(job: Callable[[Harness], T]) -> T:

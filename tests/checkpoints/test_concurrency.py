@@ -14,7 +14,6 @@ import signal
 import socket
 import sqlite3
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +21,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from quorum.testing import forks
 from quorum.testing.stub import OpenAIStub, quorum_env
 from tests.test_crash import quorum as quorum_process
 
@@ -64,7 +64,7 @@ def assert_one_chain(parents: list[tuple[str, str | None]]) -> None:
     assert len(chain) == len(parents)
 
 
-def reap(processes: list[subprocess.Popen[str]]) -> None:
+def reap(processes: list[forks.Forked]) -> None:
     for process in processes:
         process.kill()
         process.communicate()
@@ -72,14 +72,15 @@ def reap(processes: list[subprocess.Popen[str]]) -> None:
 
 def run_workers(
     script: str, argvs: list[list[str]], env: dict[str, str], cwd: Path, timeout: float
-) -> tuple[list[subprocess.Popen[str]], list[tuple[str, str]]]:
+) -> tuple[list[forks.Forked], list[tuple[str, str]]]:
     """Run `script` in one process per argument list, all at once; their (stdout, stderr)."""
-    processes: list[subprocess.Popen[str]] = []
+    processes: list[forks.Forked] = []
     try:
         for argv in argvs:
             processes.append(
-                subprocess.Popen(
-                    [sys.executable, "-c", script, *argv],
+                forks.start(
+                    argv,
+                    code=script,
                     env=env,
                     cwd=cwd,
                     text=True,
@@ -270,10 +271,7 @@ def test_a_run_that_stalled_past_its_lease_writes_nothing_once_it_wakes(
         assert stalled.arrived.wait(60)
         os.kill(run.pid, signal.SIGSTOP)
         time.sleep(2.5)  # past its lease
-        resumed = subprocess.run(
-            [sys.executable, "-m", "quorum.cli", "resume", "s1"],
-            env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120,
-        )  # fmt: skip
+        resumed = forks.run(["resume", "s1"], env=env, cwd=tmp_path, timeout=120)
         assert resumed.returncode == 0, resumed.stderr
         served = len(stub.chat_requests())
         stalled.release()  # its reply reaches the stalled process's socket
@@ -288,10 +286,7 @@ def test_a_run_that_stalled_past_its_lease_writes_nothing_once_it_wakes(
     runs = journal_runs(target, "s1")
     # Every reply in the journal is the resume's: the stalled run's one never landed.
     assert len(set(runs)) == 1 and len(runs) == served - 1, runs
-    shown = subprocess.run(
-        [sys.executable, "-m", "quorum.cli", "show", "s1", "--json"],
-        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+    shown = forks.run(["show", "s1", "--json"], env=env, cwd=tmp_path, timeout=60)
     assert json.loads(shown.stdout)["status"] == "completed"
 
 
