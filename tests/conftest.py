@@ -42,7 +42,9 @@ LEFTOVER_GRACE = 20.0
 # against 12.5 s, 2026-12-07), so the default model's module and the small model's run
 # beside each other, not in series. The suite took 23 min 3 s in this order against
 # 23 min 43 s in xdist's, one run each on 2026-12-07 (the `make run` test: 489 s beside
-# the small model, 390 s before); it is bound by the two cores, not by the order.
+# the small model, 390 s before); it was bound by the two cores, not by the order. With the
+# `quorum` commands forked (`quorum.testing.forks`) it took 13 min 21 s, 2,337
+# worker-seconds against 4,099, and the default model's unit (476 s) is its longest path.
 UNITS = {
     "tests/test_default_model.py": "inference: the default model",
     "tests/test_e2e_embedded.py": "inference: the small model",
@@ -57,22 +59,21 @@ UNITS = {
         "preview trials on PostgreSQL"
     ),
 }
-# Units by their share of a suite run (worker-seconds on 2026-12-07, longest first); the
-# rest follow in collection order.
+# Units by their share of a suite run (worker-seconds on 2026-12-07 with the `quorum`
+# commands forked, longest first); the rest follow in collection order.
 LONGEST = (
     "inference: the default model",
     "inference: the small model",
-    "tests/test_crash_trials.py",
-    "tests/checkpoints/test_concurrency.py",
     "tests/test_embedded_lifetime.py",
+    "tests/checkpoints/test_concurrency.py",
+    "tests/test_embedded.py",
+    "tests/test_bench_quick.py",
+    "tests/test_crash_trials.py",
+    "tests/test_streaming.py",
+    "preview trials on PostgreSQL",
+    "tests/test_crash_commands.py",
     "tests/test_approvals.py",
     "preview trials on SQLite",
-    "tests/test_crash_commands.py",
-    "tests/test_budgets.py",
-    "preview trials on PostgreSQL",
-    "tests/test_effects.py",
-    "tests/test_embedded.py",
-    "tests/test_replay.py",
 )
 
 

@@ -2,12 +2,12 @@
 
 A `quorum` process spends about two seconds of CPU importing LangGraph, LangChain, openai
 and pydantic before it does anything; the test suite starts over 500 of them, and on two
-cores those imports were over 40% of its time. `python -m quorum.testing.forks SOCKET` (the
-fork server) imports the CLI once. Each command is then a fork of it that takes its own
-argv, environment, working folder and standard streams (passed over a Unix socket with
-SCM_RIGHTS), starts a session of its own if asked, runs `python -m quorum.cli` as the
-interpreter would (the `__main__` module, non-daemon threads joined, atexit handlers run)
-and exits with the CLI's code.
+cores those imports were over 40% of its time. The fork server (`quorum.testing.fork_server`,
+one per process that uses it) imports the CLI once. Each command is then a fork of it that
+takes its own argv, environment, working folder and standard streams (passed over a Unix
+socket with SCM_RIGHTS), starts a session of its own if asked, runs `python -m quorum.cli` as
+the interpreter would (the `__main__` module, non-daemon threads joined, atexit handlers
+run) and exits with the CLI's code.
 
 What a test observes is what it would of any process: a pid of its own, its streams, and
 its exit status as the kernel reports it (a SIGKILL is -9). `start()` returns a `Forked`,
@@ -25,8 +25,6 @@ from __future__ import annotations
 import atexit
 import json
 import os
-import runpy
-import select
 import signal
 import socket
 import subprocess
@@ -34,13 +32,9 @@ import sys
 import tempfile
 import threading
 import time
-import traceback
 from collections.abc import Mapping, Sequence
 from typing import IO, Any
 
-PRELOAD = ("quorum.cli", "langchain_openai")
-"""What the server imports before it forks: the CLI, and the model client a run imports on
-its first model (1.6 s of openai's types)."""
 _STREAM_ARGS = ("stdin", "stdout", "stderr")
 
 
@@ -183,21 +177,7 @@ class ForkServer:
         `subprocess.PIPE`, `subprocess.DEVNULL`, a file object or a file descriptor.
         """
         path = self._running()
-        given = {"stdin": stdin, "stdout": stdout, "stderr": stderr}
-        passed: list[int] = []
-        pipes: dict[str, IO[Any] | None] = {}
-        theirs: list[int] = []
-        for number, name in enumerate(_STREAM_ARGS):
-            fd, mine = _stream(given[name], number, reading=name == "stdin")
-            passed.append(fd)
-            if mine is not None:
-                theirs.append(fd)
-                mode = ("w" if name == "stdin" else "r") + ("" if text else "b")
-                pipes[name] = open(mine, mode, encoding="utf-8" if text else None)  # noqa: SIM115
-            else:
-                pipes[name] = None
-                if given[name] == subprocess.DEVNULL:
-                    theirs.append(fd)
+        passed, pipes, theirs = _streams((stdin, stdout, stderr), text=text)
         request = {
             "args": list(args),
             "code": code,
@@ -251,7 +231,7 @@ class ForkServer:
             self._folder = tempfile.TemporaryDirectory(prefix="quorum-forks-")
             self._path = os.path.join(self._folder.name, "socket")
             self._process = subprocess.Popen(
-                [sys.executable, "-m", "quorum.testing.forks", self._path],
+                [sys.executable, "-m", "quorum.testing.fork_server", self._path],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
             )
@@ -259,6 +239,30 @@ class ForkServer:
             if self._process.stdout.readline() != b"ready\n":
                 raise ForkServerError(f"the fork server exited {self._process.wait()}")
             return self._path
+
+
+def _streams(
+    given: tuple[Any, Any, Any], *, text: bool
+) -> tuple[list[int], dict[str, IO[Any] | None], list[int]]:
+    """What a fork gets as its stdin, stdout and stderr, and what this side keeps.
+
+    Returns the descriptors to pass, this side's ends of new pipes as files, and the
+    descriptors to close once passed.
+    """
+    passed: list[int] = []
+    pipes: dict[str, IO[Any] | None] = {}
+    theirs: list[int] = []
+    for number, (name, stream) in enumerate(zip(_STREAM_ARGS, given, strict=True)):
+        fd, mine = _stream(stream, number, reading=name == "stdin")
+        passed.append(fd)
+        pipes[name] = None
+        if mine is not None:
+            theirs.append(fd)
+            mode = ("w" if name == "stdin" else "r") + ("" if text else "b")
+            pipes[name] = open(mine, mode, encoding="utf-8" if text else None)  # noqa: SIM115
+        elif stream == subprocess.DEVNULL:
+            theirs.append(fd)
+    return passed, pipes, theirs
 
 
 def _stream(given: Any, number: int, *, reading: bool) -> tuple[int, int | None]:
@@ -292,113 +296,3 @@ def run(
         process.communicate()
         raise
     return subprocess.CompletedProcess(process.args, process.wait(), out, err)
-
-
-# --- the server ------------------------------------------------------------------------------
-
-
-def serve(path: str) -> None:
-    """Import the CLI, then fork a command for each request on the socket at `path`."""
-    for module in PRELOAD:
-        __import__(module)
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(path)
-    listener.listen(64)
-    # A child's end wakes the loop through the signal's wakeup descriptor.
-    wake_read, wake_write = os.pipe()
-    os.set_blocking(wake_read, False)
-    os.set_blocking(wake_write, False)
-    signal.set_wakeup_fd(wake_write)
-    signal.signal(signal.SIGCHLD, lambda *_: None)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    waiting: dict[int, socket.socket] = {}
-    print("ready", flush=True)
-    while True:
-        ready, _, _ = select.select([listener.fileno(), wake_read], [], [])
-        if wake_read in ready:
-            try:
-                while os.read(wake_read, 512):
-                    pass
-            except BlockingIOError:
-                pass  # drained
-        while waiting:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-            if pid == 0:
-                break
-            connection = waiting.pop(pid, None)
-            if connection is not None:
-                connection.sendall(f"exited {status}\n".encode())
-                connection.close()
-        if listener.fileno() in ready:
-            connection, _ = listener.accept()
-            message, fds, _, _ = socket.recv_fds(connection, 1 << 20, len(_STREAM_ARGS))
-            request = json.loads(message)
-            pid = os.fork()
-            if pid == 0:
-                listener.close()
-                for other in waiting.values():
-                    other.close()
-                os.close(wake_read)
-                os.close(wake_write)
-                _child(request, fds, connection)  # never returns
-            for fd in fds:
-                os.close(fd)
-            waiting[pid] = connection
-
-
-def _child(request: dict[str, Any], fds: list[int], connection: socket.socket) -> None:
-    """Become `python -m quorum.cli ARGS` (or `-c CODE ARGS`) as the request says."""
-    code = 1
-    try:
-        signal.set_wakeup_fd(-1)
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        if request["session"]:
-            os.setsid()
-        for number, fd in enumerate(fds):
-            os.dup2(fd, number)
-        for fd in set(fds) - {0, 1, 2}:
-            os.close(fd)
-        os.chdir(request["cwd"])
-        os.environ.clear()
-        os.environ.update(request["env"])
-        from quorum.settings import get_settings
-
-        get_settings.cache_clear()  # read from the command's environment, not the server's
-        connection.sendall(f"started {os.getpid()}\n".encode())
-        connection.close()
-        try:
-            if request["code"] is not None:
-                sys.argv = ["-c", *request["args"]]
-                main = {"__name__": "__main__", "__builtins__": __builtins__}
-                exec(compile(request["code"], "<string>", "exec"), main)
-            else:
-                sys.argv = [sys.executable, *request["args"]]  # runpy sets [0] as `-m` does
-                runpy.run_module("quorum.cli", run_name="__main__", alter_sys=True)
-            code = 0
-        except SystemExit as ended:
-            if ended.code is None or isinstance(ended.code, int):
-                code = ended.code or 0
-            else:
-                print(ended.code, file=sys.stderr)
-        except KeyboardInterrupt:
-            # As the interpreter ends on an uncaught Ctrl-C: by the signal itself.
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
-            os.kill(os.getpid(), signal.SIGINT)
-        except BaseException:
-            traceback.print_exc()
-        threading._shutdown()  # type: ignore[attr-defined]  # as the interpreter's exit does
-        atexit._run_exitfuncs()
-    except BaseException:
-        traceback.print_exc()  # before it started (its folder gone, say): said, exit 1
-    finally:
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except (OSError, ValueError):
-                pass  # a reader gone, as at any process's end
-        os._exit(code)
-
-
-if __name__ == "__main__":
-    serve(sys.argv[1])
