@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -103,3 +104,15 @@ def test_a_fork_exits_with_its_code_and_flushes_its_streams(tmp_path: Path) -> N
     failed = forks.run([], code="raise ValueError('boom')", cwd=tmp_path)
     assert failed.returncode == 1
     assert failed.stderr.rstrip().endswith("ValueError: boom")
+
+
+def test_the_server_outlives_a_caller_that_goes_before_its_fork_ends(tmp_path: Path) -> None:
+    """A caller that stops listening (its test ended, say) must not take the server along:
+    reporting to its closed connection once broke the server for every later command."""
+    orphaned = forks.start([], code="import time; time.sleep(0.3)", cwd=tmp_path)
+    orphaned._connection.close()  # as a caller that ends without waiting
+    time.sleep(1.0)  # the fork has ended and been reaped
+
+    later = forks.run([], code="print('served')", cwd=tmp_path, timeout=60)
+
+    assert (later.returncode, later.stdout) == (0, "served\n")

@@ -57,11 +57,17 @@ def serve(path: str) -> None:
                 break
             connection = waiting.pop(pid, None)
             if connection is not None:
-                connection.sendall(f"exited {status}\n".encode())
+                try:
+                    connection.sendall(f"exited {status}\n".encode())
+                except OSError:
+                    pass  # its caller is gone (closed, or its test ended): no one to tell
                 connection.close()
         if listener.fileno() in ready:
             connection, _ = listener.accept()
             message, fds, _, _ = socket.recv_fds(connection, 1 << 20, STREAMS)
+            if not message:  # its caller went before it asked: nothing to start
+                connection.close()
+                continue
             request = json.loads(message)
             pid = os.fork()
             if pid == 0:
