@@ -6,8 +6,9 @@ BIN := $(VENV)/bin
 UV := VIRTUAL_ENV=$(CURDIR)/$(VENV) $(BIN)/uv
 # llama-cpp-python compiles from source: build only the text library (no examples, tests,
 # tools, server binaries, multimodal library or llama.cpp's "common" helpers, which
-# scripts/llama-cpp-build.cmake switches off: half the build), for a generic CPU so a wheel
-# cached by uv works on any machine like it.
+# scripts/llama-cpp-build.cmake switches off: half the build; libllama itself at -O1), for a
+# generic x86-64 CPU with AVX2 so a wheel cached by uv works on any machine like it. (A native
+# build on our AVX-512 machine crashed in ggml-cpu at its first prompt, llama-cpp-python 0.3.36.)
 export CMAKE_ARGS ?= -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF -DCMAKE_PROJECT_llama.cpp_INCLUDE=$(CURDIR)/scripts/llama-cpp-build.cmake
 GOAL ?= Compare SQLite and PostgreSQL as the checkpoint store for a small team's agent service
 # The fast lane leaves out what starts the embedded model, a server, PostgreSQL or the
