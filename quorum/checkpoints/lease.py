@@ -20,6 +20,7 @@ import contextlib
 import logging
 import os
 import socket
+import sqlite3
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -120,15 +121,34 @@ class Leases:
         return {lease.thread_id: lease for lease in leases if lease.live}
 
     async def acquire(self, thread_id: str, holder: str, seconds: float) -> Lease | None:
-        """Take the lease; None if taken, else the live lease that stopped it."""
+        """Take the lease; None if taken, else the live lease that stopped it.
+
+        One statement when the thread is free (the common case: it returns the row it
+        wrote); a lease in the way is read, and taken over if its holder is known dead.
+        """
+        if await self._take(thread_id, holder, seconds, dead=""):
+            return None
+        current = await self.get(thread_id)
+        if current is None or not current.live:
+            # Gone since, or its holder is known dead, which is as good as expired: take it
+            # over (only its: if another run took it over first, that run's lease stands).
+            dead = current.holder if current is not None else ""
+            if await self._take(thread_id, holder, seconds, dead=dead):
+                return None
+            current = await self.get(thread_id)
+        return current
+
+    async def _take(self, thread_id: str, holder: str, seconds: float, *, dead: str) -> bool:
+        """Write our lease unless a live one of another holder (not `dead`) is in the way."""
         now = time.time()
-        current = await self.get(thread_id)
-        # A holder known dead is as good as expired: take its lease over (only its: if
-        # another run took it over first, that run's lease stands).
-        dead = current.holder if current is not None and not current.live else ""
-        await self._execute(ACQUIRE, (thread_id, holder, now + seconds, now, dead))
-        current = await self.get(thread_id)
-        return None if current is not None and current.holder == holder else current
+        params = (thread_id, holder, now + seconds, now, dead)
+        if self.dialect == "sqlite" and sqlite3.sqlite_version_info < (3, 35):
+            # No RETURNING before SQLite 3.35 (RHEL 8 has 3.26): read the row back.
+            await self._execute(ACQUIRE, params)
+            rows = await self._execute(HOLDER, (thread_id,))
+        else:
+            rows = await self._execute(ACQUIRE + " RETURNING holder", params)
+        return bool(rows) and rows[0][0] == holder
 
     async def renew(self, thread_id: str, holder: str, seconds: float) -> bool:
         """Extend our lease; False if it is no longer ours."""

@@ -314,3 +314,44 @@ async def test_a_fenced_write_lands_only_for_the_lease_holder(target: str) -> No
 
         kept_keys = [item.key for item in await kept.store.asearch(namespace)]
         assert kept_keys == ["k2"]
+
+
+async def test_a_lease_is_taken_when_free_refused_when_live_taken_from_the_dead(
+    target: str,
+) -> None:
+    """Taking a lease: one statement on a free thread; a live holder's lease stops it and is
+    named; a holder whose process is gone loses it at once."""
+    await lease_cases(target)
+
+
+async def test_leases_hold_where_sqlite_has_no_returning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before SQLite 3.35 (RHEL 8 has 3.26) there is no RETURNING: the row is read back."""
+    monkeypatch.setattr(sqlite3, "sqlite_version_info", (3, 26, 0))
+    await lease_cases(str(tmp_path / "quorum.db"))
+
+
+async def lease_cases(target: str) -> None:
+    """A free thread, a live holder, a dead holder, each taken or refused as it should be."""
+    from quorum.checkpoints import open_persistence
+    from quorum.checkpoints.lease import new_holder
+
+    with subprocess.Popen(["true"]) as gone:
+        gone.wait()
+    dead = f"{socket.gethostname()}:{gone.pid}:0000dead"
+
+    async with open_persistence(target) as kept:
+        first, second, third = new_holder(), new_holder(), new_holder()
+        assert await kept.leases.acquire("l.1", first, 30) is None
+        stopped = await kept.leases.acquire("l.1", second, 30)
+        assert stopped is not None and stopped.holder == first
+        held = await kept.leases.get("l.1")
+        assert held is not None and held.holder == first
+
+        # A lease whose holder's process is gone, though not yet expired, is taken over.
+        await kept.leases.release("l.1", first)
+        assert await kept.leases.acquire("l.1", dead, 30) is None
+        assert await kept.leases.acquire("l.1", third, 30) is None
+        held = await kept.leases.get("l.1")
+        assert held is not None and held.holder == third
