@@ -135,39 +135,66 @@ async def parallel_workers(
 ) -> list[Row]:
     """`workers` parallel workers, every model call `latency` long, durable.
 
-    The baseline is the critical path: the model calls that must follow one another (the
-    planner's, one worker's, the synthesizer's), counted in a run, each `latency` long.
+    Against the critical path: the model calls that must follow one another (the planner's,
+    one worker's, the synthesizer's), counted in a run, each `latency` long. And, side by
+    side, the same fan-out in raw LangGraph (`bench.shapes.raw_orchestrator`) on its own
+    saver, and with no checkpointer at all: what LangGraph's own supersteps cost.
     """
     rows = []
     script = orchestrator_script(parallel_plan(workers), delay=latency)
     ctx = context_for("orchestrator", plan_steps=workers)
+    name = f"{workers} parallel workers at {latency * 1e3:g} ms"
     for label, kind in databases.targets():
-        async with databases.opened(kind) as kept:
+        async with (
+            databases.opened(kind) as kept,
+            stock_saver(kind, databases.folder) as saver,
+        ):
             graph = quorum_graph("orchestrator", kept)
+            stock = raw_orchestrator(script).builder.compile(checkpointer=saver)
+            bare = raw_orchestrator(script)
             with scripted(script):
                 t = await interleaved(
-                    {"quorum": lambda: timed(lambda: run_quorum(graph, "orchestrator", ctx))},  # noqa: B023
+                    {
+                        "quorum": lambda: timed(lambda: run_quorum(graph, "orchestrator", ctx)),  # noqa: B023
+                        "stock": lambda: timed(lambda: run_raw(stock, "orchestrator")),  # noqa: B023
+                        "bare": lambda: timed(lambda: run_raw(bare, "orchestrator")),  # noqa: B023
+                    },
                     rounds,
                 )
-                path = await sequential_calls(script, graph, ctx, workers)
-        rows.append(
+                path = await sequential_calls(script, graph, ctx, workers) * latency
+        floor = (
+            f"raw LangGraph with no checkpointer: {median(t['bare']) / path:.2f} of it "
+            f"({median(t['bare']) * 1e3:.0f} ms)"
+        )
+        rows += [
             Row(
-                f"{workers} parallel workers at {latency * 1e3:g} ms, durable",
+                f"{name}, durable",
                 median(t["quorum"]),
-                path * latency,
+                path,
                 "s",
                 Target("<=", 1.05 if kind == "sqlite" else 1.1),
                 "critical path",
                 database=label,
-                note=f"critical path: {path} model calls one after another",
-            )
-        )
+                note=f"critical path: {path * 1e3:.0f} ms of model calls one after another; "
+                f"raw LangGraph on its own saver: {median(t['stock']) / path:.2f} of it; " + floor,
+            ),
+            Row(
+                f"{name}, durable, vs raw LangGraph on its own saver",
+                median(t["quorum"]),
+                median(t["stock"]),
+                "s",
+                Target("<=", 1.05),
+                "raw LangGraph, stock saver",
+                database=label,
+                note=floor,
+            ),
+        ]
     return rows
 
 
 async def sequential_calls(script: Script, graph: Any, ctx: QuorumContext, workers: int) -> int:
-    """The model calls on a run's critical path: the planner's (it thinks, then plans), one
-    worker's and the synthesizer's, counted in one more run of `graph`."""
+    """The model calls on a run's critical path, counted in one more run of `graph`: the
+    planner's (it thinks, then plans), one worker's and the synthesizer's."""
     script.calls.clear()
     await run_quorum(graph, "orchestrator", ctx)
     by_agent = Counter(call.agent for call in script.calls)
