@@ -204,6 +204,16 @@ class RunMeter:
     seconds_before: float = 0.0
     """Seconds earlier runs of the thread took (time with no process running is not counted)."""
     started: float = field(default_factory=time.monotonic)
+    journaled: set[str] | None = None
+    """The journal keys of the thread when the meter was seeded, and the calls this run has
+    made since; None when unknown (a call in no run: LangGraph gives every run an id, and
+    Quorum's runs their own). While a run lives nothing else
+    writes its thread's journal (its lease fences every other writer), so a call whose key
+    is not here has no record to read."""
+
+    def may_be_journaled(self, key: str) -> bool:
+        """Whether the journal may hold `key`: False only when it surely does not."""
+        return self.journaled is None or key in self.journaled
 
     @property
     def seconds(self) -> float:
@@ -308,8 +318,11 @@ async def run_meter(store: BaseStore, thread_id: str, run: str) -> RunMeter:
     """The meter of one run of a thread, seeded from its journal the first time it is asked for."""
     key = (thread_id, run)
     if key not in _meters:
-        meter = RunMeter()
-        for call in await journal.records(store, thread_id):
+        keyed = await journal.keyed_records(store, thread_id)
+        # Only a run with an id has a meter of its own: from here on the thread's calls are
+        # known (LangGraph gives every run an id, and Quorum's runs their own).
+        meter = RunMeter(journaled={k for k, _ in keyed} if run else None)
+        for _, call in keyed:
             if call.reply is not None:
                 meter.add(call.agent, call)
                 meter.seconds_before = max(meter.seconds_before, call.run_seconds)

@@ -285,3 +285,52 @@ async def test_a_run_the_langgraph_server_drives_drops_its_meter_when_it_ends(sc
 
     assert metered_during == [True]
     assert not any(key[0] == "srv1" for key in metering._meters)
+
+
+async def test_a_runs_new_calls_look_nothing_up_and_its_resume_replays(
+    script, db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run's meter knows its thread's journal (read once, when the meter is seeded), so a
+    call never made before is not looked up, and a later run looks up the calls that are
+    there."""
+    from langgraph.checkpoint.memory import InMemorySaver
+    from langgraph.store.memory import InMemoryStore
+
+    from quorum.graphs import PATTERNS
+
+    looked_up: list[str] = []
+    read = journal.JournalEntry.read
+
+    async def counted(entry: journal.JournalEntry) -> journal.CallRecord | None:
+        looked_up.append(entry.key)
+        return await read(entry)
+
+    monkeypatch.setattr(journal.JournalEntry, "read", counted)
+    monkeypatch.setenv("QUORUM_MAX_ATTEMPTS", "1")  # a failed attempt fails its step
+    get_settings.cache_clear()
+    script.on("agent", lambda agent, messages: "4")
+    first = await quorum.run("react", "What is 2+2?", thread_id="j1", database=db)
+    assert first.status == "completed" and script.count("agent") == 1
+    assert looked_up == []
+
+    # A call whose attempt failed is in the journal (its attempts are): the resume's run
+    # looks it up, and asks again.
+    failures = iter([json.JSONDecodeError("a cut-off reply", "{", 1)])
+
+    def flaky(agent: str, messages: list) -> str:
+        if (failure := next(failures, None)) is not None:
+            raise failure
+        return "4"
+
+    script.on("agent", flaky)
+    with pytest.raises(quorum.RunFailed):
+        await quorum.run("react", "What is 2+2?", thread_id="j2", database=db)
+    assert looked_up == []
+    resumed = await quorum.resume("j2", database=db)
+    assert resumed.status == "completed" and len(looked_up) == 1
+
+    # A graph invoked by hand (as `langgraph dev` does): LangGraph gives each run an id.
+    looked_up.clear()
+    graph = PATTERNS["react"].compile(checkpointer=InMemorySaver(), store=InMemoryStore())
+    await graph.ainvoke({"input": "What is 2+2?"}, {"configurable": {"thread_id": "j3"}})
+    assert looked_up == [] and script.count("agent") == 4

@@ -55,16 +55,19 @@ async def _invoke(
     metadata = {"quorum_agent": agent, "quorum_structured": structured}
     with telemetry.model_span(agent, name) as span:
         entry = journal.entry_for(agent, model, messages)
-        record = (await entry.read() if entry else None) or journal.CallRecord(
-            agent=agent, model=name
-        )
+        meter = await metering.run_meter(entry.store, entry.thread_id, entry.run) if entry else None
+        record = None
+        # The run's meter knows the journal's keys: a call never made before is not read for.
+        if entry is not None and meter is not None and meter.may_be_journaled(entry.key):
+            record = await entry.read()
+        record = record or journal.CallRecord(agent=agent, model=name)
         replayed = record.reply is not None and not record.rejected
-        meter = None
-        if not replayed:
+        if replayed:
+            meter = None  # nothing is spent again
+        else:
             record.rejected = False
-            meter = (
-                await metering.run_meter(entry.store, entry.thread_id, entry.run) if entry else None
-            )
+            if entry is not None and meter is not None and meter.journaled is not None:
+                meter.journaled.add(entry.key)  # its attempts and reply are written under it
             held = None
             if meter is not None:
                 estimate = metering.estimate_tokens(messages)
