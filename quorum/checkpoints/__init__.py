@@ -106,7 +106,8 @@ async def open_persistence(
         store = await stack.enter_async_context(open_store(target, read_only=read_only))
         conn = saver.conn
         is_sqlite = isinstance(conn, aiosqlite.Connection)
-        leases = Leases(conn, saver.lock, "sqlite" if is_sqlite else "postgres")
+        writer = getattr(saver, "writer", None)
+        leases = Leases(conn, saver.lock, "sqlite" if is_sqlite else "postgres", writer)
         if read_only:
             if is_sqlite and not await _has_checkpoints(conn):
                 _must_exist(target, thread_id, empty=True)

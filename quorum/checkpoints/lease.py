@@ -25,7 +25,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from quorum.errors import LeaseLost, ThreadBusy
 
@@ -78,11 +78,18 @@ class Leases:
     """The lease table of one checkpoint database."""
 
     def __init__(
-        self, conn: Any, lock: asyncio.Lock, dialect: Literal["sqlite", "postgres"]
+        self,
+        conn: Any,
+        lock: asyncio.Lock,
+        dialect: Literal["sqlite", "postgres"],
+        writer: Any = None,
     ) -> None:
         self.conn = conn
         self.lock = lock
         self.dialect = dialect
+        self.writer = writer
+        """A SQLite saver's writer thread (`quorum.checkpoints.sqlite`): a statement and its
+        commit are one trip there, where on `conn` each is a trip of its own."""
         self.absent = False
         """No lease table, in a database opened only to read that no Quorum run has held a
         lease in (one only the LangGraph server wrote): no thread is leased."""
@@ -170,6 +177,11 @@ class Leases:
         await self._execute("DELETE FROM quorum_leases WHERE thread_id = ?", (thread_id,))
 
     async def _execute(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        if self.dialect == "sqlite" and self.writer is not None:
+            return cast(
+                list[tuple[Any, ...]],
+                await self.writer.run(_committed, self.writer.conn, sql, params),
+            )
         async with self.lock:
             if self.dialect == "sqlite":
                 cursor = await self.conn.execute(sql, params)
@@ -182,6 +194,19 @@ class Leases:
                 await cursor.execute(sql.replace("?", "%s"), params)
                 rows = await cursor.fetchall() if cursor.description else []
                 return [tuple(row.values()) if isinstance(row, dict) else row for row in rows]
+
+
+def _committed(conn: Any, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+    """Run one statement on a SQLite connection and commit it (on the connection's thread)."""
+    try:
+        rows = conn.execute(sql, params).fetchall()
+        if conn.in_transaction:
+            conn.commit()
+    except BaseException:
+        if conn.in_transaction:
+            conn.rollback()
+        raise
+    return [tuple(row) for row in rows]
 
 
 def new_holder() -> str:

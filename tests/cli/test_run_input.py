@@ -226,8 +226,7 @@ def test_a_stop_while_the_command_loads_is_one_line(tmp_path: Path, stop: signal
         env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
-        time.sleep(1.0)  # its handler is set within ~0.2 s; the imports take seconds more
-        assert run.poll() is None
+        loading(run.pid)
         run.send_signal(stop)
         _, err = run.communicate(timeout=30)
     finally:
@@ -301,3 +300,20 @@ def test_a_read_only_database_can_still_be_shown(tmp_path: Path) -> None:
     assert [t["thread_id"] for t in json.loads(shown["threads--json"])] == ["r1"]
     assert "completed" in (tmp_path / "r1.html").read_text()
     assert sorted(path.name for path in data.iterdir()) == before
+
+
+def loading(pid: int) -> None:
+    """Wait until process `pid` catches SIGTERM, as the CLI does only while it loads.
+
+    Read from the kernel (/proc/PID/status): a fixed sleep missed the window on a fast
+    machine, where the imports took less than the second the test waited.
+    """
+    mask = 1 << (signal.SIGTERM - 1)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with open(f"/proc/{pid}/status") as status:
+            caught = next(line for line in status if line.startswith("SigCgt:"))
+        if int(caught.split()[1], 16) & mask:
+            return
+        time.sleep(0.002)
+    raise AssertionError(f"process {pid} never caught SIGTERM while it loaded")
