@@ -46,6 +46,11 @@ FENCE = "__quorum_lease"
 its journal and ledger writes. (LangGraph copies configurable keys into every checkpoint's
 metadata unless they begin with `__`.)"""
 
+NEW_THREAD = "__quorum_new_thread"
+"""The configurable key that marks a run that started its thread (the runner saw no checkpoint
+of it while holding its lease): the thread's journal holds none of the run's calls, so its
+meter starts empty instead of reading the journal."""
+
 
 @dataclass
 class CallRecord:
@@ -102,6 +107,8 @@ class JournalEntry:
     """Which run of the thread is making the call (budgets are metered per run)."""
     holder: str = ""
     """The run's lease holder: the write is refused once another run holds the thread."""
+    new_thread: bool = False
+    """The run started the thread (`NEW_THREAD`)."""
 
     async def read(self) -> CallRecord | None:
         """The record of this call, if an earlier run of its task made it."""
@@ -196,6 +203,7 @@ def entry_for(agent: str, model: Any, messages: Sequence[BaseMessage]) -> Journa
         str(thread_id),
         run,
         holder_of(config),
+        bool(configurable.get(NEW_THREAD)),
     )
 
 

@@ -94,8 +94,11 @@ async def drive(
     start: RunnableConfig | None = None,
     metadata: dict[str, str] | None = None,
     stream: bool = False,
+    new_thread: bool = False,
 ) -> None:
     """Run `graph` on the thread whose lease `holder` holds, to its end or its first stop.
+
+    `new_thread`: the caller saw no checkpoint of the thread while holding its lease.
 
     With `stream`, `on_event` also hears each agent's replies as they are written (`wrote`
     events, from LangGraph's `messages` stream).
@@ -107,6 +110,8 @@ async def drive(
     run_id = str(uuid.uuid4())
     callbacks = telemetry.langsmith_callbacks()
     config = _run_config(name, thread_id, holder, run_id, callbacks, start, metadata)
+    if new_thread:
+        config["configurable"][journal.NEW_THREAD] = True
     try:
         resumed = not isinstance(payload, dict)  # a new run's payload is its input
         with telemetry.run_span(name, thread_id, run_id, resumed=resumed) as span:

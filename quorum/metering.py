@@ -314,11 +314,17 @@ when they end, so the least recently used go beyond this: a meter is only a cach
 run's journal, and one asked for again is seeded from it again."""
 
 
-async def run_meter(store: BaseStore, thread_id: str, run: str) -> RunMeter:
-    """The meter of one run of a thread, seeded from its journal the first time it is asked for."""
+async def run_meter(
+    store: BaseStore, thread_id: str, run: str, *, new_thread: bool = False
+) -> RunMeter:
+    """The meter of one run of a thread, seeded from its journal the first time it is asked for.
+
+    A run that started its thread (`new_thread`) has nothing to read there.
+    """
     key = (thread_id, run)
     if key not in _meters:
-        keyed = await journal.keyed_records(store, thread_id)
+        new = new_thread and run
+        keyed = [] if new else await journal.keyed_records(store, thread_id)
         # Only a run with an id has a meter of its own: from here on the thread's calls are
         # known (LangGraph gives every run an id, and Quorum's runs their own).
         meter = RunMeter(journaled={k for k, _ in keyed} if run else None)

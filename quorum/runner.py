@@ -99,6 +99,7 @@ async def run(
             on_event,
             lease.holder,
             stream=stream,
+            new_thread=True,
         )
         return await thread_info(kept, thread_id, ignore_lease=True, pattern=pattern)
 

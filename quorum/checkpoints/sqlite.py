@@ -106,6 +106,24 @@ class QuorumSqliteSaver(AsyncSqliteSaver):
         put = self.synchronous.put
         return await self.writer.run(put, config, checkpoint, metadata, new_versions)
 
+    async def aget_tuple(self, config: Any) -> Any:
+        """Read a checkpoint: one trip to the writer thread, after the writes asked before it.
+
+        Through the async connection each statement and fetch is a trip of its own.
+        """
+        if self.writer is None or self.synchronous is None:
+            return await super().aget_tuple(config)
+        return await self.writer.run(self.synchronous.get_tuple, config)
+
+    async def aget_delta_channel_history(self, *, config: Any, channels: Sequence[str]) -> Any:
+        """Rebuild delta channels' values from their writes: one trip to the writer thread."""
+        if self.writer is None or self.synchronous is None:
+            return await super().aget_delta_channel_history(config=config, channels=channels)
+        history = functools.partial(
+            self.synchronous.get_delta_channel_history, config=config, channels=channels
+        )
+        return await self.writer.run(history)
+
     async def aput_writes(
         self, config: Any, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str = ""
     ) -> None:

@@ -257,7 +257,7 @@ async def _answer(
             try:
                 await drive(
                     graph, payload, f"eval.{strategy}", thread_id, context, None, lease.holder,
-                    metadata=labels,
+                    metadata=labels, new_thread=not started,
                 )  # fmt: skip
             except QuorumError as failure:  # the question failed: it is counted, with its reason
                 error = redact(failure.message)

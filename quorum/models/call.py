@@ -55,7 +55,13 @@ async def _invoke(
     metadata = {"quorum_agent": agent, "quorum_structured": structured}
     with telemetry.model_span(agent, name) as span:
         entry = journal.entry_for(agent, model, messages)
-        meter = await metering.run_meter(entry.store, entry.thread_id, entry.run) if entry else None
+        meter = (
+            await metering.run_meter(
+                entry.store, entry.thread_id, entry.run, new_thread=entry.new_thread
+            )
+            if entry
+            else None
+        )
         record = None
         # The run's meter knows the journal's keys: a call never made before is not read for.
         if entry is not None and meter is not None and meter.may_be_journaled(entry.key):
