@@ -290,9 +290,9 @@ async def test_a_run_the_langgraph_server_drives_drops_its_meter_when_it_ends(sc
 async def test_a_runs_new_calls_look_nothing_up_and_its_resume_replays(
     script, db: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A run's meter knows its thread's journal (read once, when the meter is seeded), so a
-    call never made before is not looked up, and a later run looks up the calls that are
-    there."""
+    """A run's meter knows its thread's journal (read once, when the meter is seeded; not at
+    all by a run that started its thread), so a call never made before is not looked up,
+    and a later run looks up the calls that are there."""
     from langgraph.checkpoint.memory import InMemorySaver
     from langgraph.store.memory import InMemoryStore
 
@@ -306,12 +306,22 @@ async def test_a_runs_new_calls_look_nothing_up_and_its_resume_replays(
         return await read(entry)
 
     monkeypatch.setattr(journal.JournalEntry, "read", counted)
+    searched: list[str] = []
+    search = journal.keyed_records
+
+    async def listed(store: Any, thread_id: str) -> list[tuple[str, journal.CallRecord]]:
+        searched.append(thread_id)
+        return await search(store, thread_id)
+
+    monkeypatch.setattr(journal, "keyed_records", listed)
     monkeypatch.setenv("QUORUM_MAX_ATTEMPTS", "1")  # a failed attempt fails its step
     get_settings.cache_clear()
     script.on("agent", lambda agent, messages: "4")
     first = await quorum.run("react", "What is 2+2?", thread_id="j1", database=db)
     assert first.status == "completed" and script.count("agent") == 1
-    assert looked_up == []
+    # A run that started its thread knows its journal is empty: not even read to seed the
+    # meter. (The read-back after the run reads it whole, for the ledger.)
+    assert looked_up == [] and searched == ["j1"]
 
     # A call whose attempt failed is in the journal (its attempts are): the resume's run
     # looks it up, and asks again.
@@ -326,8 +336,10 @@ async def test_a_runs_new_calls_look_nothing_up_and_its_resume_replays(
     with pytest.raises(quorum.RunFailed):
         await quorum.run("react", "What is 2+2?", thread_id="j2", database=db)
     assert looked_up == []
+    searched.clear()
     resumed = await quorum.resume("j2", database=db)
     assert resumed.status == "completed" and len(looked_up) == 1
+    assert searched == ["j2"] * 3  # the thread read before, the meter seeded, the read-back
 
     # A graph invoked by hand (as `langgraph dev` does): LangGraph gives each run an id.
     looked_up.clear()
