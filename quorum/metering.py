@@ -215,6 +215,11 @@ class RunMeter:
         """Whether the journal may hold `key`: False only when it surely does not."""
         return self.journaled is None or key in self.journaled
 
+    def journaling(self, key: str) -> None:
+        """Note that the run is about to journal a call under `key` (its attempts, its reply)."""
+        if self.journaled is not None:
+            self.journaled.add(key)
+
     @property
     def seconds(self) -> float:
         """Seconds the run has taken so far."""

@@ -55,25 +55,14 @@ async def _invoke(
     metadata = {"quorum_agent": agent, "quorum_structured": structured}
     with telemetry.model_span(agent, name) as span:
         entry = journal.entry_for(agent, model, messages)
-        meter = (
-            await metering.run_meter(
-                entry.store, entry.thread_id, entry.run, new_thread=entry.new_thread
-            )
-            if entry
-            else None
-        )
-        record = None
-        # The run's meter knows the journal's keys: a call never made before is not read for.
-        if entry is not None and meter is not None and meter.may_be_journaled(entry.key):
-            record = await entry.read()
-        record = record or journal.CallRecord(agent=agent, model=name)
+        record, meter = await _journaled(entry, agent, name)
         replayed = record.reply is not None and not record.rejected
         if replayed:
             meter = None  # nothing is spent again
         else:
             record.rejected = False
-            if entry is not None and meter is not None and meter.journaled is not None:
-                meter.journaled.add(entry.key)  # its attempts and reply are written under it
+            if entry is not None and meter is not None:
+                meter.journaling(entry.key)
             held = None
             if meter is not None:
                 estimate = metering.estimate_tokens(messages)
@@ -99,6 +88,20 @@ async def _invoke(
     if replayed:
         await _show_replayed(record.reply, messages, metadata)
     return record.reply
+
+
+async def _journaled(
+    entry: journal.JournalEntry | None, agent: str, name: str
+) -> tuple[journal.CallRecord, metering.RunMeter | None]:
+    """The call's record, from the journal or new, and the meter of its run (if journaled)."""
+    if entry is None:
+        return journal.CallRecord(agent=agent, model=name), None
+    meter = await metering.run_meter(
+        entry.store, entry.thread_id, entry.run, new_thread=entry.new_thread
+    )
+    # The run's meter knows the journal's keys: a call never made before is not read for.
+    record = await entry.read() if meter.may_be_journaled(entry.key) else None
+    return record or journal.CallRecord(agent=agent, model=name), meter
 
 
 class _Replayed(BaseChatModel):
