@@ -206,10 +206,9 @@ class RunMeter:
     started: float = field(default_factory=time.monotonic)
     journaled: set[str] | None = None
     """The journal keys of the thread when the meter was seeded, and the calls this run has
-    made since; None when unknown (a call in no run: LangGraph gives every run an id, and
-    Quorum's runs their own). While a run lives nothing else
-    writes its thread's journal (its lease fences every other writer), so a call whose key
-    is not here has no record to read."""
+    made since; None when unknown (a call in no run). While a run lives nothing else writes
+    its thread's journal (its lease fences every other writer), so a call whose key is not
+    here has no record to read."""
 
     def may_be_journaled(self, key: str) -> bool:
         """Whether the journal may hold `key`: False only when it surely does not."""
@@ -328,8 +327,7 @@ async def run_meter(
     """
     key = (thread_id, run)
     if key not in _meters:
-        new = new_thread and run
-        keyed = [] if new else await journal.keyed_records(store, thread_id)
+        keyed = [] if new_thread and run else await journal.keyed_records(store, thread_id)
         # Only a run with an id has a meter of its own: from here on the thread's calls are
         # known (LangGraph gives every run an id, and Quorum's runs their own).
         meter = RunMeter(journaled={k for k, _ in keyed} if run else None)
